@@ -1,0 +1,46 @@
+//! memring: a memcached client that routes keys exactly as the clients
+//! already sharing your cache do, and stays boring when servers fail.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use memring::Client;
+//!
+//! let client = Client::new(["10.0.0.1:11211", "10.0.0.2:11211"])?;
+//! client.set("user:42", "Ada", Duration::from_secs(60))?;
+//! let name: Option<String> = client.get("user:42")?;
+//! let hits = client.incr("hits", 1)?; // None if "hits" does not exist
+//! client.delete("user:42")?;
+//! # Ok::<(), memring::Error>(())
+//! ```
+//!
+//! # Layout
+//! Data flows one way: key → [`ring`] → health → pool → connection →
+//! [`protocol`] → reply.
+//! - `client`: the commands; runs each on the key's first usable server.
+//! - `builder`: every setting and its default.
+//! - [`ring`]: pure routing (ketama, hash_ring, modulo), failover order.
+//! - `health`: per-server failure counts and dead-until times (atomics).
+//! - `pool`: one r2d2 pool per server.
+//! - `connection`: a socket, its buffers, and the `broken` flag.
+//! - [`protocol`]: the text protocol, sans I/O.
+//! - `error`: one opaque [`Error`] with a [`ErrorKind`].
+
+#![deny(missing_docs)]
+
+mod builder;
+mod client;
+mod connection;
+mod error;
+mod health;
+mod pool;
+pub mod protocol;
+pub mod ring;
+mod server;
+mod value;
+
+pub use builder::{ClientBuilder, DEFAULT_MAX_VALUE_SIZE};
+pub use client::{CasOutcome, Client};
+pub use error::{Error, ErrorKind, Result};
+pub use ring::{Distribution, Ring};
+pub use server::{Endpoint, IntoServers, Server, DEFAULT_PORT};
+pub use value::{CasToken, Expiry, FromValue, Item, ToValue, WithFlags};

@@ -1,0 +1,148 @@
+//! One r2d2 pool per server.
+//!
+//! The pool holds *slots*, and a slot holds a connection once one has been
+//! made. r2d2 creates slots (instantly, with no network I/O) and limits how
+//! many are checked out; the caller's own thread connects an empty slot.
+//! That keeps r2d2's counting, waiting and checkout timeout, while a refused
+//! connection fails at once on the caller's thread with the real error,
+//! instead of leaving the caller waiting out the checkout timeout while
+//! r2d2 retries in the background.
+//!
+//! `has_broken` only reads the connection's flag: it never blocks. Checkout
+//! does no round trip; it makes one non-blocking `recv(MSG_PEEK)` to spot a
+//! connection the server closed, or one with unread bytes, and replaces it.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::time::Duration;
+
+use scheduled_thread_pool::ScheduledThreadPool;
+
+use crate::connection::{ConnOptions, Connection};
+use crate::error::{Error, ErrorKind, Result};
+use crate::server::Server;
+
+/// Pool settings, from the builder.
+#[derive(Debug, Clone)]
+pub(crate) struct PoolOptions {
+    pub max_size: u32,
+    pub checkout_timeout: Duration,
+    pub idle_timeout: Option<Duration>,
+}
+
+/// A pooled place for one connection.
+pub(crate) struct Slot {
+    conn: Option<Connection>,
+}
+
+struct Manager;
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Slot;
+    type Error = Error;
+
+    fn connect(&self) -> Result<Slot> {
+        Ok(Slot { conn: None })
+    }
+
+    fn is_valid(&self, _slot: &mut Slot) -> Result<()> {
+        // test_on_check_out is off: checkout validity is `check_idle`,
+        // which costs no round trip.
+        Ok(())
+    }
+
+    fn has_broken(&self, slot: &mut Slot) -> bool {
+        slot.conn.as_ref().is_none_or(Connection::is_broken)
+    }
+}
+
+/// The pool of one server.
+pub(crate) struct ServerPool {
+    pool: r2d2::Pool<Manager>,
+    server: Server,
+    conn_opts: ConnOptions,
+    idle_timeout: Option<Duration>,
+}
+
+/// A checked-out, connected connection; it returns to the pool on drop
+/// unless it is broken.
+pub(crate) struct PooledConn(r2d2::PooledConnection<Manager>);
+
+impl Deref for PooledConn {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.0.conn.as_ref().expect("a checked-out slot is connected")
+    }
+}
+
+impl DerefMut for PooledConn {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.0.conn.as_mut().expect("a checked-out slot is connected")
+    }
+}
+
+impl ServerPool {
+    pub fn new(
+        server: Server,
+        conn_opts: ConnOptions,
+        opts: &PoolOptions,
+        threads: Arc<ScheduledThreadPool>,
+    ) -> ServerPool {
+        let pool = r2d2::Pool::builder()
+            .max_size(opts.max_size)
+            .min_idle(Some(0))
+            .connection_timeout(opts.checkout_timeout)
+            .test_on_check_out(false)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .thread_pool(threads)
+            .build_unchecked(Manager);
+        ServerPool {
+            pool,
+            server,
+            conn_opts,
+            idle_timeout: opts.idle_timeout,
+        }
+    }
+
+    /// The server this pool connects to.
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+
+    /// Checks out a connected connection, connecting on this thread when
+    /// the slot is empty or its connection went stale.
+    pub fn get(&self) -> Result<PooledConn> {
+        let mut slot = self.pool.get().map_err(|e| {
+            Error::new(
+                ErrorKind::PoolTimeout,
+                format!(
+                    "all {} connections busy for {:?}",
+                    self.pool.max_size(),
+                    self.pool.connection_timeout()
+                ),
+            )
+            .with_source(e)
+            .at(self.server.label())
+        })?;
+        let usable = match slot.conn.as_mut() {
+            None => false,
+            Some(c) => !self.idle_timeout.is_some_and(|t| c.idle_for() > t) && c.check_idle(),
+        };
+        if !usable {
+            slot.conn = None;
+            let conn = Connection::connect(&self.server, &self.conn_opts)
+                .map_err(|e| e.at(self.server.label()))?;
+            slot.conn = Some(conn);
+        }
+        Ok(PooledConn(slot))
+    }
+
+    /// Connections open or checked out, and how many are idle.
+    #[allow(dead_code)]
+    pub fn state(&self) -> (u32, u32) {
+        let s = self.pool.state();
+        (s.connections, s.idle_connections)
+    }
+}

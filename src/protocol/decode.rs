@@ -1,0 +1,447 @@
+//! Reply decoder. It takes the bytes received so far and answers either
+//! "incomplete" or "one reply of `n` bytes". It never does I/O and never
+//! allocates: values are slices of the caller's buffer. Data blocks are read
+//! by their declared length, so values may contain `\r\n`.
+
+use thiserror::Error;
+
+/// One reply line (or `VALUE` block) of the text protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Response<'a> {
+    /// `VALUE <key> <flags> <bytes> [<cas>]` and its data block.
+    Value {
+        /// The key echoed by the server.
+        key: &'a [u8],
+        /// The client flags stored with the item.
+        flags: u32,
+        /// The value bytes.
+        data: &'a [u8],
+        /// The cas token (`gets`/`gats` only).
+        cas: Option<u64>,
+    },
+    /// `END`: the end of a retrieval or `stats` reply.
+    End,
+    /// `STORED`.
+    Stored,
+    /// `NOT_STORED`.
+    NotStored,
+    /// `EXISTS`.
+    Exists,
+    /// `NOT_FOUND`.
+    NotFound,
+    /// `DELETED`.
+    Deleted,
+    /// `TOUCHED`.
+    Touched,
+    /// `OK`.
+    Ok,
+    /// `RESET` (after `stats reset`).
+    Reset,
+    /// A bare decimal number: the result of `incr`/`decr`.
+    Number(u64),
+    /// `VERSION <text>`.
+    Version(&'a [u8]),
+    /// `STAT <name> <value>`.
+    Stat {
+        /// The statistic's name.
+        name: &'a [u8],
+        /// Its value, as text.
+        value: &'a [u8],
+    },
+    /// `ERROR` or `ERROR <text>`: unknown command or bad syntax.
+    Error(&'a [u8]),
+    /// `CLIENT_ERROR <message>`.
+    ClientError(&'a [u8]),
+    /// `SERVER_ERROR <message>`.
+    ServerError(&'a [u8]),
+}
+
+impl Response<'_> {
+    /// The reply's first word, for messages (`VALUE`, `STORED`, a number…).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Response::Value { .. } => "VALUE",
+            Response::End => "END",
+            Response::Stored => "STORED",
+            Response::NotStored => "NOT_STORED",
+            Response::Exists => "EXISTS",
+            Response::NotFound => "NOT_FOUND",
+            Response::Deleted => "DELETED",
+            Response::Touched => "TOUCHED",
+            Response::Ok => "OK",
+            Response::Reset => "RESET",
+            Response::Number(_) => "a number",
+            Response::Version(_) => "VERSION",
+            Response::Stat { .. } => "STAT",
+            Response::Error(_) => "ERROR",
+            Response::ClientError(_) => "CLIENT_ERROR",
+            Response::ServerError(_) => "SERVER_ERROR",
+        }
+    }
+}
+
+/// The outcome of one call to [`Decoder::decode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoded<'a> {
+    /// More bytes are needed.
+    Incomplete,
+    /// One reply, and how many bytes of the input it used.
+    Complete(Response<'a>, usize),
+}
+
+/// Why a byte stream is not a valid reply. After any of these the stream is
+/// out of step and the connection must be closed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// A line grew past the limit without a newline.
+    #[error("reply line longer than {limit} bytes")]
+    LineTooLong {
+        /// The line limit.
+        limit: usize,
+    },
+    /// A `VALUE` header declared more bytes than the configured maximum.
+    #[error("declared value length {declared} exceeds the limit of {limit} bytes")]
+    ValueTooLarge {
+        /// The declared length (saturated).
+        declared: u64,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A line that is not `\r\n`-terminated, has bad fields, or a data block
+    /// not followed by `\r\n`.
+    #[error("malformed reply: {0}")]
+    Malformed(&'static str),
+    /// A first word that is no reply of the text protocol.
+    #[error("unknown reply {0:?}")]
+    Unknown(String),
+}
+
+/// The decoder and its limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Decoder {
+    max_value: usize,
+    max_line: usize,
+}
+
+/// The default longest reply line accepted (a `VALUE` line with a 250-byte
+/// key is under 300 bytes).
+pub const DEFAULT_MAX_LINE: usize = 4096;
+
+impl Decoder {
+    /// A decoder that refuses values longer than `max_value` bytes.
+    pub fn new(max_value: usize) -> Decoder {
+        Decoder {
+            max_value,
+            max_line: DEFAULT_MAX_LINE,
+        }
+    }
+
+    /// The longest value accepted.
+    pub fn max_value(&self) -> usize {
+        self.max_value
+    }
+
+    /// Decodes the first reply in `buf`.
+    pub fn decode<'a>(&self, buf: &'a [u8]) -> Result<Decoded<'a>, DecodeError> {
+        let window = &buf[..buf.len().min(self.max_line + 2)];
+        let Some(nl) = window.iter().position(|&b| b == b'\n') else {
+            if buf.len() > self.max_line + 1 {
+                return Err(DecodeError::LineTooLong {
+                    limit: self.max_line,
+                });
+            }
+            return Ok(Decoded::Incomplete);
+        };
+        if nl == 0 || buf[nl - 1] != b'\r' {
+            return Err(DecodeError::Malformed("line not terminated by \\r\\n"));
+        }
+        let line = &buf[..nl - 1];
+        let used = nl + 1;
+        let (word, rest) = match line.iter().position(|&b| b == b' ') {
+            Some(i) => (&line[..i], Some(&line[i + 1..])),
+            None => (line, None),
+        };
+        let simple = |r: Response<'a>| -> Result<Decoded<'a>, DecodeError> {
+            if rest.is_some() {
+                return Err(DecodeError::Malformed("unexpected text after reply word"));
+            }
+            Ok(Decoded::Complete(r, used))
+        };
+        match word {
+            b"VALUE" => self.value(buf, rest.unwrap_or_default(), used),
+            b"END" => simple(Response::End),
+            b"STORED" => simple(Response::Stored),
+            b"NOT_STORED" => simple(Response::NotStored),
+            b"EXISTS" => simple(Response::Exists),
+            b"NOT_FOUND" => simple(Response::NotFound),
+            b"DELETED" => simple(Response::Deleted),
+            b"TOUCHED" => simple(Response::Touched),
+            b"OK" => simple(Response::Ok),
+            b"RESET" => simple(Response::Reset),
+            b"VERSION" => Ok(Decoded::Complete(
+                Response::Version(rest.unwrap_or_default()),
+                used,
+            )),
+            b"STAT" => {
+                let rest = rest.ok_or(DecodeError::Malformed("STAT without a name"))?;
+                let (name, value) = match rest.iter().position(|&b| b == b' ') {
+                    Some(i) => (&rest[..i], &rest[i + 1..]),
+                    None => (rest, &b""[..]),
+                };
+                if name.is_empty() {
+                    return Err(DecodeError::Malformed("STAT without a name"));
+                }
+                Ok(Decoded::Complete(Response::Stat { name, value }, used))
+            }
+            b"CLIENT_ERROR" => Ok(Decoded::Complete(
+                Response::ClientError(rest.unwrap_or_default()),
+                used,
+            )),
+            b"SERVER_ERROR" => Ok(Decoded::Complete(
+                Response::ServerError(rest.unwrap_or_default()),
+                used,
+            )),
+            // `ERROR`, and variants such as `ERROR: shutdown not enabled`.
+            _ if word.starts_with(b"ERROR") => Ok(Decoded::Complete(Response::Error(line), used)),
+            _ if !word.is_empty() && word.iter().all(u8::is_ascii_digit) => {
+                let n = parse_u64(word).ok_or(DecodeError::Malformed("number out of range"))?;
+                // incr/decr results are a bare number; nothing may follow it.
+                simple(Response::Number(n))
+            }
+            _ => Err(DecodeError::Unknown(
+                String::from_utf8_lossy(&word[..word.len().min(32)]).into_owned(),
+            )),
+        }
+    }
+
+    fn value<'a>(
+        &self,
+        buf: &'a [u8],
+        fields: &'a [u8],
+        header: usize,
+    ) -> Result<Decoded<'a>, DecodeError> {
+        let mut it = fields.split(|&b| b == b' ');
+        let key = it.next().filter(|k| !k.is_empty());
+        let flags = it.next().and_then(parse_u64);
+        let len = it.next().and_then(parse_u64);
+        let cas = it.next().map(|c| parse_u64(c).ok_or(()));
+        let (Some(key), Some(flags), Some(len)) = (key, flags, len) else {
+            return Err(DecodeError::Malformed("bad VALUE header"));
+        };
+        let flags = u32::try_from(flags).map_err(|_| DecodeError::Malformed("flags above u32"))?;
+        let cas = match cas {
+            None => None,
+            Some(Ok(c)) => Some(c),
+            Some(Err(())) => return Err(DecodeError::Malformed("bad cas in VALUE header")),
+        };
+        if it.next().is_some() {
+            return Err(DecodeError::Malformed("extra fields in VALUE header"));
+        }
+        if len > self.max_value as u64 {
+            return Err(DecodeError::ValueTooLarge {
+                declared: len,
+                limit: self.max_value,
+            });
+        }
+        let len = len as usize;
+        let end = header + len;
+        if buf.len() < end + 2 {
+            return Ok(Decoded::Incomplete);
+        }
+        if &buf[end..end + 2] != b"\r\n" {
+            return Err(DecodeError::Malformed(
+                "data block not followed by \\r\\n (length mismatch)",
+            ));
+        }
+        Ok(Decoded::Complete(
+            Response::Value {
+                key,
+                flags,
+                data: &buf[header..end],
+                cas,
+            },
+            end + 2,
+        ))
+    }
+}
+
+/// Parses a strictly decimal u64 (no sign, no spaces, no overflow).
+pub(crate) fn parse_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &b in s {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: Decoder = Decoder {
+        max_value: 1 << 20,
+        max_line: DEFAULT_MAX_LINE,
+    };
+
+    /// Decodes every reply in `input` fed whole, then fed split at every
+    /// byte offset, and checks that both give the same replies.
+    fn all(input: &[u8]) -> Vec<String> {
+        let whole = collect(input);
+        for cut in 0..input.len() {
+            // Feeding only the prefix must be Incomplete or a prefix of the
+            // whole answer, never an error.
+            let mut pos = 0;
+            let mut seen = Vec::new();
+            loop {
+                match D.decode(&input[pos..cut]) {
+                    Ok(Decoded::Complete(r, n)) => {
+                        seen.push(format!("{r:?}"));
+                        pos += n;
+                    }
+                    Ok(Decoded::Incomplete) => break,
+                    Err(e) => panic!("split at {cut}: {e}"),
+                }
+            }
+            assert_eq!(&whole[..seen.len()], &seen[..], "split at {cut}");
+        }
+        whole
+    }
+
+    fn collect(input: &[u8]) -> Vec<String> {
+        let mut pos = 0;
+        let mut out = Vec::new();
+        while pos < input.len() {
+            match D.decode(&input[pos..]).unwrap() {
+                Decoded::Complete(r, n) => {
+                    out.push(format!("{r:?}"));
+                    pos += n;
+                }
+                Decoded::Incomplete => panic!("incomplete at {pos}"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn decodes_every_text_reply_whole_and_split() {
+        let input: &[u8] = b"VALUE a 5 3\r\nabc\r\nVALUE b 0 2 99\r\nxy\r\nEND\r\n\
+STORED\r\nNOT_STORED\r\nEXISTS\r\nNOT_FOUND\r\nDELETED\r\nTOUCHED\r\n15\r\n0\r\n\
+18446744073709551615\r\nOK\r\nRESET\r\nVERSION 1.6.18\r\nSTAT pid 3226\r\nSTAT 1:chunk_size 96\r\n\
+END\r\nERROR\r\nERROR: shutdown not enabled\r\nCLIENT_ERROR bad data chunk\r\n\
+SERVER_ERROR object too large for cache\r\n";
+        let got = all(input);
+        assert_eq!(got.len(), 22);
+        assert_eq!(
+            D.decode(b"VALUE b 0 2 99\r\nxy\r\n").unwrap(),
+            Decoded::Complete(
+                Response::Value {
+                    key: b"b",
+                    flags: 0,
+                    data: b"xy",
+                    cas: Some(99)
+                },
+                20
+            )
+        );
+        assert_eq!(
+            D.decode(b"SERVER_ERROR out of memory\r\n").unwrap(),
+            Decoded::Complete(Response::ServerError(b"out of memory"), 28)
+        );
+        assert_eq!(
+            D.decode(b"STAT pid 3226\r\n").unwrap(),
+            Decoded::Complete(
+                Response::Stat {
+                    name: b"pid",
+                    value: b"3226"
+                },
+                15
+            )
+        );
+    }
+
+    #[test]
+    fn values_are_binary_safe() {
+        let data = b"line1\r\nEND\r\nVALUE x 0 1\r\n\x00\xff";
+        let mut input = format!("VALUE k 7 {}\r\n", data.len()).into_bytes();
+        input.extend_from_slice(data);
+        input.extend_from_slice(b"\r\nEND\r\n");
+        all(&input);
+        match D.decode(&input).unwrap() {
+            Decoded::Complete(Response::Value { data: d, flags, .. }, _) => {
+                assert_eq!(d, data);
+                assert_eq!(flags, 7);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            collect(b"VALUE e 0 0\r\n\r\nEND\r\n"),
+            vec![
+                "Value { key: [101], flags: 0, data: [], cas: None }",
+                "End"
+            ]
+        );
+    }
+
+    #[test]
+    fn rejects_oversized_declared_length_before_data_arrives() {
+        let small = Decoder::new(10);
+        assert_eq!(
+            small.decode(b"VALUE k 0 11\r\n"),
+            Err(DecodeError::ValueTooLarge {
+                declared: 11,
+                limit: 10
+            })
+        );
+        assert!(matches!(
+            D.decode(b"VALUE k 0 1099511627776\r\n"),
+            Err(DecodeError::ValueTooLarge { .. })
+        ));
+        assert!(matches!(
+            D.decode(b"VALUE k 0 99999999999999999999999\r\n"),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn malformed_replies_are_errors() {
+        let cases: &[&[u8]] = &[
+            b"VALUE k 0 5\r\nhelloXX",
+            b"VALUE k x 1\r\na\r\n",
+            b"VALUE k 4294967296 1\r\na\r\n",
+            b"VALUE k 0 1 zz\r\na\r\n",
+            b"VALUE k 0 1 1 1\r\na\r\n",
+            b"VALUE\r\n",
+            b"VALUE  0 1\r\na\r\n",
+            b"STORED\n",
+            b"STORED extra\r\n",
+            b"12a\r\n",
+            b"-1\r\n",
+            b"99999999999999999999\r\n",
+            b"BOGUS\r\n",
+            b"\x81\x00\x00\r\n",
+            b"\r\n",
+            b"STAT\r\n",
+        ];
+        for c in cases {
+            assert!(D.decode(c).is_err(), "{:?}", String::from_utf8_lossy(c));
+        }
+        let long = vec![b'a'; DEFAULT_MAX_LINE + 2];
+        assert_eq!(
+            D.decode(&long),
+            Err(DecodeError::LineTooLong {
+                limit: DEFAULT_MAX_LINE
+            })
+        );
+        assert_eq!(
+            D.decode(&long[..DEFAULT_MAX_LINE]),
+            Ok(Decoded::Incomplete)
+        );
+    }
+}

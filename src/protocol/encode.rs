@@ -1,0 +1,223 @@
+//! Request encoders. Each writes one complete request onto the end of a
+//! buffer the caller owns, so a connection reuses one `Vec` for every request
+//! and a batch of requests is one write. Encoders do not validate: the
+//! caller checks keys with [`check_key`](super::check_key) first.
+
+/// The storage commands of the text protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreCommand {
+    /// Store unconditionally.
+    Set,
+    /// Store only if the key is absent.
+    Add,
+    /// Store only if the key is present.
+    Replace,
+    /// Append to an existing value.
+    Append,
+    /// Prepend to an existing value.
+    Prepend,
+    /// Store only if the cas token still matches.
+    Cas(u64),
+}
+
+impl StoreCommand {
+    fn verb(self) -> &'static [u8] {
+        match self {
+            StoreCommand::Set => b"set ",
+            StoreCommand::Add => b"add ",
+            StoreCommand::Replace => b"replace ",
+            StoreCommand::Append => b"append ",
+            StoreCommand::Prepend => b"prepend ",
+            StoreCommand::Cas(_) => b"cas ",
+        }
+    }
+}
+
+/// Writes the decimal form of `n` into `tmp` and returns it.
+pub fn digits(mut n: u64, tmp: &mut [u8; 20]) -> &[u8] {
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &tmp[i..]
+}
+
+/// Appends the decimal form of `n`.
+pub fn push_u64(buf: &mut Vec<u8>, n: u64) {
+    buf.extend_from_slice(digits(n, &mut [0; 20]));
+}
+
+/// Appends the decimal form of a signed `n`.
+pub fn push_i64(buf: &mut Vec<u8>, n: i64) {
+    if n < 0 {
+        buf.push(b'-');
+    }
+    push_u64(buf, n.unsigned_abs());
+}
+
+fn push_noreply(buf: &mut Vec<u8>, noreply: bool) {
+    if noreply {
+        buf.extend_from_slice(b" noreply");
+    }
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// `get|gets <key>*\r\n`. `with_cas` selects `gets`.
+pub fn get<'k>(buf: &mut Vec<u8>, with_cas: bool, keys: impl IntoIterator<Item = &'k [u8]>) {
+    buf.extend_from_slice(if with_cas { b"gets" } else { b"get" });
+    for k in keys {
+        buf.push(b' ');
+        buf.extend_from_slice(k);
+    }
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// `gat|gats <exptime> <key>*\r\n`. `with_cas` selects `gats`.
+pub fn gat<'k>(
+    buf: &mut Vec<u8>,
+    with_cas: bool,
+    exptime: i64,
+    keys: impl IntoIterator<Item = &'k [u8]>,
+) {
+    buf.extend_from_slice(if with_cas { b"gats " } else { b"gat " });
+    push_i64(buf, exptime);
+    for k in keys {
+        buf.push(b' ');
+        buf.extend_from_slice(k);
+    }
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// `<cmd> <key> <flags> <exptime> <bytes> [cas] [noreply]\r\n<data>\r\n`.
+pub fn store(
+    buf: &mut Vec<u8>,
+    cmd: StoreCommand,
+    key: &[u8],
+    flags: u32,
+    exptime: i64,
+    data: &[u8],
+    noreply: bool,
+) {
+    buf.reserve(key.len() + data.len() + 64);
+    buf.extend_from_slice(cmd.verb());
+    buf.extend_from_slice(key);
+    buf.push(b' ');
+    push_u64(buf, flags.into());
+    buf.push(b' ');
+    push_i64(buf, exptime);
+    buf.push(b' ');
+    push_u64(buf, data.len() as u64);
+    if let StoreCommand::Cas(token) = cmd {
+        buf.push(b' ');
+        push_u64(buf, token);
+    }
+    push_noreply(buf, noreply);
+    buf.extend_from_slice(data);
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// `delete <key> [noreply]\r\n`.
+pub fn delete(buf: &mut Vec<u8>, key: &[u8], noreply: bool) {
+    buf.extend_from_slice(b"delete ");
+    buf.extend_from_slice(key);
+    push_noreply(buf, noreply);
+}
+
+/// `incr|decr <key> <delta> [noreply]\r\n`. `incr` when `up`.
+pub fn arith(buf: &mut Vec<u8>, up: bool, key: &[u8], delta: u64, noreply: bool) {
+    buf.extend_from_slice(if up { b"incr " } else { b"decr " });
+    buf.extend_from_slice(key);
+    buf.push(b' ');
+    push_u64(buf, delta);
+    push_noreply(buf, noreply);
+}
+
+/// `touch <key> <exptime> [noreply]\r\n`.
+pub fn touch(buf: &mut Vec<u8>, key: &[u8], exptime: i64, noreply: bool) {
+    buf.extend_from_slice(b"touch ");
+    buf.extend_from_slice(key);
+    buf.push(b' ');
+    push_i64(buf, exptime);
+    push_noreply(buf, noreply);
+}
+
+/// `flush_all [delay]\r\n`.
+pub fn flush_all(buf: &mut Vec<u8>, delay_secs: Option<u32>) {
+    buf.extend_from_slice(b"flush_all");
+    if let Some(d) = delay_secs {
+        buf.push(b' ');
+        push_u64(buf, d.into());
+    }
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// `version\r\n`.
+pub fn version(buf: &mut Vec<u8>) {
+    buf.extend_from_slice(b"version\r\n");
+}
+
+/// `stats [arg]\r\n`.
+pub fn stats(buf: &mut Vec<u8>, arg: Option<&str>) {
+    buf.extend_from_slice(b"stats");
+    if let Some(a) = arg {
+        buf.push(b' ');
+        buf.extend_from_slice(a.as_bytes());
+    }
+    buf.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        let mut b = Vec::new();
+        f(&mut b);
+        b
+    }
+
+    #[test]
+    fn encodes_each_request_byte_for_byte() {
+        assert_eq!(enc(|b| get(b, false, [&b"a"[..], b"b"])), b"get a b\r\n");
+        assert_eq!(enc(|b| get(b, true, [&b"a"[..]])), b"gets a\r\n");
+        assert_eq!(enc(|b| gat(b, true, 30, [&b"k"[..]])), b"gats 30 k\r\n");
+        assert_eq!(
+            enc(|b| store(b, StoreCommand::Set, b"k", 5, 0, b"a\r\nb", false)),
+            b"set k 5 0 4\r\na\r\nb\r\n"
+        );
+        assert_eq!(
+            enc(|b| store(b, StoreCommand::Cas(77), b"k", 0, -1, b"", true)),
+            b"cas k 0 -1 0 77 noreply\r\n\r\n"
+        );
+        assert_eq!(
+            enc(|b| store(b, StoreCommand::Prepend, b"k", 0, 0, b"x", false)),
+            b"prepend k 0 0 1\r\nx\r\n"
+        );
+        assert_eq!(enc(|b| delete(b, b"k", false)), b"delete k\r\n");
+        assert_eq!(
+            enc(|b| arith(b, true, b"k", u64::MAX, false)),
+            b"incr k 18446744073709551615\r\n"
+        );
+        assert_eq!(enc(|b| arith(b, false, b"k", 0, true)), b"decr k 0 noreply\r\n");
+        assert_eq!(enc(|b| touch(b, b"k", 10, false)), b"touch k 10\r\n");
+        assert_eq!(enc(|b| flush_all(b, None)), b"flush_all\r\n");
+        assert_eq!(enc(|b| flush_all(b, Some(3))), b"flush_all 3\r\n");
+        assert_eq!(enc(version), b"version\r\n");
+        assert_eq!(enc(|b| stats(b, Some("slabs"))), b"stats slabs\r\n");
+    }
+
+    #[test]
+    fn numbers_match_std_formatting() {
+        for n in [0u64, 1, 9, 10, 99, 12345, u32::MAX as u64, u64::MAX] {
+            assert_eq!(enc(|b| push_u64(b, n)), n.to_string().into_bytes());
+        }
+        for n in [i64::MIN, -1, 0, 2592000] {
+            assert_eq!(enc(|b| push_i64(b, n)), n.to_string().into_bytes());
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! Key → server routing, as pure functions of the server list: no I/O, no
+//! locks, no allocation per lookup (up to 256 servers).
+//!
+//! A [`Ring`] is built once per server list. [`Ring::primary`] names the
+//! server that holds a key; [`Ring::candidates`] yields the key's servers in
+//! failover order: the primary, then each other server the first time it
+//! appears walking on along the ring (for `Modulo`, python-memcached's
+//! rehash sequence). The client skips dead servers along that order, so
+//! only a dead server's keys move, each to its next live neighbour. The
+//! ring itself never changes to route around a failure.
+//!
+//! Each [`Distribution`] reproduces a real client byte for byte; see the
+//! README's routing section and `tests/routing_vectors.rs`.
+
+mod hash_ring;
+mod ketama;
+mod modulo;
+
+use std::fmt;
+use std::str::FromStr;
+
+use md5::{Digest, Md5};
+
+use crate::error::{Error, ErrorKind};
+use crate::server::Server;
+
+/// How keys are spread over servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Distribution {
+    /// Weighted ketama as libmemcached `KETAMA_WEIGHTED` computes it: the
+    /// same server for every key as pylibmc `ketama_weighted`, PHP
+    /// `OPT_LIBKETAMA_COMPATIBLE` and twemproxy `ketama` + `md5`. Points of a
+    /// server on port 11211 are named by the host alone.
+    #[default]
+    Ketama,
+    /// Ketama with the port always in the point name: libketama,
+    /// spymemcached `KetamaConnectionFactory`, uhashring `ketama`. Agrees
+    /// with [`Distribution::Ketama`] when no server uses port 11211.
+    KetamaPort,
+    /// Python `hash_ring` 1.3.1 / `hashring` 1.5.1 (`MemcacheRing`),
+    /// including its `iterate_nodes` failover order.
+    HashRing,
+    /// python-memcached 1.62: `crc32` modulo weight-expanded buckets, with
+    /// its rehash when a server is dead. Adding a server moves most keys.
+    Modulo,
+}
+
+impl Distribution {
+    /// The name used on command lines: `ketama`, `ketama-port`,
+    /// `hash-ring`, `modulo`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Distribution::Ketama => "ketama",
+            Distribution::KetamaPort => "ketama-port",
+            Distribution::HashRing => "hash-ring",
+            Distribution::Modulo => "modulo",
+        }
+    }
+}
+
+impl fmt::Display for Distribution {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Distribution {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Distribution, Error> {
+        Ok(match s {
+            "ketama" => Distribution::Ketama,
+            "ketama-port" => Distribution::KetamaPort,
+            "hash-ring" | "hash_ring" => Distribution::HashRing,
+            "modulo" => Distribution::Modulo,
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::InvalidConfig,
+                    format!("unknown distribution {s:?} (ketama, ketama-port, hash-ring, modulo)"),
+                ))
+            }
+        })
+    }
+}
+
+/// `md5word(d, a)`: the little-endian u32 at bytes `4a..4a+4` of a digest.
+#[inline]
+pub(crate) fn md5_word(d: &[u8], a: usize) -> u32 {
+    u32::from_le_bytes([d[4 * a], d[4 * a + 1], d[4 * a + 2], d[4 * a + 3]])
+}
+
+/// The ring position of a key: the first word of its md5.
+#[inline]
+pub(crate) fn md5_32(key: &[u8]) -> u32 {
+    md5_word(&Md5::digest(key), 0)
+}
+
+/// Sorted points on a hash ring and the server each belongs to.
+#[derive(Debug, Clone)]
+pub(crate) struct Continuum {
+    hashes: Vec<u32>,
+    servers: Vec<u32>,
+    /// `hash_ring` takes the first point strictly above the key's hash;
+    /// ketama the first at or above it.
+    strictly_above: bool,
+}
+
+impl Continuum {
+    /// Sorts `(hash, server)` points; on equal hashes the earlier server
+    /// comes first. With `last_wins`, only the last server of equal hashes
+    /// is kept (a Python dict assigned in server order).
+    fn new(mut points: Vec<u64>, strictly_above: bool, last_wins: bool) -> Continuum {
+        points.sort_unstable();
+        if last_wins {
+            // Keep the last of each run of equal hashes.
+            let mut kept: Vec<u64> = Vec::with_capacity(points.len());
+            for p in points {
+                match kept.last_mut() {
+                    Some(prev) if *prev >> 32 == p >> 32 => *prev = p,
+                    _ => kept.push(p),
+                }
+            }
+            points = kept;
+        }
+        Continuum {
+            hashes: points.iter().map(|p| (p >> 32) as u32).collect(),
+            servers: points.iter().map(|&p| p as u32).collect(),
+            strictly_above,
+        }
+    }
+
+    fn point(hash: u32, server: usize) -> u64 {
+        (u64::from(hash) << 32) | server as u64
+    }
+
+    #[inline]
+    fn position(&self, h: u32) -> usize {
+        let p = if self.strictly_above {
+            self.hashes.partition_point(|&x| x <= h)
+        } else {
+            self.hashes.partition_point(|&x| x < h)
+        };
+        if p == self.hashes.len() {
+            0
+        } else {
+            p
+        }
+    }
+
+    /// The number of points.
+    fn len(&self) -> usize {
+        self.hashes.len()
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Layout {
+    Empty,
+    Single,
+    Continuum(Continuum),
+    Modulo(modulo::Buckets),
+}
+
+/// The routing table for one server list and one distribution.
+#[derive(Debug, Clone)]
+pub struct Ring {
+    layout: Layout,
+    servers: usize,
+}
+
+impl Ring {
+    /// Builds the ring for `servers` in the order given (order matters: it
+    /// breaks ties and, for `Modulo`, is the bucket order).
+    pub fn new(distribution: Distribution, servers: &[Server]) -> Ring {
+        let layout = match servers.len() {
+            0 => Layout::Empty,
+            1 => Layout::Single,
+            _ => match distribution {
+                Distribution::Ketama => Layout::Continuum(ketama::build(servers, false)),
+                Distribution::KetamaPort => Layout::Continuum(ketama::build(servers, true)),
+                Distribution::HashRing => Layout::Continuum(hash_ring::build(servers)),
+                Distribution::Modulo => Layout::Modulo(modulo::Buckets::new(servers)),
+            },
+        };
+        Ring {
+            layout,
+            servers: servers.len(),
+        }
+    }
+
+    /// The number of servers.
+    pub fn len(&self) -> usize {
+        self.servers
+    }
+
+    /// True when the ring has no servers.
+    pub fn is_empty(&self) -> bool {
+        self.servers == 0
+    }
+
+    /// The number of points on the continuum (0 for `Modulo` and for fewer
+    /// than two servers).
+    pub fn points(&self) -> usize {
+        match &self.layout {
+            Layout::Continuum(c) => c.len(),
+            _ => 0,
+        }
+    }
+
+    /// The index (in the server list) of the server that holds `key`, or
+    /// `None` when the ring is empty.
+    pub fn primary(&self, key: &[u8]) -> Option<usize> {
+        self.candidates(key).next()
+    }
+
+    /// The key's servers in failover order, each once.
+    pub fn candidates(&self, key: &[u8]) -> Candidates<'_> {
+        let walk = match &self.layout {
+            Layout::Empty => Walk::Done,
+            Layout::Single => Walk::Single,
+            Layout::Continuum(c) if c.len() == 0 => Walk::Done,
+            Layout::Continuum(c) => {
+                let start = c.position(md5_32(key));
+                Walk::Points {
+                    ring: c,
+                    start,
+                    step: 0,
+                }
+            }
+            Layout::Modulo(b) => Walk::Rehash(b.walk(key)),
+        };
+        Candidates {
+            walk,
+            seen: Seen::new(self.servers),
+            found: 0,
+            total: self.servers,
+        }
+    }
+}
+
+enum Walk<'a> {
+    Done,
+    Single,
+    Points {
+        ring: &'a Continuum,
+        start: usize,
+        step: usize,
+    },
+    Rehash(modulo::Walk<'a>),
+}
+
+/// A set of server indices: inline up to 256 servers, on the heap above.
+enum Seen {
+    Inline([u64; 4]),
+    Heap(Vec<u64>),
+}
+
+impl Seen {
+    fn new(n: usize) -> Seen {
+        if n <= 256 {
+            Seen::Inline([0; 4])
+        } else {
+            Seen::Heap(vec![0; n.div_ceil(64)])
+        }
+    }
+
+    /// Inserts `i`; true when it was not there yet.
+    fn insert(&mut self, i: usize) -> bool {
+        let words: &mut [u64] = match self {
+            Seen::Inline(w) => w,
+            Seen::Heap(w) => w,
+        };
+        let (w, bit) = (i / 64, 1u64 << (i % 64));
+        let fresh = words[w] & bit == 0;
+        words[w] |= bit;
+        fresh
+    }
+}
+
+/// The iterator returned by [`Ring::candidates`]: server indices in
+/// failover order, each at most once.
+pub struct Candidates<'a> {
+    walk: Walk<'a>,
+    seen: Seen,
+    found: usize,
+    total: usize,
+}
+
+impl Iterator for Candidates<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        if self.found == self.total {
+            return None;
+        }
+        loop {
+            let server = match &mut self.walk {
+                Walk::Done => return None,
+                Walk::Single => {
+                    self.walk = Walk::Done;
+                    0
+                }
+                Walk::Points { ring, start, step } => {
+                    if *step == ring.len() {
+                        return None;
+                    }
+                    let i = (*start + *step) % ring.len();
+                    *step += 1;
+                    ring.servers[i] as usize
+                }
+                Walk::Rehash(w) => w.next()?,
+            };
+            if self.seen.insert(server) {
+                self.found += 1;
+                return Some(server);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn servers(n: u16) -> Vec<Server> {
+        (0..n).map(|i| Server::tcp("10.0.0.1", 11300 + i)).collect()
+    }
+
+    #[test]
+    fn candidates_cover_every_server_once() {
+        for d in [
+            Distribution::Ketama,
+            Distribution::KetamaPort,
+            Distribution::HashRing,
+        ] {
+            let ring = Ring::new(d, &servers(5));
+            for k in 0..200 {
+                let mut c: Vec<usize> = ring.candidates(format!("k{k}").as_bytes()).collect();
+                assert_eq!(c.len(), 5, "{d}");
+                c.sort_unstable();
+                assert_eq!(c, vec![0, 1, 2, 3, 4]);
+            }
+        }
+    }
+
+    #[test]
+    fn one_server_needs_no_hashing_and_none_gives_none() {
+        let ring = Ring::new(Distribution::Ketama, &servers(1));
+        assert_eq!(ring.candidates(b"x").collect::<Vec<_>>(), vec![0]);
+        let empty = Ring::new(Distribution::Ketama, &[]);
+        assert_eq!(empty.primary(b"x"), None);
+    }
+
+    #[test]
+    fn seen_set_grows_past_256_servers() {
+        let ring = Ring::new(Distribution::Ketama, &servers(300));
+        let c: Vec<usize> = ring.candidates(b"key").collect();
+        assert_eq!(c.len(), 300);
+    }
+
+    #[test]
+    fn distribution_names_round_trip() {
+        for d in [
+            Distribution::Ketama,
+            Distribution::KetamaPort,
+            Distribution::HashRing,
+            Distribution::Modulo,
+        ] {
+            assert_eq!(d.name().parse::<Distribution>().unwrap(), d);
+        }
+        assert!("nope".parse::<Distribution>().is_err());
+    }
+}

@@ -1,0 +1,269 @@
+//! Server addresses as users write them: `host:port`, `host:port:weight`,
+//! `[ipv6]:port[:weight]`, `host` (port 11211), or a Unix socket path
+//! (`/path/to.sock`, optionally `/path/to.sock:weight`), the syntax pylibmc
+//! and twemproxy users already know.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::{Error, ErrorKind};
+
+/// memcached's default port.
+pub const DEFAULT_PORT: u16 = 11211;
+
+/// Where a server listens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// A TCP host (name or address, as written, without IPv6 brackets) and port.
+    Tcp {
+        /// Host name or literal address.
+        host: String,
+        /// TCP port.
+        port: u16,
+    },
+    /// A Unix-domain socket path.
+    Unix(String),
+}
+
+/// One memcached server: where it listens and its weight on the ring.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Server {
+    endpoint: Endpoint,
+    weight: u32,
+    label: String,
+}
+
+impl Server {
+    /// A TCP server with weight 1.
+    pub fn tcp(host: impl Into<String>, port: u16) -> Server {
+        Server::with_weight(
+            Endpoint::Tcp {
+                host: host.into(),
+                port,
+            },
+            1,
+        )
+    }
+
+    /// A Unix-socket server with weight 1.
+    pub fn unix(path: impl Into<String>) -> Server {
+        Server::with_weight(Endpoint::Unix(path.into()), 1)
+    }
+
+    fn with_weight(endpoint: Endpoint, weight: u32) -> Server {
+        let label = match &endpoint {
+            Endpoint::Tcp { host, port } if host.contains(':') => format!("[{host}]:{port}"),
+            Endpoint::Tcp { host, port } => format!("{host}:{port}"),
+            Endpoint::Unix(path) => path.clone(),
+        };
+        Server {
+            endpoint,
+            weight,
+            label,
+        }
+    }
+
+    /// Returns this server with another weight (must be at least 1).
+    pub fn weighted(mut self, weight: u32) -> Server {
+        self.weight = weight.max(1);
+        self
+    }
+
+    /// Where the server listens.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The weight on the ring (1 unless given).
+    pub fn weight(&self) -> u32 {
+        self.weight
+    }
+
+    /// The host as written (the socket path for Unix sockets).
+    pub fn host(&self) -> &str {
+        match &self.endpoint {
+            Endpoint::Tcp { host, .. } => host,
+            Endpoint::Unix(path) => path,
+        }
+    }
+
+    /// The TCP port; 0 for a Unix socket (as libmemcached records it).
+    pub fn port(&self) -> u16 {
+        match &self.endpoint {
+            Endpoint::Tcp { port, .. } => *port,
+            Endpoint::Unix(_) => 0,
+        }
+    }
+
+    /// `host:port` (`[v6]:port` for IPv6, the path for a Unix socket): the
+    /// name used in errors and by the `route` tool.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+}
+
+impl fmt::Display for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.label)
+    }
+}
+
+fn bad(s: &str, why: &str) -> Error {
+    Error::new(ErrorKind::InvalidConfig, format!("server {s:?}: {why}"))
+}
+
+fn parse_port(s: &str, p: &str) -> Result<u16, Error> {
+    match p.parse::<u16>() {
+        Ok(port) if port != 0 => Ok(port),
+        _ => Err(bad(s, "port must be a number from 1 to 65535")),
+    }
+}
+
+fn parse_weight(s: &str, w: &str) -> Result<u32, Error> {
+    match w.parse::<u32>() {
+        Ok(weight) if weight != 0 => Ok(weight),
+        _ => Err(bad(s, "weight must be a whole number of at least 1")),
+    }
+}
+
+impl FromStr for Server {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Server, Error> {
+        let t = s.trim();
+        if t.is_empty() {
+            return Err(bad(s, "empty server address"));
+        }
+        if t.starts_with('/') {
+            // A socket path, with an optional `:weight` suffix.
+            if let Some((path, w)) = t.rsplit_once(':') {
+                if !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit()) {
+                    return Ok(Server::unix(path).weighted(parse_weight(s, w)?));
+                }
+            }
+            return Ok(Server::unix(t));
+        }
+        let (host, rest) = if let Some(after) = t.strip_prefix('[') {
+            let (host, rest) = after
+                .split_once(']')
+                .ok_or_else(|| bad(s, "missing ']' after an IPv6 address"))?;
+            let rest = match rest {
+                "" => None,
+                r => Some(
+                    r.strip_prefix(':')
+                        .ok_or_else(|| bad(s, "expected ':' after ']'"))?,
+                ),
+            };
+            (host, rest)
+        } else {
+            match t.split_once(':') {
+                Some((h, r)) => (h, Some(r)),
+                None => (t, None),
+            }
+        };
+        if host.is_empty() || host.bytes().any(|b| b.is_ascii_whitespace()) {
+            return Err(bad(s, "invalid host"));
+        }
+        let (port, weight) = match rest {
+            None => (DEFAULT_PORT, 1),
+            Some(r) => match r.split_once(':') {
+                None => (parse_port(s, r)?, 1),
+                Some((p, w)) => (parse_port(s, p)?, parse_weight(s, w)?),
+            },
+        };
+        Ok(Server::tcp(host, port).weighted(weight))
+    }
+}
+
+/// Conversion into a list of servers, so that `Client::new` takes
+/// `"a:11211"`, `["a:1", "b:2"]`, `vec![String]` or `Vec<Server>`.
+pub trait IntoServers {
+    /// Parses or collects the servers.
+    fn into_servers(self) -> Result<Vec<Server>, Error>;
+}
+
+impl IntoServers for Vec<Server> {
+    fn into_servers(self) -> Result<Vec<Server>, Error> {
+        Ok(self)
+    }
+}
+
+impl IntoServers for &str {
+    fn into_servers(self) -> Result<Vec<Server>, Error> {
+        // A comma- or space-separated list, like MEMCACHED_SERVERS.
+        self.split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|p| !p.is_empty())
+            .map(str::parse)
+            .collect()
+    }
+}
+
+impl IntoServers for String {
+    fn into_servers(self) -> Result<Vec<Server>, Error> {
+        self.as_str().into_servers()
+    }
+}
+
+impl<S: AsRef<str>> IntoServers for &[S] {
+    fn into_servers(self) -> Result<Vec<Server>, Error> {
+        self.iter().map(|s| s.as_ref().parse()).collect()
+    }
+}
+
+impl<S: AsRef<str>, const N: usize> IntoServers for [S; N] {
+    fn into_servers(self) -> Result<Vec<Server>, Error> {
+        self.as_slice().into_servers()
+    }
+}
+
+impl IntoServers for Vec<String> {
+    fn into_servers(self) -> Result<Vec<Server>, Error> {
+        self.as_slice().into_servers()
+    }
+}
+
+impl IntoServers for Vec<&str> {
+    fn into_servers(self) -> Result<Vec<Server>, Error> {
+        self.as_slice().into_servers()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Server {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn parses_every_written_form() {
+        assert_eq!(p("10.0.0.1:11212"), Server::tcp("10.0.0.1", 11212));
+        assert_eq!(p("cache-a:11212:3"), Server::tcp("cache-a", 11212).weighted(3));
+        assert_eq!(p("cache-a"), Server::tcp("cache-a", 11211));
+        assert_eq!(p("[::1]:11213"), Server::tcp("::1", 11213));
+        assert_eq!(p("[::1]:11213:2").weight(), 2);
+        assert_eq!(p("[::1]").port(), 11211);
+        assert_eq!(p("/tmp/mc.sock"), Server::unix("/tmp/mc.sock"));
+        assert_eq!(p("/tmp/mc.sock:4").weight(), 4);
+        assert_eq!(p("[::1]:11213").label(), "[::1]:11213");
+        assert_eq!(p("[::1]:11213").host(), "::1");
+    }
+
+    #[test]
+    fn rejects_malformed_addresses() {
+        for s in [
+            "", "a:0", "a:x", "a:70000", "a:1:0", "a:1:x", "[::1", "[::1]x", ":11211",
+        ] {
+            let e = s.parse::<Server>().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn lists_split_on_commas_and_spaces() {
+        let v = "a:1, b:2 c:3:4".into_servers().unwrap();
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[2].weight(), 4);
+    }
+}

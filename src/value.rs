@@ -1,0 +1,273 @@
+//! Values in and out: what can be stored ([`ToValue`]), what a stored value
+//! can be read back as ([`FromValue`]), expiration times ([`Expiry`]) and
+//! cas tokens ([`CasToken`]).
+
+use std::borrow::Cow;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::error::{Error, ErrorKind};
+
+/// Something that can be stored: its bytes and the flags stored with them.
+///
+/// Implemented for byte slices and vectors, strings, and integers (stored
+/// in decimal, so `incr`/`decr` work on them).
+pub trait ToValue {
+    /// The bytes to store. Borrowed where the value already is bytes.
+    fn to_bytes(&self) -> Cow<'_, [u8]>;
+    /// The client flags stored with the value. Defaults to 0.
+    fn flags(&self) -> u32 {
+        0
+    }
+}
+
+/// Something a stored value can be read back as.
+pub trait FromValue: Sized {
+    /// Converts the stored bytes and flags. The bytes are handed over owned,
+    /// so a `Vec<u8>` or `String` result costs no copy.
+    fn from_value(data: Vec<u8>, flags: u32) -> Result<Self, Error>;
+}
+
+impl<T: ToValue + ?Sized> ToValue for &T {
+    fn to_bytes(&self) -> Cow<'_, [u8]> {
+        (**self).to_bytes()
+    }
+    fn flags(&self) -> u32 {
+        (**self).flags()
+    }
+}
+
+impl ToValue for [u8] {
+    fn to_bytes(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(self)
+    }
+}
+
+impl<const N: usize> ToValue for [u8; N] {
+    fn to_bytes(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(self)
+    }
+}
+
+impl ToValue for Vec<u8> {
+    fn to_bytes(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(self)
+    }
+}
+
+impl ToValue for str {
+    fn to_bytes(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(self.as_bytes())
+    }
+}
+
+impl ToValue for String {
+    fn to_bytes(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(self.as_bytes())
+    }
+}
+
+/// A value stored with explicit client flags: `WithFlags(b"data", 7)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WithFlags<T>(pub T, pub u32);
+
+impl<T: ToValue> ToValue for WithFlags<T> {
+    fn to_bytes(&self) -> Cow<'_, [u8]> {
+        self.0.to_bytes()
+    }
+    fn flags(&self) -> u32 {
+        self.1
+    }
+}
+
+/// A stored value with its flags, as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// The value bytes.
+    pub data: Vec<u8>,
+    /// The client flags stored with it.
+    pub flags: u32,
+}
+
+impl FromValue for Item {
+    fn from_value(data: Vec<u8>, flags: u32) -> Result<Self, Error> {
+        Ok(Item { data, flags })
+    }
+}
+
+impl ToValue for Item {
+    fn to_bytes(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn flags(&self) -> u32 {
+        self.flags
+    }
+}
+
+impl FromValue for Vec<u8> {
+    fn from_value(data: Vec<u8>, _flags: u32) -> Result<Self, Error> {
+        Ok(data)
+    }
+}
+
+impl FromValue for String {
+    fn from_value(data: Vec<u8>, _flags: u32) -> Result<Self, Error> {
+        String::from_utf8(data).map_err(|e| {
+            Error::new(ErrorKind::Decode, "value is not valid UTF-8").with_source(e.utf8_error())
+        })
+    }
+}
+
+macro_rules! integer_value {
+    ($($t:ty),*) => {$(
+        impl ToValue for $t {
+            fn to_bytes(&self) -> Cow<'_, [u8]> {
+                Cow::Owned(self.to_string().into_bytes())
+            }
+        }
+        impl FromValue for $t {
+            fn from_value(data: Vec<u8>, _flags: u32) -> Result<Self, Error> {
+                // memcached pads a shrinking decr result with spaces in
+                // place ("999 "), so trailing spaces are not part of it.
+                let text = std::str::from_utf8(&data)
+                    .map_err(|_| Error::new(ErrorKind::Decode, "value is not a decimal number"))?;
+                text.trim_end_matches(' ').parse::<$t>().map_err(|e| {
+                    Error::new(
+                        ErrorKind::Decode,
+                        format!("value {:?} is not a {}", text, stringify!($t)),
+                    )
+                    .with_source(e)
+                })
+            }
+        }
+    )*};
+}
+
+integer_value!(u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize);
+
+/// A cas token from `gets`/`gats`, handed back to `cas`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CasToken(pub u64);
+
+/// When an item expires.
+///
+/// memcached reads an exptime of up to 30 days (2,592,000 s) as relative
+/// and anything larger as a unix time. `Expiry` hides that rule: a
+/// `Duration` of more than 30 days is sent as `now + duration` in unix time,
+/// and a `SystemTime` is always sent as a unix time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Never expires (exptime 0), though memcached may still evict it.
+    Never,
+    /// Expires this long from now. Sub-second parts round up to a whole
+    /// second, so a short TTL never turns into "never".
+    In(Duration),
+    /// Expires at this wall-clock time; a time in the past expires at once.
+    At(SystemTime),
+}
+
+/// memcached's boundary between relative and absolute exptimes.
+pub const RELATIVE_EXPTIME_LIMIT: u64 = 60 * 60 * 24 * 30;
+
+impl Expiry {
+    /// The exptime to send, computed against `now`.
+    pub fn exptime_at(self, now: SystemTime) -> i64 {
+        let unix = |t: SystemTime| match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            Err(_) => -1,
+        };
+        match self {
+            Expiry::Never => 0,
+            Expiry::In(d) => {
+                let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+                if secs == 0 {
+                    // A zero duration means "already expired", not "never".
+                    -1
+                } else if secs <= RELATIVE_EXPTIME_LIMIT {
+                    secs as i64
+                } else {
+                    unix(now + Duration::from_secs(secs))
+                }
+            }
+            Expiry::At(t) => {
+                let secs = unix(t);
+                if secs <= unix(now) {
+                    -1
+                } else {
+                    secs
+                }
+            }
+        }
+    }
+
+    /// The exptime to send now.
+    pub fn exptime(self) -> i64 {
+        self.exptime_at(SystemTime::now())
+    }
+
+    /// The relative TTL this expiry amounts to, if it expires.
+    pub(crate) fn remaining(self, now: SystemTime) -> Option<Duration> {
+        match self {
+            Expiry::Never => None,
+            Expiry::In(d) => Some(d),
+            Expiry::At(t) => Some(t.duration_since(now).unwrap_or(Duration::ZERO)),
+        }
+    }
+}
+
+impl From<Duration> for Expiry {
+    fn from(d: Duration) -> Expiry {
+        Expiry::In(d)
+    }
+}
+
+impl From<SystemTime> for Expiry {
+    fn from(t: SystemTime) -> Expiry {
+        Expiry::At(t)
+    }
+}
+
+impl From<Option<Duration>> for Expiry {
+    /// `None` never expires.
+    fn from(d: Option<Duration>) -> Expiry {
+        d.map_or(Expiry::Never, Expiry::In)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exptime_follows_the_thirty_day_rule() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let at = |e: Expiry| e.exptime_at(now);
+        assert_eq!(at(Expiry::Never), 0);
+        assert_eq!(at(Duration::from_secs(60).into()), 60);
+        assert_eq!(at(Duration::from_millis(1).into()), 1);
+        assert_eq!(at(Duration::from_millis(1500).into()), 2);
+        assert_eq!(at(Duration::ZERO.into()), -1);
+        assert_eq!(at(Duration::from_secs(2_592_000).into()), 2_592_000);
+        assert_eq!(
+            at(Duration::from_secs(2_592_001).into()),
+            1_700_000_000 + 2_592_001
+        );
+        assert_eq!(at((now + Duration::from_secs(5)).into()), 1_700_000_005);
+        assert_eq!(at((now - Duration::from_secs(5)).into()), -1);
+        assert_eq!(at(None.into()), 0);
+    }
+
+    #[test]
+    fn integers_round_trip_and_tolerate_decr_padding() {
+        assert_eq!(u64::from_value(b"999 ".to_vec(), 0).unwrap(), 999);
+        assert_eq!(5u64.to_bytes().as_ref(), b"5");
+        assert_eq!(i32::from_value(b"-7".to_vec(), 0).unwrap(), -7);
+        assert_eq!(
+            u64::from_value(b"abc".to_vec(), 0).unwrap_err().kind(),
+            ErrorKind::Decode
+        );
+        assert_eq!(
+            String::from_value(vec![0xff], 0).unwrap_err().kind(),
+            ErrorKind::Decode
+        );
+    }
+}

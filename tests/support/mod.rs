@@ -1,0 +1,210 @@
+//! Test support: real memcached processes on free local ports, stopped on
+//! drop, so tests run in parallel with nothing started by hand.
+
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One memcached process.
+pub struct Memcached {
+    child: Option<Child>,
+    pub port: u16,
+    pub socket: Option<PathBuf>,
+    extra: Vec<String>,
+}
+
+fn memcached_binary() -> String {
+    for dir in ["/usr/bin", "/usr/local/bin", "/usr/sbin"] {
+        let p = format!("{dir}/memcached");
+        if std::path::Path::new(&p).exists() {
+            return p;
+        }
+    }
+    if Command::new("memcached").arg("-h").stdout(Stdio::null()).status().is_ok() {
+        return "memcached".into();
+    }
+    panic!(
+        "memcached is not installed. Install it with `apt-get install -y memcached` \
+         (scripts/test does this for you), then run the tests again."
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+impl Memcached {
+    /// Starts memcached on a free TCP port.
+    pub fn start() -> Memcached {
+        Memcached::start_with(&[])
+    }
+
+    /// Starts memcached with extra arguments (such as `-I 2m`).
+    pub fn start_with(extra: &[&str]) -> Memcached {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        for _ in 0..20 {
+            let mut m = Memcached {
+                child: None,
+                port: free_port(),
+                socket: None,
+                extra: extra.clone(),
+            };
+            if m.spawn() {
+                return m;
+            }
+        }
+        panic!("could not start memcached on a free port after 20 tries");
+    }
+
+    /// Starts memcached listening on a Unix socket only.
+    pub fn start_unix() -> Memcached {
+        let dir = std::env::temp_dir().join(format!(
+            "memring-test-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("mc.sock");
+        let mut m = Memcached {
+            child: None,
+            port: 0,
+            socket: Some(path),
+            extra: Vec::new(),
+        };
+        assert!(m.spawn(), "memcached did not start on a Unix socket");
+        m
+    }
+
+    /// The address to give a client: `127.0.0.1:port` or the socket path.
+    pub fn addr(&self) -> String {
+        match &self.socket {
+            Some(p) => p.display().to_string(),
+            None => format!("127.0.0.1:{}", self.port),
+        }
+    }
+
+    fn spawn(&mut self) -> bool {
+        let mut cmd = Command::new(memcached_binary());
+        if unsafe { libc::geteuid() } == 0 {
+            cmd.args(["-u", "root"]);
+        }
+        match &self.socket {
+            Some(p) => {
+                let _ = std::fs::remove_file(p);
+                cmd.arg("-s").arg(p);
+            }
+            None => {
+                cmd.args(["-l", "127.0.0.1", "-p", &self.port.to_string(), "-U", "0"]);
+            }
+        }
+        cmd.args(["-m", "64", "-t", "2", "-c", "1024"]);
+        cmd.args(&self.extra);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        let mut child = cmd.spawn().expect("spawn memcached");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return false; // exited: port taken, most likely
+            }
+            if self.is_ready() {
+                self.child = Some(child);
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    fn is_ready(&self) -> bool {
+        match &self.socket {
+            Some(p) => std::os::unix::net::UnixStream::connect(p).is_ok(),
+            None => TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("memcached is running").id() as i32
+    }
+
+    /// Kills the process (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port (after `kill`).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "kill before restart");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.spawn() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("memcached did not restart on port {}", self.port);
+    }
+
+    /// Freezes the process (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        unsafe { libc::kill(self.pid(), libc::SIGSTOP) };
+    }
+
+    /// Resumes a paused process (SIGCONT).
+    pub fn resume(&self) {
+        unsafe { libc::kill(self.pid(), libc::SIGCONT) };
+    }
+
+    /// A raw text-protocol round trip on a fresh connection, for checking
+    /// what a server really holds without going through the client.
+    pub fn raw(&self, request: &[u8]) -> Vec<u8> {
+        use std::io::{Read, Write};
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(request).unwrap();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 65536];
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            out.extend_from_slice(&buf[..n]);
+            if n == 0 || out.ends_with(b"END\r\n") || out.ends_with(b"\r\n") && !out.starts_with(b"VALUE") && !out.starts_with(b"STAT") {
+                return out;
+            }
+        }
+    }
+
+    /// True when this server holds `key` (checked with a raw `get`).
+    pub fn holds(&self, key: &str) -> bool {
+        self.raw(format!("get {key}\r\n").as_bytes()).starts_with(b"VALUE")
+    }
+}
+
+impl Drop for Memcached {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_ref() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGCONT) };
+        }
+        self.kill();
+        if let Some(p) = &self.socket {
+            let _ = std::fs::remove_file(p);
+            if let Some(d) = p.parent() {
+                let _ = std::fs::remove_dir(d);
+            }
+        }
+    }
+}
+
+/// Starts `n` servers.
+pub fn cluster(n: usize) -> Vec<Memcached> {
+    (0..n).map(|_| Memcached::start()).collect()
+}
