@@ -125,7 +125,10 @@ fn key_error(key: &[u8], problem: crate::protocol::KeyProblem) -> Error {
 }
 
 /// Sends the request in the connection's buffer and reads a one-line reply.
-fn round_trip<T>(conn: &mut Connection, parse: impl FnOnce(Response<'_>) -> Result<T>) -> Result<T> {
+fn round_trip<T>(
+    conn: &mut Connection,
+    parse: impl FnOnce(Response<'_>) -> Result<T>,
+) -> Result<T> {
     conn.send()?;
     let v = parse(conn.next()?)?;
     conn.finish();
@@ -325,7 +328,10 @@ impl Client {
             .collect();
         Error::new(
             ErrorKind::NoServerAvailable,
-            format!("every server for this key is marked dead: {}", names.join(", ")),
+            format!(
+                "every server for this key is marked dead: {}",
+                names.join(", ")
+            ),
         )
     }
 
@@ -471,7 +477,13 @@ impl Client {
         value: impl ToValue,
         ttl: impl Into<Expiry>,
     ) -> Result<()> {
-        match self.store(StoreCommand::Set, key.as_ref(), &value, ttl.into(), Retry::Write)? {
+        match self.store(
+            StoreCommand::Set,
+            key.as_ref(),
+            &value,
+            ttl.into(),
+            Retry::Write,
+        )? {
             Response::Stored => Ok(()),
             other => Err(unexpected(other)),
         }
@@ -484,7 +496,13 @@ impl Client {
         value: impl ToValue,
         ttl: impl Into<Expiry>,
     ) -> Result<bool> {
-        self.store_bool(StoreCommand::Add, key.as_ref(), &value, ttl.into(), Retry::WriteOnce)
+        self.store_bool(
+            StoreCommand::Add,
+            key.as_ref(),
+            &value,
+            ttl.into(),
+            Retry::WriteOnce,
+        )
     }
 
     /// Stores only if the key exists. `false` when it does not.
@@ -494,18 +512,36 @@ impl Client {
         value: impl ToValue,
         ttl: impl Into<Expiry>,
     ) -> Result<bool> {
-        self.store_bool(StoreCommand::Replace, key.as_ref(), &value, ttl.into(), Retry::Write)
+        self.store_bool(
+            StoreCommand::Replace,
+            key.as_ref(),
+            &value,
+            ttl.into(),
+            Retry::Write,
+        )
     }
 
     /// Appends to an existing value (flags and expiry are kept). `false`
     /// when the key does not exist.
     pub fn append(&self, key: impl AsRef<[u8]>, value: impl ToValue) -> Result<bool> {
-        self.store_bool(StoreCommand::Append, key.as_ref(), &value, Expiry::Never, Retry::WriteOnce)
+        self.store_bool(
+            StoreCommand::Append,
+            key.as_ref(),
+            &value,
+            Expiry::Never,
+            Retry::WriteOnce,
+        )
     }
 
     /// Prepends to an existing value. `false` when the key does not exist.
     pub fn prepend(&self, key: impl AsRef<[u8]>, value: impl ToValue) -> Result<bool> {
-        self.store_bool(StoreCommand::Prepend, key.as_ref(), &value, Expiry::Never, Retry::WriteOnce)
+        self.store_bool(
+            StoreCommand::Prepend,
+            key.as_ref(),
+            &value,
+            Expiry::Never,
+            Retry::WriteOnce,
+        )
     }
 
     fn store_bool(
@@ -653,7 +689,10 @@ impl Client {
     pub fn stats(&self, arg: Option<&str>) -> Vec<(String, Result<Vec<(String, String)>>)> {
         if let Some(a) = arg {
             if a.is_empty() || a.bytes().any(|b| b <= b' ' || b == 0x7f) || a.len() > 200 {
-                let e = Error::new(ErrorKind::ClientError, format!("invalid stats argument {a:?}"));
+                let e = Error::new(
+                    ErrorKind::ClientError,
+                    format!("invalid stats argument {a:?}"),
+                );
                 return vec![(String::new(), Err(e))];
             }
         }
@@ -679,7 +718,8 @@ impl Client {
 }
 
 fn with_token<V: FromValue>(d: Vec<u8>, f: u32, cas: Option<u64>) -> Result<(V, CasToken)> {
-    let cas = cas.ok_or_else(|| Error::new(ErrorKind::Protocol, "gets reply without a cas token"))?;
+    let cas =
+        cas.ok_or_else(|| Error::new(ErrorKind::Protocol, "gets reply without a cas token"))?;
     Ok((V::from_value(d, f)?, CasToken(cas)))
 }
 
@@ -707,7 +747,10 @@ mod tests {
             k(Response::ServerError(b"object too large for cache")),
             ErrorKind::ValueTooLarge
         );
-        assert_eq!(k(Response::ServerError(b"out of memory")), ErrorKind::ServerError);
+        assert_eq!(
+            k(Response::ServerError(b"out of memory")),
+            ErrorKind::ServerError
+        );
         assert_eq!(k(Response::Stored), ErrorKind::Protocol);
     }
 }

@@ -187,9 +187,7 @@ impl Connection {
         let mut pos = 0;
         while pos < self.wbuf.len() {
             match (&self.sock).write(&self.wbuf[pos..]) {
-                Ok(0) => {
-                    return Err(Error::new(ErrorKind::Io, "connection closed while writing"))
-                }
+                Ok(0) => return Err(Error::new(ErrorKind::Io, "connection closed while writing")),
                 Ok(n) => {
                     self.sent = true;
                     pos += n;

@@ -94,12 +94,16 @@ impl Health {
         if self.failures.load(Ordering::Relaxed) != 0 {
             self.failures.store(0, Ordering::Relaxed);
         }
-        self.dead_until.load(Ordering::Relaxed) != 0 && self.dead_until.swap(0, Ordering::AcqRel) != 0
+        self.dead_until.load(Ordering::Relaxed) != 0
+            && self.dead_until.swap(0, Ordering::AcqRel) != 0
     }
 
     /// Records a failure. Returns true when this marked the server dead.
     pub fn record_failure(&self, now: u64, policy: Policy) -> bool {
-        let n = self.failures.fetch_add(1, Ordering::AcqRel).saturating_add(1);
+        let n = self
+            .failures
+            .fetch_add(1, Ordering::AcqRel)
+            .saturating_add(1);
         if n >= policy.failure_limit {
             let until = now + policy.retry_timeout.as_millis() as u64;
             return self.dead_until.swap(until.max(1), Ordering::AcqRel) == 0;

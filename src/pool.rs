@@ -71,13 +71,19 @@ pub(crate) struct PooledConn(r2d2::PooledConnection<Manager>);
 impl Deref for PooledConn {
     type Target = Connection;
     fn deref(&self) -> &Connection {
-        self.0.conn.as_ref().expect("a checked-out slot is connected")
+        self.0
+            .conn
+            .as_ref()
+            .expect("a checked-out slot is connected")
     }
 }
 
 impl DerefMut for PooledConn {
     fn deref_mut(&mut self) -> &mut Connection {
-        self.0.conn.as_mut().expect("a checked-out slot is connected")
+        self.0
+            .conn
+            .as_mut()
+            .expect("a checked-out slot is connected")
     }
 }
 

@@ -239,7 +239,10 @@ mod tests {
     #[test]
     fn parses_every_written_form() {
         assert_eq!(p("10.0.0.1:11212"), Server::tcp("10.0.0.1", 11212));
-        assert_eq!(p("cache-a:11212:3"), Server::tcp("cache-a", 11212).weighted(3));
+        assert_eq!(
+            p("cache-a:11212:3"),
+            Server::tcp("cache-a", 11212).weighted(3)
+        );
         assert_eq!(p("cache-a"), Server::tcp("cache-a", 11211));
         assert_eq!(p("[::1]:11213"), Server::tcp("::1", 11213));
         assert_eq!(p("[::1]:11213:2").weight(), 2);

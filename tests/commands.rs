@@ -92,7 +92,10 @@ fn cas_detects_conflicts() {
     assert_eq!(c.cas("c", "three", MIN, token).unwrap(), CasOutcome::Exists);
     assert_eq!(c.get::<String>("c").unwrap().as_deref(), Some("two"));
     c.delete("c").unwrap();
-    assert_eq!(c.cas("c", "four", MIN, token).unwrap(), CasOutcome::NotFound);
+    assert_eq!(
+        c.cas("c", "four", MIN, token).unwrap(),
+        CasOutcome::NotFound
+    );
 }
 
 #[test]
@@ -130,7 +133,8 @@ fn touch_gat_gats_and_expiry() {
     assert_eq!(c.gat::<String>("gone", MIN).unwrap(), None);
 
     // Expiry: already past, and a short TTL that runs out.
-    c.set("past", "v", Expiry::At(SystemTime::now() - MIN)).unwrap();
+    c.set("past", "v", Expiry::At(SystemTime::now() - MIN))
+        .unwrap();
     assert_eq!(c.get::<String>("past").unwrap(), None);
     c.set("soon", "v", Duration::from_secs(1)).unwrap();
     assert!(c.get::<String>("soon").unwrap().is_some());
@@ -151,11 +155,22 @@ fn invalid_keys_are_refused_without_touching_the_network() {
     // No server listens here: an attempt to send would be a Connect error.
     let c = Client::new("127.0.0.1:1").unwrap();
     let long = "k".repeat(251);
-    for key in ["", "a b", "a\r\nflush_all", "tab\tkey", "nul\0", "del\x7f", long.as_str()] {
+    for key in [
+        "",
+        "a b",
+        "a\r\nflush_all",
+        "tab\tkey",
+        "nul\0",
+        "del\x7f",
+        long.as_str(),
+    ] {
         let e = c.set(key, "v", MIN).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidKey, "{key:?}: {e}");
         assert!(e.is_invalid_input());
-        assert_eq!(c.get::<String>(key).unwrap_err().kind(), ErrorKind::InvalidKey);
+        assert_eq!(
+            c.get::<String>(key).unwrap_err().kind(),
+            ErrorKind::InvalidKey
+        );
         assert_eq!(c.delete(key).unwrap_err().kind(), ErrorKind::InvalidKey);
         assert_eq!(c.incr(key, 1).unwrap_err().kind(), ErrorKind::InvalidKey);
     }
@@ -166,7 +181,10 @@ fn unicode_and_250_byte_keys_work() {
     let mc = Memcached::start();
     let c = client(&mc);
     c.set("ключ:日本語:🔑", "u", MIN).unwrap();
-    assert_eq!(c.get::<String>("ключ:日本語:🔑").unwrap().as_deref(), Some("u"));
+    assert_eq!(
+        c.get::<String>("ключ:日本語:🔑").unwrap().as_deref(),
+        Some("u")
+    );
     let k250 = "k".repeat(250);
     c.set(&k250, "x", MIN).unwrap();
     assert_eq!(c.get::<String>(&k250).unwrap().as_deref(), Some("x"));
@@ -183,7 +201,10 @@ fn values_at_and_over_the_limit() {
         .unwrap();
     let at = vec![7u8; 1024 * 1024];
     c.set("at", &at, MIN).unwrap();
-    assert_eq!(c.get::<Vec<u8>>("at").unwrap().map(|v| v.len()), Some(at.len()));
+    assert_eq!(
+        c.get::<Vec<u8>>("at").unwrap().map(|v| v.len()),
+        Some(at.len())
+    );
     let over = vec![7u8; 1024 * 1024 + 1];
     let e = c.set("over", &over, MIN).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ValueTooLarge, "{e}");

@@ -382,10 +382,7 @@ SERVER_ERROR object too large for cache\r\n";
         }
         assert_eq!(
             collect(b"VALUE e 0 0\r\n\r\nEND\r\n"),
-            vec![
-                "Value { key: [101], flags: 0, data: [], cas: None }",
-                "End"
-            ]
+            vec!["Value { key: [101], flags: 0, data: [], cas: None }", "End"]
         );
     }
 
@@ -439,9 +436,6 @@ SERVER_ERROR object too large for cache\r\n";
                 limit: DEFAULT_MAX_LINE
             })
         );
-        assert_eq!(
-            D.decode(&long[..DEFAULT_MAX_LINE]),
-            Ok(Decoded::Incomplete)
-        );
+        assert_eq!(D.decode(&long[..DEFAULT_MAX_LINE]), Ok(Decoded::Incomplete));
     }
 }

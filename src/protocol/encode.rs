@@ -203,7 +203,10 @@ mod tests {
             enc(|b| arith(b, true, b"k", u64::MAX, false)),
             b"incr k 18446744073709551615\r\n"
         );
-        assert_eq!(enc(|b| arith(b, false, b"k", 0, true)), b"decr k 0 noreply\r\n");
+        assert_eq!(
+            enc(|b| arith(b, false, b"k", 0, true)),
+            b"decr k 0 noreply\r\n"
+        );
         assert_eq!(enc(|b| touch(b, b"k", 10, false)), b"touch k 10\r\n");
         assert_eq!(enc(|b| flush_all(b, None)), b"flush_all\r\n");
         assert_eq!(enc(|b| flush_all(b, Some(3))), b"flush_all 3\r\n");

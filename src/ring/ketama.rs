@@ -14,6 +14,12 @@ pub(super) fn digests_for(weight: u32, total_weight: u64, n_servers: usize) -> u
     ((f64::from(x) + 0.0000000001) as f32).floor() as u32
 }
 
+/// libketama, spymemcached and uhashring: `40 * n * w / Σw` digests,
+/// rounded down in exact arithmetic, so equal weights always give 40.
+pub(super) fn integer_digests_for(weight: u32, total_weight: u64, n_servers: usize) -> u32 {
+    (40 * n_servers as u64 * u64::from(weight) / total_weight) as u32
+}
+
 /// The name a server's points are hashed under: `host` on port 11211 unless
 /// `port_always`, else `host:port`.
 fn point_name(server: &Server, port_always: bool) -> String {
@@ -31,7 +37,12 @@ pub(super) fn build(servers: &[Server], port_always: bool) -> Continuum {
     let mut name = Vec::with_capacity(64);
     for (index, server) in servers.iter().enumerate() {
         let base = point_name(server, port_always);
-        for j in 0..digests_for(server.weight(), total, n) {
+        let digests = if port_always {
+            integer_digests_for(server.weight(), total, n)
+        } else {
+            digests_for(server.weight(), total, n)
+        };
+        for j in 0..digests {
             name.clear();
             name.extend_from_slice(base.as_bytes());
             name.push(b'-');
@@ -57,6 +68,7 @@ mod tests {
         // f32 rounding: 25 equal servers get 39.99999 → 39 digests each in
         // libmemcached (checked against pylibmc in tests/routing_vectors.rs).
         assert_eq!(digests_for(1, 25, 25), 39);
+        assert_eq!(integer_digests_for(1, 25, 25), 40);
         let counts: Vec<u32> = (1..=5).map(|w| digests_for(w, 15, 5)).collect();
         assert_eq!(counts, vec![13, 26, 40, 53, 66]);
     }

@@ -76,10 +76,7 @@ mod tests {
 
     #[test]
     fn weights_expand_buckets() {
-        let s = vec![
-            Server::tcp("a", 1).weighted(2),
-            Server::tcp("b", 1),
-        ];
+        let s = vec![Server::tcp("a", 1).weighted(2), Server::tcp("b", 1)];
         assert_eq!(Buckets::new(&s).buckets, vec![0, 0, 1]);
     }
 }

@@ -23,7 +23,12 @@ fn memcached_binary() -> String {
             return p;
         }
     }
-    if Command::new("memcached").arg("-h").stdout(Stdio::null()).status().is_ok() {
+    if Command::new("memcached")
+        .arg("-h")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok()
+    {
         return "memcached".into();
     }
     panic!(
@@ -177,7 +182,10 @@ impl Memcached {
         loop {
             let n = s.read(&mut buf).unwrap();
             out.extend_from_slice(&buf[..n]);
-            if n == 0 || out.ends_with(b"END\r\n") || out.ends_with(b"\r\n") && !out.starts_with(b"VALUE") && !out.starts_with(b"STAT") {
+            if n == 0
+                || out.ends_with(b"END\r\n")
+                || out.ends_with(b"\r\n") && !out.starts_with(b"VALUE") && !out.starts_with(b"STAT")
+            {
                 return out;
             }
         }
@@ -185,7 +193,8 @@ impl Memcached {
 
     /// True when this server holds `key` (checked with a raw `get`).
     pub fn holds(&self, key: &str) -> bool {
-        self.raw(format!("get {key}\r\n").as_bytes()).starts_with(b"VALUE")
+        self.raw(format!("get {key}\r\n").as_bytes())
+            .starts_with(b"VALUE")
     }
 }
 
