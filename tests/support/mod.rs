@@ -191,10 +191,18 @@ impl Memcached {
         }
     }
 
-    /// True when this server holds `key` (checked with a raw `get`).
+    /// True while the process runs (not killed).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// True when this server holds `key` (checked with a raw `get`); false
+    /// when the server was killed.
     pub fn holds(&self, key: &str) -> bool {
-        self.raw(format!("get {key}\r\n").as_bytes())
-            .starts_with(b"VALUE")
+        self.is_running()
+            && self
+                .raw(format!("get {key}\r\n").as_bytes())
+                .starts_with(b"VALUE")
     }
 }
 
