@@ -160,14 +160,43 @@ impl Memcached {
         panic!("memcached did not restart on port {}", self.port);
     }
 
-    /// Freezes the process (SIGSTOP): connections stay open, nothing answers.
+    /// Freezes the process (SIGSTOP): connections stay open, nothing
+    /// answers. Returns once every thread is stopped (signals are
+    /// delivered asynchronously).
     pub fn pause(&self) {
         unsafe { libc::kill(self.pid(), libc::SIGSTOP) };
+        self.wait_for_state(true);
     }
 
-    /// Resumes a paused process (SIGCONT).
+    /// Resumes a paused process (SIGCONT) and waits until it runs.
     pub fn resume(&self) {
         unsafe { libc::kill(self.pid(), libc::SIGCONT) };
+        self.wait_for_state(false);
+    }
+
+    fn wait_for_state(&self, stopped: bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let tasks = format!("/proc/{}/task", self.pid());
+        loop {
+            let all = std::fs::read_dir(&tasks).unwrap().all(|t| {
+                let stat =
+                    std::fs::read_to_string(t.unwrap().path().join("stat")).unwrap_or_default();
+                // The state is the first field after the ")" closing the name.
+                let state = stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .chars()
+                    .next();
+                (state == Some('T')) == stopped
+            });
+            if all {
+                return;
+            }
+            assert!(Instant::now() < deadline, "memcached did not change state");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// A raw text-protocol round trip on a fresh connection, for checking
