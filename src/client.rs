@@ -38,6 +38,12 @@ pub enum CasOutcome {
     NotFound,
 }
 
+/// One result per server, labelled `host:port`, in the order given.
+pub type PerServer<T> = Vec<(String, Result<T>)>;
+
+/// A server's statistics as name/value pairs, in the order it sent them.
+pub type Stats = Vec<(String, String)>;
+
 /// What may be retried on another server after a server failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Retry {
@@ -669,11 +675,11 @@ impl Client {
                 other => Err(unexpected(other)),
             })
         });
-        results.into_iter().map(|(_, r)| r).collect()
+        results.into_iter().try_for_each(|(_, r)| r)
     }
 
     /// Each server's version string, by server label.
-    pub fn version(&self) -> Vec<(String, Result<String>)> {
+    pub fn version(&self) -> PerServer<String> {
         self.each_server(|conn| {
             encode::version(conn.begin());
             round_trip(conn, |r| match r {
@@ -686,7 +692,7 @@ impl Client {
     /// Each server's statistics (`stats`, or `stats <arg>` such as
     /// `"slabs"`, `"items"`, `"settings"`), as name/value pairs in the order
     /// sent.
-    pub fn stats(&self, arg: Option<&str>) -> Vec<(String, Result<Vec<(String, String)>>)> {
+    pub fn stats(&self, arg: Option<&str>) -> PerServer<Stats> {
         if let Some(a) = arg {
             if a.is_empty() || a.bytes().any(|b| b <= b' ' || b == 0x7f) || a.len() > 200 {
                 let e = Error::new(

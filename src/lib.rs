@@ -39,7 +39,7 @@ mod server;
 mod value;
 
 pub use builder::{ClientBuilder, DEFAULT_MAX_VALUE_SIZE};
-pub use client::{CasOutcome, Client};
+pub use client::{CasOutcome, Client, PerServer, Stats};
 pub use error::{Error, ErrorKind, Result};
 pub use ring::{Distribution, Ring};
 pub use server::{Endpoint, IntoServers, Server, DEFAULT_PORT};

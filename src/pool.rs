@@ -134,7 +134,7 @@ impl ServerPool {
         })?;
         let usable = match slot.conn.as_mut() {
             None => false,
-            Some(c) => !self.idle_timeout.is_some_and(|t| c.idle_for() > t) && c.check_idle(),
+            Some(c) => self.idle_timeout.is_none_or(|t| c.idle_for() <= t) && c.check_idle(),
         };
         if !usable {
             slot.conn = None;
