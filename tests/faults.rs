@@ -56,44 +56,171 @@ fn malformed_cases() -> Vec<(&'static str, Vec<Step>, Option<ErrorKind>)> {
         garbage.push((x >> 16) as u8 | 0x80);
     }
     vec![
-        ("cut VALUE data then EOF", vec![send(b"VALUE k 0 5\r\nhel"), Step::Close], Some(Io)),
-        ("cut VALUE header then EOF", vec![send(b"VALUE k 0"), Step::Close], Some(Io)),
-        ("data not followed by CRLF", vec![send(b"VALUE k 0 5\r\nhelloXX\r\nEND\r\n")], Some(Protocol)),
-        ("declared length 2^40", vec![send(b"VALUE k 0 1099511627776\r\n")], Some(Protocol)),
-        ("declared length 99999999999", vec![send(b"VALUE k 0 99999999999\r\n")], Some(Protocol)),
-        ("declared length beyond u64", vec![send(b"VALUE k 0 184467440737095516160\r\n")], Some(Protocol)),
-        ("data longer than declared", vec![send(b"VALUE k 0 3\r\nabcdef\r\nEND\r\n")], Some(Protocol)),
-        ("data shorter than declared", vec![send(b"VALUE k 0 5\r\nab\r\nEND\r\n")], Some(Protocol)),
-        ("missing END then EOF", vec![send(b"VALUE k 0 2\r\nok\r\n"), Step::Close], Some(Io)),
-        ("missing END then stall", vec![send(b"VALUE k 0 2\r\nok\r\n"), Step::Stall], Some(Timeout)),
-        ("END without CRLF then stall", vec![send(b"VALUE k 0 2\r\nok\r\nEND"), Step::Stall], Some(Timeout)),
-        ("non-numeric flags", vec![send(b"VALUE k x 2\r\nok\r\nEND\r\n")], Some(Protocol)),
-        ("flags above u32", vec![send(b"VALUE k 4294967296 2\r\nok\r\nEND\r\n")], Some(Protocol)),
-        ("negative flags", vec![send(b"VALUE k -1 2\r\nok\r\nEND\r\n")], Some(Protocol)),
-        ("negative length", vec![send(b"VALUE k 0 -2\r\nok\r\nEND\r\n")], Some(Protocol)),
-        ("bad cas field", vec![send(b"VALUE k 0 2 abc\r\nok\r\nEND\r\n")], Some(Protocol)),
-        ("extra VALUE field", vec![send(b"VALUE k 0 2 1 2\r\nok\r\nEND\r\n")], Some(Protocol)),
-        ("unknown reply word", vec![send(b"BOGUS\r\n")], Some(Protocol)),
-        ("binary protocol magic", vec![send(b"\x81\x00\x00\x00\x00\x00\x00\x00\r\n")], Some(Protocol)),
-        ("binary garbage without newline", vec![Step::Send(garbage), Step::Stall], Some(Protocol)),
-        ("1 MiB line without newline", vec![Step::Send(long_line), Step::Stall], Some(Protocol)),
+        (
+            "cut VALUE data then EOF",
+            vec![send(b"VALUE k 0 5\r\nhel"), Step::Close],
+            Some(Io),
+        ),
+        (
+            "cut VALUE header then EOF",
+            vec![send(b"VALUE k 0"), Step::Close],
+            Some(Io),
+        ),
+        (
+            "data not followed by CRLF",
+            vec![send(b"VALUE k 0 5\r\nhelloXX\r\nEND\r\n")],
+            Some(Protocol),
+        ),
+        (
+            "declared length 2^40",
+            vec![send(b"VALUE k 0 1099511627776\r\n")],
+            Some(Protocol),
+        ),
+        (
+            "declared length 99999999999",
+            vec![send(b"VALUE k 0 99999999999\r\n")],
+            Some(Protocol),
+        ),
+        (
+            "declared length beyond u64",
+            vec![send(b"VALUE k 0 184467440737095516160\r\n")],
+            Some(Protocol),
+        ),
+        (
+            "data longer than declared",
+            vec![send(b"VALUE k 0 3\r\nabcdef\r\nEND\r\n")],
+            Some(Protocol),
+        ),
+        (
+            "data shorter than declared",
+            vec![send(b"VALUE k 0 5\r\nab\r\nEND\r\n")],
+            Some(Protocol),
+        ),
+        (
+            "missing END then EOF",
+            vec![send(b"VALUE k 0 2\r\nok\r\n"), Step::Close],
+            Some(Io),
+        ),
+        (
+            "missing END then stall",
+            vec![send(b"VALUE k 0 2\r\nok\r\n"), Step::Stall],
+            Some(Timeout),
+        ),
+        (
+            "END without CRLF then stall",
+            vec![send(b"VALUE k 0 2\r\nok\r\nEND"), Step::Stall],
+            Some(Timeout),
+        ),
+        (
+            "non-numeric flags",
+            vec![send(b"VALUE k x 2\r\nok\r\nEND\r\n")],
+            Some(Protocol),
+        ),
+        (
+            "flags above u32",
+            vec![send(b"VALUE k 4294967296 2\r\nok\r\nEND\r\n")],
+            Some(Protocol),
+        ),
+        (
+            "negative flags",
+            vec![send(b"VALUE k -1 2\r\nok\r\nEND\r\n")],
+            Some(Protocol),
+        ),
+        (
+            "negative length",
+            vec![send(b"VALUE k 0 -2\r\nok\r\nEND\r\n")],
+            Some(Protocol),
+        ),
+        (
+            "bad cas field",
+            vec![send(b"VALUE k 0 2 abc\r\nok\r\nEND\r\n")],
+            Some(Protocol),
+        ),
+        (
+            "extra VALUE field",
+            vec![send(b"VALUE k 0 2 1 2\r\nok\r\nEND\r\n")],
+            Some(Protocol),
+        ),
+        (
+            "unknown reply word",
+            vec![send(b"BOGUS\r\n")],
+            Some(Protocol),
+        ),
+        (
+            "binary protocol magic",
+            vec![send(b"\x81\x00\x00\x00\x00\x00\x00\x00\r\n")],
+            Some(Protocol),
+        ),
+        (
+            "binary garbage without newline",
+            vec![Step::Send(garbage), Step::Stall],
+            Some(Protocol),
+        ),
+        (
+            "1 MiB line without newline",
+            vec![Step::Send(long_line), Step::Stall],
+            Some(Protocol),
+        ),
         ("empty line", vec![send(b"\r\n")], Some(Protocol)),
         ("LF without CR", vec![send(b"END\n")], Some(Protocol)),
         ("NUL bytes", vec![send(b"\x00\x00\x00\r\n")], Some(Protocol)),
-        ("reply for a different key", vec![send(b"VALUE other 0 2\r\nok\r\nEND\r\n")], Some(Protocol)),
-        ("two VALUEs for one key", vec![send(b"VALUE k 0 2\r\nok\r\nVALUE k 0 2\r\nok\r\nEND\r\n")], Some(Protocol)),
-        ("wrong reply type", vec![send(b"STORED\r\n")], Some(Protocol)),
+        (
+            "reply for a different key",
+            vec![send(b"VALUE other 0 2\r\nok\r\nEND\r\n")],
+            Some(Protocol),
+        ),
+        (
+            "two VALUEs for one key",
+            vec![send(b"VALUE k 0 2\r\nok\r\nVALUE k 0 2\r\nok\r\nEND\r\n")],
+            Some(Protocol),
+        ),
+        (
+            "wrong reply type",
+            vec![send(b"STORED\r\n")],
+            Some(Protocol),
+        ),
         ("number for a get", vec![send(b"42\r\n")], Some(Protocol)),
         ("close without reply", vec![Step::Close], Some(Io)),
         ("reset without reply", vec![Step::Reset], Some(Io)),
-        ("reset mid-reply", vec![send(b"VALUE k 0 5\r\nhe"), Step::Sleep(Duration::from_millis(20)), Step::Reset], Some(Io)),
+        (
+            "reset mid-reply",
+            vec![
+                send(b"VALUE k 0 5\r\nhe"),
+                Step::Sleep(Duration::from_millis(20)),
+                Step::Reset,
+            ],
+            Some(Io),
+        ),
         ("stall without reply", vec![Step::Stall], Some(Timeout)),
-        ("reply after the timeout", vec![Step::Sleep(Duration::from_millis(600)), Step::Send(correct("get k"))], Some(Timeout)),
-        ("dribbled past the timeout", vec![Step::Dribble(correct("get k"), Duration::from_millis(40))], Some(Timeout)),
-        ("SERVER_ERROR", vec![send(b"SERVER_ERROR out of memory storing object\r\n")], Some(ServerError)),
-        ("CLIENT_ERROR", vec![send(b"CLIENT_ERROR bad command line format\r\n")], Some(ClientError)),
+        (
+            "reply after the timeout",
+            vec![
+                Step::Sleep(Duration::from_millis(600)),
+                Step::Send(correct("get k")),
+            ],
+            Some(Timeout),
+        ),
+        (
+            "dribbled past the timeout",
+            vec![Step::Dribble(correct("get k"), Duration::from_millis(40))],
+            Some(Timeout),
+        ),
+        (
+            "SERVER_ERROR",
+            vec![send(b"SERVER_ERROR out of memory storing object\r\n")],
+            Some(ServerError),
+        ),
+        (
+            "CLIENT_ERROR",
+            vec![send(b"CLIENT_ERROR bad command line format\r\n")],
+            Some(ClientError),
+        ),
         ("ERROR", vec![send(b"ERROR\r\n")], Some(ClientError)),
-        ("extra bytes after a complete reply", vec![send(b"END\r\nEND\r\nVALUE k 0 2\r\nok\r\n")], None),
+        (
+            "extra bytes after a complete reply",
+            vec![send(b"END\r\nEND\r\nVALUE k 0 2\r\nok\r\n")],
+            None,
+        ),
     ]
 }
 
@@ -123,10 +250,22 @@ fn malformed_replies_give_typed_errors_and_the_next_request_succeeds() {
                     (want, got) => panic!("{name}: wanted {want:?}, got {got:?}"),
                 }
                 // The next request succeeds, on a fresh connection.
-                assert_eq!(client.get::<String>("k").unwrap().as_deref(), Some("ok"), "{name}");
+                assert_eq!(
+                    client.get::<String>("k").unwrap().as_deref(),
+                    Some("ok"),
+                    "{name}"
+                );
                 assert_eq!(fake.accepted(), 2, "{name}: the bad connection was reused");
-                assert_eq!(client.get::<String>("k").unwrap().as_deref(), Some("ok"), "{name}");
-                assert_eq!(fake.accepted(), 2, "{name}: a good connection was not reused");
+                assert_eq!(
+                    client.get::<String>("k").unwrap().as_deref(),
+                    Some("ok"),
+                    "{name}"
+                );
+                assert_eq!(
+                    fake.accepted(),
+                    2,
+                    "{name}: a good connection was not reused"
+                );
             })
         })
         .collect();
@@ -219,7 +358,11 @@ fn a_hung_server_times_out_then_is_skipped_then_returns() {
         let started = Instant::now();
         let e = client.get::<String>(&key).unwrap_err();
         assert!(e.is_timeout(), "{e}");
-        assert!(started.elapsed() < IO_TIMEOUT + MARGIN, "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < IO_TIMEOUT + MARGIN,
+            "{:?}",
+            started.elapsed()
+        );
     }
     assert!(client.is_marked_dead(0));
     // Skipped now: served by the next server on the ring, at once.
@@ -250,7 +393,10 @@ fn a_killed_and_restarted_server_is_used_again_without_errors() {
     let threads: Vec<_> = (0..4)
         .map(|i| {
             let c = client.clone();
-            std::thread::spawn(move || c.set(format!("w{i}"), "v", Duration::from_secs(60)).unwrap())
+            std::thread::spawn(move || {
+                c.set(format!("w{i}"), "v", Duration::from_secs(60))
+                    .unwrap()
+            })
         })
         .collect();
     for t in threads {
@@ -265,7 +411,11 @@ fn a_killed_and_restarted_server_is_used_again_without_errors() {
     }
     client.set("ctr", 5u64, Duration::from_secs(60)).unwrap();
     assert_eq!(client.incr("ctr", 1).unwrap(), Some(6));
-    assert_eq!(client.get::<u64>("ctr").unwrap(), Some(6), "incr applied once");
+    assert_eq!(
+        client.get::<u64>("ctr").unwrap(),
+        Some(6),
+        "incr applied once"
+    );
 }
 
 #[test]
@@ -283,7 +433,10 @@ fn unreachable_servers_give_clear_errors() {
 fn pool_exhaustion_waits_for_the_checkout_timeout_then_fails_clearly() {
     let fake = FakeServer::start(|r: &Request<'_>| {
         if r.line == "get slow" {
-            vec![Step::Sleep(Duration::from_millis(800)), Step::Send(b"END\r\n".to_vec())]
+            vec![
+                Step::Sleep(Duration::from_millis(800)),
+                Step::Send(b"END\r\n".to_vec()),
+            ]
         } else {
             vec![Step::Send(correct(r.line))]
         }
@@ -304,7 +457,10 @@ fn pool_exhaustion_waits_for_the_checkout_timeout_then_fails_clearly() {
     let e = client.get::<String>("k").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PoolTimeout, "{e}");
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(150) && waited < Duration::from_millis(600), "{waited:?}");
+    assert!(
+        waited >= Duration::from_millis(150) && waited < Duration::from_millis(600),
+        "{waited:?}"
+    );
     assert_eq!(busy.join().unwrap().unwrap(), None);
     assert_eq!(client.get::<String>("k").unwrap().as_deref(), Some("ok"));
 }
@@ -324,7 +480,8 @@ fn many_callers_on_a_small_pool_do_not_deadlock() {
             let (c, done) = (client.clone(), done.clone());
             std::thread::spawn(move || {
                 for i in 0..100 {
-                    c.set(format!("p{t}:{i}"), "v", Duration::from_secs(60)).unwrap();
+                    c.set(format!("p{t}:{i}"), "v", Duration::from_secs(60))
+                        .unwrap();
                     done.fetch_add(1, Ordering::Relaxed);
                 }
             })

@@ -98,11 +98,20 @@ impl Drop for FakeServer {
 fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>, stop: &AtomicBool) -> Option<String> {
     loop {
         if let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-            let line = String::from_utf8_lossy(&buf[..nl]).trim_end_matches('\r').to_string();
+            let line = String::from_utf8_lossy(&buf[..nl])
+                .trim_end_matches('\r')
+                .to_string();
             let mut need = nl + 1;
             let words: Vec<&str> = line.split(' ').collect();
-            if matches!(words[0], "set" | "add" | "replace" | "append" | "prepend" | "cas") {
-                need += words.get(4).and_then(|n| n.parse::<usize>().ok()).unwrap_or(0) + 2;
+            if matches!(
+                words[0],
+                "set" | "add" | "replace" | "append" | "prepend" | "cas"
+            ) {
+                need += words
+                    .get(4)
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .unwrap_or(0)
+                    + 2;
             }
             if buf.len() >= need {
                 buf.drain(..need);
@@ -113,7 +122,10 @@ fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>, stop: &AtomicBool) -> Opti
         match s.read(&mut chunk) {
             Ok(0) => return None,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
                 if stop.load(Ordering::SeqCst) {
                     return None;
                 }
@@ -128,14 +140,24 @@ fn reset(s: &TcpStream) {
     let _ = sock.set_linger(Some(Duration::ZERO));
 }
 
-fn serve(mut s: TcpStream, conn: usize, script: &Script, stop: &AtomicBool, log: &Mutex<Vec<(usize, String)>>) {
+fn serve(
+    mut s: TcpStream,
+    conn: usize,
+    script: &Script,
+    stop: &AtomicBool,
+    log: &Mutex<Vec<(usize, String)>>,
+) {
     s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
     s.set_nodelay(true).unwrap();
     let mut buf = Vec::new();
     let mut seq = 0;
     while let Some(line) = read_request(&mut s, &mut buf, stop) {
         log.lock().unwrap().push((conn, line.clone()));
-        let steps = script(&Request { conn, seq, line: &line });
+        let steps = script(&Request {
+            conn,
+            seq,
+            line: &line,
+        });
         seq += 1;
         for step in steps {
             match step {
