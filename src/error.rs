@@ -129,6 +129,17 @@ impl Error {
         e
     }
 
+    /// A copy for reporting one failure against several keys (the source
+    /// is kept as text).
+    pub(crate) fn duplicate(&self) -> Error {
+        let mut e = Error::new(self.inner.kind, self.inner.detail.clone());
+        e.inner.server = self.inner.server.clone();
+        if let Some(s) = &self.inner.source {
+            e.inner.source = Some(s.to_string().into());
+        }
+        e
+    }
+
     /// Classifies an I/O error from a connected socket.
     pub(crate) fn io(err: io::Error, what: &str) -> Error {
         let kind = match err.kind() {

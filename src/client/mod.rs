@@ -16,6 +16,8 @@ use crate::ring::{Distribution, Ring};
 use crate::server::{IntoServers, Server};
 use crate::value::{CasToken, Expiry, FromValue, ToValue};
 
+mod multi;
+
 /// Settings the client consults per request (the rest live in the pools).
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
