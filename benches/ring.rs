@@ -1,0 +1,48 @@
+//! Ring lookup (md5 of the key included) with 10 and 100 servers, and ring
+//! build for 1,000 servers. Run: `cargo bench --bench ring`.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use memring::{Distribution, Ring, Server};
+
+fn servers(n: u16) -> Vec<Server> {
+    (0..n)
+        .map(|i| Server::tcp(format!("10.0.{}.{}", i / 250, i % 250 + 1), 11211))
+        .collect()
+}
+
+fn lookup(c: &mut Criterion) {
+    let keys: Vec<String> = (0..1024).map(|i| format!("user:{i}:profile")).collect();
+    for n in [10u16, 100] {
+        for dist in [
+            Distribution::Ketama,
+            Distribution::HashRing,
+            Distribution::Modulo,
+        ] {
+            let ring = Ring::new(dist, &servers(n));
+            let mut i = 0;
+            c.bench_function(&format!("lookup/{dist}/{n}_servers"), |b| {
+                b.iter(|| {
+                    i = (i + 1) & 1023;
+                    black_box(ring.primary(black_box(keys[i].as_bytes())))
+                })
+            });
+        }
+    }
+}
+
+fn build(c: &mut Criterion) {
+    let list = servers(1000);
+    let mut g = c.benchmark_group("build");
+    g.sample_size(20);
+    for dist in [Distribution::Ketama, Distribution::HashRing] {
+        g.bench_function(format!("{dist}/1000_servers"), |b| {
+            b.iter(|| black_box(Ring::new(dist, black_box(&list))))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, lookup, build);
+criterion_main!(benches);
