@@ -45,6 +45,8 @@ pub struct ClientBuilder {
     failover_ttl: Option<Duration>,
     flush_on_rejoin: bool,
     max_value_size: usize,
+    lease_ttl: Duration,
+    lease_wait: Duration,
 }
 
 impl Default for ClientBuilder {
@@ -66,6 +68,8 @@ impl Default for ClientBuilder {
             failover_ttl: Some(Duration::from_secs(60)),
             flush_on_rejoin: false,
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
+            lease_ttl: Duration::from_secs(30),
+            lease_wait: Duration::from_secs(2),
         }
     }
 }
@@ -181,6 +185,23 @@ impl ClientBuilder {
         self
     }
 
+    /// How long the one caller that computes a missing value in
+    /// [`Client::get_or_set`] holds the right to do so (the TTL of the
+    /// placeholder item); if it dies, another caller takes over after
+    /// this. Defaults to 30 s.
+    pub fn lease_ttl(mut self, t: Duration) -> Self {
+        self.lease_ttl = t;
+        self
+    }
+
+    /// How long other callers of [`Client::get_or_set`] wait for the one
+    /// computing a missing value before computing it themselves (without
+    /// storing it). Defaults to 2 s.
+    pub fn lease_wait(mut self, t: Duration) -> Self {
+        self.lease_wait = t;
+        self
+    }
+
     /// Builds the client. Does not connect: a server that is down now is
     /// marked dead when requests fail, and used again when it returns.
     pub fn build(self) -> Result<Client> {
@@ -234,6 +255,8 @@ impl ClientBuilder {
             failover_ttl: self.failover_ttl,
             flush_on_rejoin: self.flush_on_rejoin,
             max_value_size: self.max_value_size,
+            lease_ttl: self.lease_ttl,
+            lease_wait: self.lease_wait,
         };
         Ok(Client::from_parts(&self.servers, pools, config))
     }

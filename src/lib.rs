@@ -32,6 +32,7 @@ mod client;
 mod connection;
 mod error;
 mod health;
+mod key;
 mod pool;
 pub mod protocol;
 pub mod ring;
@@ -39,8 +40,9 @@ mod server;
 mod value;
 
 pub use builder::{ClientBuilder, DEFAULT_MAX_VALUE_SIZE};
-pub use client::{CasOutcome, Client, PerServer, Stats};
+pub use client::{CasOutcome, Client, MetaReply, MetaRequest, Origin, PerServer, Stats};
 pub use error::{Error, ErrorKind, Result};
+pub use key::KeyBuilder;
 pub use ring::{Distribution, Ring};
 pub use server::{Endpoint, IntoServers, Server, DEFAULT_PORT};
 pub use value::{CasToken, Expiry, FromValue, Item, ToValue, WithFlags};

@@ -16,7 +16,10 @@ use crate::ring::{Distribution, Ring};
 use crate::server::{IntoServers, Server};
 use crate::value::{CasToken, Expiry, FromValue, ToValue};
 
+mod lease;
 mod multi;
+
+pub use lease::{MetaReply, MetaRequest, Origin};
 
 /// Settings the client consults per request (the rest live in the pools).
 #[derive(Debug, Clone)]
@@ -27,6 +30,8 @@ pub(crate) struct Config {
     pub failover_ttl: Option<Duration>,
     pub flush_on_rejoin: bool,
     pub max_value_size: usize,
+    pub lease_ttl: Duration,
+    pub lease_wait: Duration,
 }
 
 /// The outcome of [`Client::cas`].

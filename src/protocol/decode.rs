@@ -54,6 +54,47 @@ pub enum Response<'a> {
     ClientError(&'a [u8]),
     /// `SERVER_ERROR <message>`.
     ServerError(&'a [u8]),
+    /// A meta-protocol reply: `HD`, `EN`, `NF`, `NS`, `EX`, `MN`, `ME`, or
+    /// `VA` with its data block.
+    Meta {
+        /// The two-letter status.
+        code: MetaCode,
+        /// The returned flags, as the raw text after the code (see
+        /// [`meta_flag`]).
+        flags: &'a [u8],
+        /// The value (`VA` only).
+        data: Option<&'a [u8]>,
+    },
+}
+
+/// The status of a meta-protocol reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaCode {
+    /// `HD`: success, no value.
+    Hd,
+    /// `VA`: success with a value.
+    Va,
+    /// `EN`: miss (`mg`).
+    En,
+    /// `NF`: not found (`md`, `ma`, `ms` with a cas).
+    Nf,
+    /// `NS`: not stored.
+    Ns,
+    /// `EX`: cas mismatch.
+    Ex,
+    /// `MN`: the end of a pipeline (`mn`).
+    Mn,
+    /// `ME`: debug output (`me`).
+    Me,
+}
+
+/// The token of flag `letter` in a meta reply's flags (`c123` → `b"123"`;
+/// an empty slice for a bare flag such as `W`), or `None` if absent.
+pub fn meta_flag(flags: &[u8], letter: u8) -> Option<&[u8]> {
+    flags
+        .split(|&b| b == b' ')
+        .find(|t| t.first() == Some(&letter))
+        .map(|t| &t[1..])
 }
 
 impl Response<'_> {
@@ -76,6 +117,16 @@ impl Response<'_> {
             Response::Error(_) => "ERROR",
             Response::ClientError(_) => "CLIENT_ERROR",
             Response::ServerError(_) => "SERVER_ERROR",
+            Response::Meta { code, .. } => match code {
+                MetaCode::Hd => "HD",
+                MetaCode::Va => "VA",
+                MetaCode::En => "EN",
+                MetaCode::Nf => "NF",
+                MetaCode::Ns => "NS",
+                MetaCode::Ex => "EX",
+                MetaCode::Mn => "MN",
+                MetaCode::Me => "ME",
+            },
         }
     }
 }
@@ -202,6 +253,27 @@ impl Decoder {
                 Response::ServerError(rest.unwrap_or_default()),
                 used,
             )),
+            b"VA" => self.meta_value(buf, rest.unwrap_or_default(), used),
+            b"HD" | b"EN" | b"NF" | b"NS" | b"EX" | b"MN" | b"ME" => {
+                let code = match word {
+                    b"HD" => MetaCode::Hd,
+                    b"EN" => MetaCode::En,
+                    b"NF" => MetaCode::Nf,
+                    b"NS" => MetaCode::Ns,
+                    b"EX" => MetaCode::Ex,
+                    b"MN" => MetaCode::Mn,
+                    _ => MetaCode::Me,
+                };
+                let flags = rest.unwrap_or_default();
+                Ok(Decoded::Complete(
+                    Response::Meta {
+                        code,
+                        flags,
+                        data: None,
+                    },
+                    used,
+                ))
+            }
             // `ERROR`, and variants such as `ERROR: shutdown not enabled`.
             _ if word.starts_with(b"ERROR") => Ok(Decoded::Complete(Response::Error(line), used)),
             _ if !word.is_empty() && word.iter().all(u8::is_ascii_digit) => {
@@ -213,6 +285,59 @@ impl Decoder {
                 String::from_utf8_lossy(&word[..word.len().min(32)]).into_owned(),
             )),
         }
+    }
+
+    /// `VA <len> <flags>*` and its data block.
+    fn meta_value<'a>(
+        &self,
+        buf: &'a [u8],
+        fields: &'a [u8],
+        header: usize,
+    ) -> Result<Decoded<'a>, DecodeError> {
+        let (len, flags) = match fields.iter().position(|&b| b == b' ') {
+            Some(i) => (&fields[..i], &fields[i + 1..]),
+            None => (fields, &b""[..]),
+        };
+        let len = parse_u64(len).ok_or(DecodeError::Malformed("bad VA length"))?;
+        let (data, used) = match self.block(buf, header, len)? {
+            Some(d) => d,
+            None => return Ok(Decoded::Incomplete),
+        };
+        Ok(Decoded::Complete(
+            Response::Meta {
+                code: MetaCode::Va,
+                flags,
+                data: Some(data),
+            },
+            used,
+        ))
+    }
+
+    /// The data block of `len` bytes after a header of `header` bytes:
+    /// checked against the limit before anything else, then sliced by
+    /// length and required to end in `\r\n`.
+    fn block<'a>(
+        &self,
+        buf: &'a [u8],
+        header: usize,
+        len: u64,
+    ) -> Result<Option<(&'a [u8], usize)>, DecodeError> {
+        if len > self.max_value as u64 {
+            return Err(DecodeError::ValueTooLarge {
+                declared: len,
+                limit: self.max_value,
+            });
+        }
+        let end = header + len as usize;
+        if buf.len() < end + 2 {
+            return Ok(None);
+        }
+        if &buf[end..end + 2] != b"\r\n" {
+            return Err(DecodeError::Malformed(
+                "data block not followed by \\r\\n (length mismatch)",
+            ));
+        }
+        Ok(Some((&buf[header..end], end + 2)))
     }
 
     fn value<'a>(
@@ -238,30 +363,17 @@ impl Decoder {
         if it.next().is_some() {
             return Err(DecodeError::Malformed("extra fields in VALUE header"));
         }
-        if len > self.max_value as u64 {
-            return Err(DecodeError::ValueTooLarge {
-                declared: len,
-                limit: self.max_value,
-            });
-        }
-        let len = len as usize;
-        let end = header + len;
-        if buf.len() < end + 2 {
+        let Some((data, used)) = self.block(buf, header, len)? else {
             return Ok(Decoded::Incomplete);
-        }
-        if &buf[end..end + 2] != b"\r\n" {
-            return Err(DecodeError::Malformed(
-                "data block not followed by \\r\\n (length mismatch)",
-            ));
-        }
+        };
         Ok(Decoded::Complete(
             Response::Value {
                 key,
                 flags,
-                data: &buf[header..end],
+                data,
                 cas,
             },
-            end + 2,
+            used,
         ))
     }
 }
@@ -364,6 +476,35 @@ SERVER_ERROR object too large for cache\r\n";
                 15
             )
         );
+    }
+
+    #[test]
+    fn decodes_meta_replies_whole_and_split() {
+        let input: &[u8] =
+            b"HD\r\nVA 3 f0 c5 t-1 W\r\nbar\r\nVA 0 c9 Z X\r\n\r\nEN\r\nNF\r\nNS\r\nEX\r\nMN\r\n\
+HD c200194 W\r\nME k exp=-1 la=0\r\nVA 2 kYmlu b\r\nhi\r\n";
+        assert_eq!(all(input).len(), 11);
+        match D.decode(b"VA 3 f0 c5 t-1 W\r\nbar\r\n").unwrap() {
+            Decoded::Complete(
+                Response::Meta {
+                    code: MetaCode::Va,
+                    flags,
+                    data: Some(data),
+                },
+                n,
+            ) => {
+                assert_eq!(n, 23);
+                assert_eq!(data, b"bar");
+                assert_eq!(meta_flag(flags, b'c'), Some(&b"5"[..]));
+                assert_eq!(meta_flag(flags, b't'), Some(&b"-1"[..]));
+                assert_eq!(meta_flag(flags, b'W'), Some(&b""[..]));
+                assert_eq!(meta_flag(flags, b'Z'), None);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Decoder::new(2).decode(b"VA 3\r\n").is_err());
+        assert!(D.decode(b"VA x\r\n").is_err());
+        assert!(D.decode(b"VA 3\r\nbarXX").is_err());
     }
 
     #[test]

@@ -171,6 +171,163 @@ pub fn stats(buf: &mut Vec<u8>, arg: Option<&str>) {
     buf.extend_from_slice(b"\r\n");
 }
 
+/// One flag of a meta request (`mg`, `ms`, `md`, `ma`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaFlag<'a> {
+    /// `v`: return the value.
+    Value,
+    /// `f`: return the client flags.
+    ReturnFlags,
+    /// `t`: return the remaining TTL (`-1` for none).
+    ReturnTtl,
+    /// `c`: return the cas.
+    ReturnCas,
+    /// `k`: echo the key.
+    ReturnKey,
+    /// `s`: return the value size.
+    ReturnSize,
+    /// `O<token>`: an opaque token echoed back (at most 31 bytes).
+    Opaque(&'a [u8]),
+    /// `q`: quiet mode (hide the common success or miss reply).
+    Quiet,
+    /// `b`: the key is base64 (see [`base64`]).
+    Base64Key,
+    /// `N<ttl>`: on a miss, create an empty item with this TTL and hand
+    /// this caller the win (`W`).
+    Vivify(i64),
+    /// `I`: invalidate (`md`: mark stale; `ms`: store as stale if the cas is old).
+    Invalidate,
+    /// `T<ttl>`: set the TTL.
+    Ttl(i64),
+    /// `F<flags>`: client flags to store (`ms`).
+    SetFlags(u32),
+    /// `C<cas>`: act only if the cas matches.
+    CompareCas(u64),
+    /// `M<mode>`: `ms` mode (`E` add, `A` append, `P` prepend, `R`
+    /// replace, `S` set) or `ma` mode (`I` incr, `D` decr).
+    Mode(u8),
+    /// `R<ttl>`: win a recache token when the TTL left is below this.
+    Recache(i64),
+    /// `D<delta>`: `ma` delta.
+    Delta(u64),
+    /// `J<initial>`: `ma` initial value on autovivify.
+    Initial(u64),
+}
+
+fn push_meta_flags(buf: &mut Vec<u8>, flags: &[MetaFlag<'_>]) {
+    for f in flags {
+        buf.push(b' ');
+        match *f {
+            MetaFlag::Value => buf.push(b'v'),
+            MetaFlag::ReturnFlags => buf.push(b'f'),
+            MetaFlag::ReturnTtl => buf.push(b't'),
+            MetaFlag::ReturnCas => buf.push(b'c'),
+            MetaFlag::ReturnKey => buf.push(b'k'),
+            MetaFlag::ReturnSize => buf.push(b's'),
+            MetaFlag::Opaque(o) => {
+                buf.push(b'O');
+                buf.extend_from_slice(o);
+            }
+            MetaFlag::Quiet => buf.push(b'q'),
+            MetaFlag::Base64Key => buf.push(b'b'),
+            MetaFlag::Vivify(t) => {
+                buf.push(b'N');
+                push_i64(buf, t);
+            }
+            MetaFlag::Invalidate => buf.push(b'I'),
+            MetaFlag::Ttl(t) => {
+                buf.push(b'T');
+                push_i64(buf, t);
+            }
+            MetaFlag::SetFlags(n) => {
+                buf.push(b'F');
+                push_u64(buf, n.into());
+            }
+            MetaFlag::CompareCas(c) => {
+                buf.push(b'C');
+                push_u64(buf, c);
+            }
+            MetaFlag::Mode(m) => {
+                buf.push(b'M');
+                buf.push(m);
+            }
+            MetaFlag::Recache(t) => {
+                buf.push(b'R');
+                push_i64(buf, t);
+            }
+            MetaFlag::Delta(d) => {
+                buf.push(b'D');
+                push_u64(buf, d);
+            }
+            MetaFlag::Initial(j) => {
+                buf.push(b'J');
+                push_u64(buf, j);
+            }
+        }
+    }
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// `mg <key> <flags>*\r\n`.
+pub fn meta_get(buf: &mut Vec<u8>, key: &[u8], flags: &[MetaFlag<'_>]) {
+    buf.extend_from_slice(b"mg ");
+    buf.extend_from_slice(key);
+    push_meta_flags(buf, flags);
+}
+
+/// `ms <key> <datalen> <flags>*\r\n<data>\r\n`.
+pub fn meta_set(buf: &mut Vec<u8>, key: &[u8], data: &[u8], flags: &[MetaFlag<'_>]) {
+    buf.extend_from_slice(b"ms ");
+    buf.extend_from_slice(key);
+    buf.push(b' ');
+    push_u64(buf, data.len() as u64);
+    push_meta_flags(buf, flags);
+    buf.extend_from_slice(data);
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// `md <key> <flags>*\r\n`.
+pub fn meta_delete(buf: &mut Vec<u8>, key: &[u8], flags: &[MetaFlag<'_>]) {
+    buf.extend_from_slice(b"md ");
+    buf.extend_from_slice(key);
+    push_meta_flags(buf, flags);
+}
+
+/// `ma <key> <flags>*\r\n`.
+pub fn meta_arith(buf: &mut Vec<u8>, key: &[u8], flags: &[MetaFlag<'_>]) {
+    buf.extend_from_slice(b"ma ");
+    buf.extend_from_slice(key);
+    push_meta_flags(buf, flags);
+}
+
+/// `mn\r\n`: a no-op whose `MN` reply ends a quiet pipeline.
+pub fn meta_noop(buf: &mut Vec<u8>) {
+    buf.extend_from_slice(b"mn\r\n");
+}
+
+/// Standard base64 (with padding), for binary keys sent with
+/// [`MetaFlag::Base64Key`].
+pub fn base64(raw: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(raw.len().div_ceil(3) * 4);
+    for chunk in raw.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +369,51 @@ mod tests {
         assert_eq!(enc(|b| flush_all(b, Some(3))), b"flush_all 3\r\n");
         assert_eq!(enc(version), b"version\r\n");
         assert_eq!(enc(|b| stats(b, Some("slabs"))), b"stats slabs\r\n");
+    }
+
+    #[test]
+    fn encodes_meta_requests() {
+        assert_eq!(
+            enc(|b| meta_get(
+                b,
+                b"k",
+                &[MetaFlag::Value, MetaFlag::ReturnCas, MetaFlag::Vivify(30)]
+            )),
+            b"mg k v c N30\r\n"
+        );
+        assert_eq!(
+            enc(|b| meta_set(
+                b,
+                b"k",
+                b"ab",
+                &[
+                    MetaFlag::Ttl(60),
+                    MetaFlag::CompareCas(7),
+                    MetaFlag::SetFlags(3)
+                ]
+            )),
+            b"ms k 2 T60 C7 F3\r\nab\r\n"
+        );
+        assert_eq!(
+            enc(|b| meta_delete(b, b"k", &[MetaFlag::Invalidate, MetaFlag::Ttl(30)])),
+            b"md k I T30\r\n"
+        );
+        assert_eq!(
+            enc(|b| meta_arith(
+                b,
+                b"k",
+                &[
+                    MetaFlag::Mode(b'D'),
+                    MetaFlag::Delta(5),
+                    MetaFlag::Opaque(b"9")
+                ]
+            )),
+            b"ma k MD D5 O9\r\n"
+        );
+        assert_eq!(enc(meta_noop), b"mn\r\n");
+        assert_eq!(base64(b"bin\x00key \r\n"), "YmluAGtleSANCg==");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"fo"), "Zm8=");
     }
 
     #[test]

@@ -8,8 +8,8 @@
 pub mod decode;
 pub mod encode;
 
-pub use decode::{DecodeError, Decoded, Decoder, Response};
-pub use encode::StoreCommand;
+pub use decode::{meta_flag, DecodeError, Decoded, Decoder, MetaCode, Response};
+pub use encode::{MetaFlag, StoreCommand};
 
 /// The longest key memcached accepts, in bytes.
 pub const MAX_KEY_LEN: usize = 250;
