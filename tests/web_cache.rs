@@ -1,0 +1,116 @@
+//! The web_cache example answered over real HTTP on a local port, backed by
+//! real memcached: MISS then HIT with the same body, sorted arguments share
+//! an entry, failures are not cached, over-long keys get 400, and
+//! concurrent first requests compute once.
+
+mod support;
+
+#[path = "../examples/web_cache.rs"]
+#[allow(dead_code)]
+mod web_cache;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use support::Memcached;
+
+struct Reply {
+    status: u16,
+    cache: Option<String>,
+    body: String,
+}
+
+fn http_get(port: u16, path: &str) -> Reply {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let cache = head
+        .lines()
+        .find_map(|l| l.strip_prefix("X-Cache: "))
+        .map(str::to_string);
+    Reply {
+        status,
+        cache,
+        body: body.to_string(),
+    }
+}
+
+fn start() -> (Memcached, u16) {
+    let mc = Memcached::start();
+    let client = memring::Client::new(mc.addr().as_str()).unwrap();
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let port = server.server_addr().to_ip().unwrap().port();
+    std::thread::spawn(move || web_cache::serve(server, client));
+    (mc, port)
+}
+
+fn field(body: &str, name: &str) -> serde_json::Value {
+    serde_json::from_str::<serde_json::Value>(body).unwrap()[name].clone()
+}
+
+#[test]
+fn miss_then_hit_with_the_same_body_and_sorted_arguments() {
+    let (_mc, port) = start();
+    let first = http_get(port, "/api/report?year=2024&region=eu");
+    assert_eq!(first.status, 200);
+    assert_eq!(first.cache.as_deref(), Some("MISS"));
+    assert_eq!(field(&first.body, "result"), 0);
+    let second = http_get(port, "/api/report?year=2024&region=eu");
+    assert_eq!(second.cache.as_deref(), Some("HIT"));
+    assert_eq!(second.body, first.body);
+    let reordered = http_get(port, "/api/report?region=eu&year=2024");
+    assert_eq!(reordered.cache.as_deref(), Some("HIT"));
+    assert_eq!(reordered.body, first.body);
+    let other = http_get(port, "/api/report?region=us&year=2024");
+    assert_eq!(other.cache.as_deref(), Some("MISS"));
+    assert_ne!(
+        field(&other.body, "computation"),
+        field(&first.body, "computation")
+    );
+}
+
+#[test]
+fn failing_results_are_not_cached() {
+    let (_mc, port) = start();
+    let a = http_get(port, "/api/flaky?fail=1");
+    let b = http_get(port, "/api/flaky?fail=1");
+    assert_eq!(a.cache.as_deref(), Some("MISS"));
+    assert_eq!(b.cache.as_deref(), Some("MISS"));
+    assert_eq!(field(&a.body, "result"), 1);
+    assert_ne!(field(&a.body, "computation"), field(&b.body, "computation"));
+}
+
+#[test]
+fn over_long_keys_are_refused_with_400() {
+    let (_mc, port) = start();
+    let long = format!("/api/search?q={}", "x".repeat(300));
+    let r = http_get(port, &long);
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("too long"), "{}", r.body);
+    assert_eq!(r.cache, None);
+    assert_eq!(http_get(port, "/elsewhere").status, 404);
+}
+
+#[test]
+fn concurrent_first_requests_compute_once() {
+    let (_mc, port) = start();
+    let threads: Vec<_> = (0..8)
+        .map(|_| std::thread::spawn(move || http_get(port, "/api/hot?x=1")))
+        .collect();
+    let replies: Vec<Reply> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let misses = replies
+        .iter()
+        .filter(|r| r.cache.as_deref() == Some("MISS"))
+        .count();
+    assert_eq!(misses, 1, "exactly one request computed");
+    assert!(replies.iter().all(|r| r.body == replies[0].body));
+}
