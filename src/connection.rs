@@ -199,22 +199,21 @@ impl Connection {
         Ok(())
     }
 
-    /// Reads until one complete reply is buffered and returns it.
-    pub fn next(&mut self) -> Result<Response<'_>> {
-        let n = loop {
+    /// Reads until one complete reply is buffered and hands it to `f`,
+    /// which borrows it from the read buffer (no copy). The reply is
+    /// decoded once; `f`'s result is returned.
+    pub fn next<R>(&mut self, f: impl FnOnce(Response<'_>) -> Result<R>) -> Result<R> {
+        loop {
             match self.decoder.decode(&self.rbuf[self.start..self.end]) {
-                Ok(Decoded::Complete(_, n)) => break n,
-                Ok(Decoded::Incomplete) => self.fill()?,
+                Ok(Decoded::Complete(r, n)) => {
+                    let out = f(r);
+                    self.start += n;
+                    return out;
+                }
+                Ok(Decoded::Incomplete) => {}
                 Err(e) => return Err(Error::new(ErrorKind::Protocol, "").with_source(e)),
             }
-        };
-        let at = self.start;
-        self.start += n;
-        // Decoding again is cheaper than it looks (one line; data blocks are
-        // sliced by length) and lets the reply borrow the buffer.
-        match self.decoder.decode(&self.rbuf[at..at + n]) {
-            Ok(Decoded::Complete(r, _)) => Ok(r),
-            _ => unreachable!("a complete reply decodes the same way twice"),
+            self.fill()?;
         }
     }
 

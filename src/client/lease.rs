@@ -113,31 +113,32 @@ impl Client {
                 encode::meta_noop(buf);
             }
             conn.send()?;
-            let reply = match conn.next()? {
+            let reply = conn.next(|r| match r {
                 Response::Meta {
                     code: MetaCode::Mn, ..
-                } if quiet => {
-                    conn.finish();
-                    return Ok(MetaReply {
-                        code: quiet_code,
-                        flags: String::new(),
-                        value: None,
-                    });
-                }
-                Response::Meta { code, flags, data } => MetaReply {
+                } if quiet => Ok(None),
+                Response::Meta { code, flags, data } => Ok(Some(MetaReply {
                     code,
                     flags: String::from_utf8_lossy(flags).into_owned(),
                     value: data.map(<[u8]>::to_vec),
-                },
-                other => return Err(unexpected(other)),
+                })),
+                other => Err(unexpected(other)),
+            })?;
+            let Some(reply) = reply else {
+                conn.finish();
+                return Ok(MetaReply {
+                    code: quiet_code,
+                    flags: String::new(),
+                    value: None,
+                });
             };
             if quiet {
-                match conn.next()? {
+                conn.next(|r| match r {
                     Response::Meta {
                         code: MetaCode::Mn, ..
-                    } => {}
-                    other => return Err(unexpected(other)),
-                }
+                    } => Ok(()),
+                    other => Err(unexpected(other)),
+                })?;
             }
             conn.finish();
             Ok(reply)

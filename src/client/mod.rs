@@ -143,7 +143,7 @@ fn round_trip<T>(
     parse: impl FnOnce(Response<'_>) -> Result<T>,
 ) -> Result<T> {
     conn.send()?;
-    let v = parse(conn.next()?)?;
+    let v = conn.next(parse)?;
     conn.finish();
     Ok(v)
 }
@@ -156,7 +156,7 @@ fn read_one_value(conn: &mut Connection, key: &[u8]) -> Result<Option<Fetched>> 
     conn.send()?;
     let mut found = None;
     loop {
-        match conn.next()? {
+        let end = conn.next(|r| match r {
             Response::Value {
                 key: k,
                 flags,
@@ -173,9 +173,13 @@ fn read_one_value(conn: &mut Connection, key: &[u8]) -> Result<Option<Fetched>> 
                     return Err(Error::new(ErrorKind::Protocol, "two VALUEs for one key"));
                 }
                 found = Some((data.to_vec(), flags, cas));
+                Ok(false)
             }
-            Response::End => break,
-            other => return Err(unexpected(other)),
+            Response::End => Ok(true),
+            other => Err(unexpected(other)),
+        })?;
+        if end {
+            break;
         }
     }
     conn.finish();
@@ -714,14 +718,20 @@ impl Client {
             conn.send()?;
             let mut out = Vec::new();
             loop {
-                match conn.next()? {
-                    Response::Stat { name, value } => out.push((lossy(name), lossy(value))),
-                    Response::End => break,
+                let end = conn.next(|r| match r {
+                    Response::Stat { name, value } => {
+                        out.push((lossy(name), lossy(value)));
+                        Ok(false)
+                    }
+                    Response::End => Ok(true),
                     Response::Reset => {
                         out.push(("reset".into(), "ok".into()));
-                        break;
+                        Ok(true)
                     }
-                    other => return Err(unexpected(other)),
+                    other => Err(unexpected(other)),
+                })?;
+                if end {
+                    break;
                 }
             }
             conn.finish();

@@ -49,14 +49,14 @@ trait Batch {
 
 impl Client {
     /// The first usable server for `key` that it has not been tried on.
-    fn pick(&self, key: &[u8], tried: &[usize]) -> Option<(usize, bool)> {
+    fn pick(&self, key: &[u8], tried: &[usize], now: u64) -> Option<(usize, bool)> {
         let inner = &*self.inner;
         for (rank, s) in inner.ring.candidates(key).enumerate() {
             if tried.contains(&s) {
                 continue;
             }
             let node = &inner.nodes[s];
-            match node.health.status(inner.clock.now(), inner.config.policy) {
+            match node.health.status(now, inner.config.policy) {
                 Status::Alive => return Some((s, rank > 0)),
                 Status::Dead => {}
                 Status::Probe => {
@@ -90,9 +90,12 @@ impl Client {
             if todo.is_empty() {
                 break;
             }
-            let mut groups: Vec<Vec<Entry>> = vec![Vec::new(); servers];
+            let share = todo.len() / servers + 8;
+            let mut groups: Vec<Vec<Entry>> =
+                (0..servers).map(|_| Vec::with_capacity(share)).collect();
+            let now = inner.clock.now();
             for &i in &todo {
-                match self.pick(batch.key(i), &tried[i]) {
+                match self.pick(batch.key(i), &tried[i], now) {
                     Some((s, failover)) => groups[s].push(Entry { index: i, failover }),
                     None => {
                         out[i] = Some(Err(last[i]
@@ -307,7 +310,7 @@ impl<K: AsRef<[u8]>> Batch for GetBatch<'_, K> {
         // VALUE to the next requested key with that name.
         let mut cursor = 0;
         loop {
-            match conn.next()? {
+            let end = conn.next(|r| match r {
                 Response::Value {
                     key,
                     flags,
@@ -329,9 +332,13 @@ impl<K: AsRef<[u8]>> Batch for GetBatch<'_, K> {
                     cursor += at;
                     out[entries[cursor].index] = Some(Ok(Some((data.to_vec(), flags, cas))));
                     cursor += 1;
+                    Ok(false)
                 }
-                Response::End => break,
-                other => return Err(unexpected(other)),
+                Response::End => Ok(true),
+                other => Err(unexpected(other)),
+            })?;
+            if end {
+                break;
             }
         }
         conn.finish();
@@ -452,7 +459,7 @@ fn read_each<T>(
     parse: impl Fn(Response<'_>) -> Result<T>,
 ) -> Result<()> {
     for (n, e) in entries.iter().enumerate() {
-        let r = parse(conn.next()?);
+        let r = conn.next(|resp| Ok(parse(resp)))?;
         let answer_error = r.is_err();
         out[e.index] = Some(r);
         if answer_error {
