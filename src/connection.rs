@@ -44,7 +44,11 @@ pub(crate) struct Connection {
     io_timeout: Duration,
     /// The read timeout currently set on the socket.
     read_timeout: Duration,
-    deadline: Option<Instant>,
+    /// When the current request started (set at checkout); its reply must
+    /// be read by `started + io_timeout`.
+    started: Instant,
+    /// Whether the current request has read from the socket yet.
+    reading: bool,
     broken: bool,
     sent: bool,
     last_used: Instant,
@@ -126,7 +130,8 @@ impl Connection {
             decoder: Decoder::new(opts.max_value),
             io_timeout: opts.io_timeout,
             read_timeout: opts.io_timeout,
-            deadline: None,
+            started: Instant::now(),
+            reading: false,
             broken: false,
             sent: false,
             last_used: Instant::now(),
@@ -138,9 +143,12 @@ impl Connection {
         self.broken
     }
 
-    /// How long the connection has been idle.
-    pub fn idle_for(&self) -> Duration {
-        self.last_used.elapsed()
+    /// Starts a checkout at `now`: returns how long the connection had
+    /// been idle, and times the coming request from `now`.
+    pub fn checkout(&mut self, now: Instant) -> Duration {
+        let idle = now.saturating_duration_since(self.last_used);
+        self.started = now;
+        idle
     }
 
     /// Checks, without blocking, that an idle connection has nothing to
@@ -172,7 +180,7 @@ impl Connection {
     pub fn begin(&mut self) -> &mut Vec<u8> {
         self.broken = true;
         self.sent = false;
-        self.deadline = None;
+        self.reading = false;
         self.wbuf.clear();
         &mut self.wbuf
     }
@@ -232,7 +240,7 @@ impl Connection {
         if self.wbuf.capacity() > KEEP_BUF {
             self.wbuf = Vec::with_capacity(INITIAL_BUF);
         }
-        self.last_used = Instant::now();
+        self.last_used = self.started;
     }
 
     fn fill(&mut self) -> Result<()> {
@@ -275,16 +283,15 @@ impl Connection {
     }
 
     /// Bounds the whole reply, not each read, by the I/O timeout: the first
-    /// read of a request uses the socket's timeout as set; later reads get
-    /// only what is left, so a server that dribbles bytes still times out.
+    /// read of a request uses the full timeout (no clock read); later reads
+    /// get only what is left of `started + io_timeout`, so a server that
+    /// dribbles bytes still times out.
     fn arm_deadline(&mut self) -> Result<()> {
-        let now = Instant::now();
-        let remaining = match self.deadline {
-            None => {
-                self.deadline = Some(now + self.io_timeout);
-                self.io_timeout
-            }
-            Some(d) => d.saturating_duration_since(now),
+        let remaining = if self.reading {
+            (self.started + self.io_timeout).saturating_duration_since(Instant::now())
+        } else {
+            self.reading = true;
+            self.io_timeout
         };
         if remaining.is_zero() {
             return Err(Error::new(ErrorKind::Timeout, "reading reply"));

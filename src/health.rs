@@ -65,12 +65,14 @@ impl Health {
         }
     }
 
-    /// Whether to use, skip or probe the server at `now`.
-    pub fn status(&self, now: u64, policy: Policy) -> Status {
+    /// Whether to use, skip or probe the server at `now`. The clock is
+    /// read only for a server marked dead.
+    pub fn status(&self, now: impl FnOnce() -> u64, policy: Policy) -> Status {
         let until = self.dead_until.load(Ordering::Acquire);
         if until == 0 {
             return Status::Alive;
         }
+        let now = now();
         if now < until {
             return Status::Dead;
         }
@@ -124,20 +126,20 @@ mod tests {
     #[test]
     fn dead_after_limit_then_one_probe_then_revived() {
         let h = Health::new();
-        assert_eq!(h.status(1, P), Status::Alive);
+        assert_eq!(h.status(|| 1, P), Status::Alive);
         assert!(!h.record_failure(1, P));
-        assert_eq!(h.status(2, P), Status::Alive);
+        assert_eq!(h.status(|| 2, P), Status::Alive);
         assert!(h.record_failure(2, P));
-        assert_eq!(h.status(50, P), Status::Dead);
+        assert_eq!(h.status(|| 50, P), Status::Dead);
         // Retry time is up: one caller probes, the next is still told Dead.
-        assert_eq!(h.status(102, P), Status::Probe);
-        assert_eq!(h.status(103, P), Status::Dead);
+        assert_eq!(h.status(|| 102, P), Status::Probe);
+        assert_eq!(h.status(|| 103, P), Status::Dead);
         // A failed probe keeps it dead for another interval.
         h.record_failure(104, P);
-        assert_eq!(h.status(150, P), Status::Dead);
-        assert_eq!(h.status(205, P), Status::Probe);
+        assert_eq!(h.status(|| 150, P), Status::Dead);
+        assert_eq!(h.status(|| 205, P), Status::Probe);
         assert!(h.record_success());
-        assert_eq!(h.status(206, P), Status::Alive);
+        assert_eq!(h.status(|| 206, P), Status::Alive);
         assert!(!h.record_success());
     }
 
@@ -147,6 +149,6 @@ mod tests {
         h.record_failure(1, P);
         h.record_success();
         assert!(!h.record_failure(2, P));
-        assert_eq!(h.status(3, P), Status::Alive);
+        assert_eq!(h.status(|| 3, P), Status::Alive);
     }
 }

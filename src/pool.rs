@@ -14,7 +14,7 @@
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use scheduled_thread_pool::ScheduledThreadPool;
 
@@ -32,7 +32,9 @@ pub(crate) struct PoolOptions {
 
 /// A pooled place for one connection.
 pub(crate) struct Slot {
-    conn: Option<Connection>,
+    /// Boxed so that r2d2 moves a pointer, not the whole connection, on
+    /// every checkout and return.
+    conn: Option<Box<Connection>>,
 }
 
 struct Manager;
@@ -52,7 +54,7 @@ impl r2d2::ManageConnection for Manager {
     }
 
     fn has_broken(&self, slot: &mut Slot) -> bool {
-        slot.conn.as_ref().is_none_or(Connection::is_broken)
+        slot.conn.as_ref().is_none_or(|c| c.is_broken())
     }
 }
 
@@ -132,15 +134,19 @@ impl ServerPool {
             .with_source(e)
             .at(self.server.label())
         })?;
+        let now = Instant::now();
         let usable = match slot.conn.as_mut() {
             None => false,
-            Some(c) => self.idle_timeout.is_none_or(|t| c.idle_for() <= t) && c.check_idle(),
+            Some(c) => {
+                let idle = c.checkout(now);
+                self.idle_timeout.is_none_or(|t| idle <= t) && c.check_idle()
+            }
         };
         if !usable {
             slot.conn = None;
             let conn = Connection::connect(&self.server, &self.conn_opts)
                 .map_err(|e| e.at(self.server.label()))?;
-            slot.conn = Some(conn);
+            slot.conn = Some(Box::new(conn));
         }
         Ok(PooledConn(slot))
     }

@@ -280,7 +280,7 @@ impl Client {
             }
             let node = &inner.nodes[index];
             let label = node.pool.server().label();
-            match node.health.status(inner.clock.now(), policy) {
+            match node.health.status(|| inner.clock.now(), policy) {
                 Status::Alive => {}
                 Status::Dead => continue,
                 Status::Probe => {

@@ -49,14 +49,17 @@ trait Batch {
 
 impl Client {
     /// The first usable server for `key` that it has not been tried on.
-    fn pick(&self, key: &[u8], tried: &[usize], now: u64) -> Option<(usize, bool)> {
+    fn pick(&self, key: &[u8], tried: &[usize]) -> Option<(usize, bool)> {
         let inner = &*self.inner;
         for (rank, s) in inner.ring.candidates(key).enumerate() {
             if tried.contains(&s) {
                 continue;
             }
             let node = &inner.nodes[s];
-            match node.health.status(now, inner.config.policy) {
+            match node
+                .health
+                .status(|| inner.clock.now(), inner.config.policy)
+            {
                 Status::Alive => return Some((s, rank > 0)),
                 Status::Dead => {}
                 Status::Probe => {
@@ -93,9 +96,8 @@ impl Client {
             let share = todo.len() / servers + 8;
             let mut groups: Vec<Vec<Entry>> =
                 (0..servers).map(|_| Vec::with_capacity(share)).collect();
-            let now = inner.clock.now();
             for &i in &todo {
-                match self.pick(batch.key(i), &tried[i], now) {
+                match self.pick(batch.key(i), &tried[i]) {
                     Some((s, failover)) => groups[s].push(Entry { index: i, failover }),
                     None => {
                         out[i] = Some(Err(last[i]
