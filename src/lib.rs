@@ -45,4 +45,6 @@ pub use error::{Error, ErrorKind, Result};
 pub use key::KeyBuilder;
 pub use ring::{Distribution, Ring};
 pub use server::{Endpoint, IntoServers, Server, DEFAULT_PORT};
+#[cfg(feature = "serde")]
+pub use value::Json;
 pub use value::{CasToken, Expiry, FromValue, Item, ToValue, WithFlags};

@@ -12,8 +12,10 @@ use crate::error::{Error, ErrorKind};
 /// Implemented for byte slices and vectors, strings, and integers (stored
 /// in decimal, so `incr`/`decr` work on them).
 pub trait ToValue {
-    /// The bytes to store. Borrowed where the value already is bytes.
-    fn to_bytes(&self) -> Cow<'_, [u8]>;
+    /// The bytes to store, borrowed where the value already is bytes. An
+    /// error (say, a value that cannot be serialised) is returned to the
+    /// caller before anything is sent.
+    fn to_bytes(&self) -> Result<Cow<'_, [u8]>, Error>;
     /// The client flags stored with the value. Defaults to 0.
     fn flags(&self) -> u32 {
         0
@@ -28,7 +30,7 @@ pub trait FromValue: Sized {
 }
 
 impl<T: ToValue + ?Sized> ToValue for &T {
-    fn to_bytes(&self) -> Cow<'_, [u8]> {
+    fn to_bytes(&self) -> Result<Cow<'_, [u8]>, Error> {
         (**self).to_bytes()
     }
     fn flags(&self) -> u32 {
@@ -37,32 +39,32 @@ impl<T: ToValue + ?Sized> ToValue for &T {
 }
 
 impl ToValue for [u8] {
-    fn to_bytes(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(self)
+    fn to_bytes(&self) -> Result<Cow<'_, [u8]>, Error> {
+        Ok(Cow::Borrowed(self))
     }
 }
 
 impl<const N: usize> ToValue for [u8; N] {
-    fn to_bytes(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(self)
+    fn to_bytes(&self) -> Result<Cow<'_, [u8]>, Error> {
+        Ok(Cow::Borrowed(self))
     }
 }
 
 impl ToValue for Vec<u8> {
-    fn to_bytes(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(self)
+    fn to_bytes(&self) -> Result<Cow<'_, [u8]>, Error> {
+        Ok(Cow::Borrowed(self))
     }
 }
 
 impl ToValue for str {
-    fn to_bytes(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(self.as_bytes())
+    fn to_bytes(&self) -> Result<Cow<'_, [u8]>, Error> {
+        Ok(Cow::Borrowed(self.as_bytes()))
     }
 }
 
 impl ToValue for String {
-    fn to_bytes(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(self.as_bytes())
+    fn to_bytes(&self) -> Result<Cow<'_, [u8]>, Error> {
+        Ok(Cow::Borrowed(self.as_bytes()))
     }
 }
 
@@ -71,7 +73,7 @@ impl ToValue for String {
 pub struct WithFlags<T>(pub T, pub u32);
 
 impl<T: ToValue> ToValue for WithFlags<T> {
-    fn to_bytes(&self) -> Cow<'_, [u8]> {
+    fn to_bytes(&self) -> Result<Cow<'_, [u8]>, Error> {
         self.0.to_bytes()
     }
     fn flags(&self) -> u32 {
@@ -95,8 +97,8 @@ impl FromValue for Item {
 }
 
 impl ToValue for Item {
-    fn to_bytes(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.data)
+    fn to_bytes(&self) -> Result<Cow<'_, [u8]>, Error> {
+        Ok(Cow::Borrowed(&self.data))
     }
     fn flags(&self) -> u32 {
         self.flags
@@ -120,8 +122,8 @@ impl FromValue for String {
 macro_rules! integer_value {
     ($($t:ty),*) => {$(
         impl ToValue for $t {
-            fn to_bytes(&self) -> Cow<'_, [u8]> {
-                Cow::Owned(self.to_string().into_bytes())
+            fn to_bytes(&self) -> Result<Cow<'_, [u8]>, Error> {
+                Ok(Cow::Owned(self.to_string().into_bytes()))
             }
         }
         impl FromValue for $t {
@@ -143,6 +145,31 @@ macro_rules! integer_value {
 }
 
 integer_value!(u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize);
+
+/// A value stored as JSON (feature `serde`): `client.set("k", Json(&v), ttl)`
+/// and `client.get::<Json<T>>("k")`. A value that cannot be serialised or
+/// parsed gives an [`ErrorKind::Decode`] error.
+#[cfg(feature = "serde")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Json<T>(pub T);
+
+#[cfg(feature = "serde")]
+impl<T: serde::Serialize> ToValue for Json<T> {
+    fn to_bytes(&self) -> Result<Cow<'_, [u8]>, Error> {
+        serde_json::to_vec(&self.0).map(Cow::Owned).map_err(|e| {
+            Error::new(ErrorKind::Decode, "cannot serialise value as JSON").with_source(e)
+        })
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<T: serde::de::DeserializeOwned> FromValue for Json<T> {
+    fn from_value(data: Vec<u8>, _flags: u32) -> Result<Self, Error> {
+        serde_json::from_slice(&data).map(Json).map_err(|e| {
+            Error::new(ErrorKind::Decode, "value is not the expected JSON").with_source(e)
+        })
+    }
+}
 
 /// A cas token from `gets`/`gats`, handed back to `cas`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -259,7 +286,7 @@ mod tests {
     #[test]
     fn integers_round_trip_and_tolerate_decr_padding() {
         assert_eq!(u64::from_value(b"999 ".to_vec(), 0).unwrap(), 999);
-        assert_eq!(5u64.to_bytes().as_ref(), b"5");
+        assert_eq!(5u64.to_bytes().unwrap().as_ref(), b"5");
         assert_eq!(i32::from_value(b"-7".to_vec(), 0).unwrap(), -7);
         assert_eq!(
             u64::from_value(b"abc".to_vec(), 0).unwrap_err().kind(),

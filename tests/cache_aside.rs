@@ -257,3 +257,32 @@ fn an_unreachable_cache_still_computes() {
         .unwrap();
     assert_eq!((v, origin), (7, Origin::Computed));
 }
+
+#[cfg(feature = "serde")]
+#[test]
+fn serde_values_round_trip_as_json() {
+    use memring::Json;
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq, Clone)]
+    struct Report {
+        year: u32,
+        regions: Vec<String>,
+    }
+    let mc = Memcached::start();
+    let c = client(&mc);
+    let r = Report {
+        year: 2024,
+        regions: vec!["eu".into(), "us".into()],
+    };
+    c.set("report", Json(&r), Duration::from_secs(60)).unwrap();
+    let back: Json<Report> = c.get("report").unwrap().unwrap();
+    assert_eq!(back.0, r);
+    let Json(cached) = c
+        .get_or_set("report2", Duration::from_secs(60), || {
+            Ok::<_, Error>(Json(r.clone()))
+        })
+        .unwrap();
+    assert_eq!(cached, r);
+    c.set("notjson", "{oops", Duration::from_secs(60)).unwrap();
+    let e = c.get::<Json<Report>>("notjson").unwrap_err();
+    assert_eq!(e.kind(), memring::ErrorKind::Decode);
+}

@@ -270,7 +270,9 @@ impl Client {
     /// one (so a newer value is never overwritten), else as an `add`.
     /// The TTL is capped on a failover server, as for `set`.
     fn store_leased<V: ToValue>(&self, key: &[u8], value: &V, ttl: Expiry, cas: Option<u64>) {
-        let data = value.to_bytes();
+        let Ok(data) = value.to_bytes() else {
+            return;
+        };
         if self.check_value(&data).is_err() {
             return;
         }

@@ -468,7 +468,7 @@ impl Client {
         ttl: Expiry,
         retry: Retry,
     ) -> Result<Response<'static>> {
-        let data = value.to_bytes();
+        let data = value.to_bytes()?;
         let flags = value.flags();
         if let Err(p) = check_key(key) {
             return Err(key_error(key, p));

@@ -253,6 +253,7 @@ impl Client {
     ) -> Vec<Result<()>> {
         let batch = SetBatch {
             items,
+            bytes: items.iter().map(|(_, v)| v.to_bytes()).collect(),
             ttl: ttl.into(),
             max_value: self.inner.config.max_value_size,
         };
@@ -355,6 +356,8 @@ impl<K: AsRef<[u8]>> Batch for GetBatch<'_, K> {
 
 struct SetBatch<'a, K, V> {
     items: &'a [(K, V)],
+    /// Each value's bytes, converted once.
+    bytes: Vec<Result<std::borrow::Cow<'a, [u8]>>>,
     ttl: Expiry,
     max_value: usize,
 }
@@ -371,7 +374,10 @@ impl<K: AsRef<[u8]>, V: ToValue> Batch for SetBatch<'_, K, V> {
     }
 
     fn check(&self, index: usize) -> Result<()> {
-        let len = self.items[index].1.to_bytes().len();
+        let len = match &self.bytes[index] {
+            Ok(b) => b.len(),
+            Err(e) => return Err(e.duplicate()),
+        };
         if len > self.max_value {
             return Err(Error::new(
                 ErrorKind::ValueTooLarge,
@@ -384,6 +390,9 @@ impl<K: AsRef<[u8]>, V: ToValue> Batch for SetBatch<'_, K, V> {
     fn encode(&self, client: &Client, buf: &mut Vec<u8>, entries: &[Entry]) {
         for e in entries {
             let (key, value) = &self.items[e.index];
+            let Ok(data) = &self.bytes[e.index] else {
+                continue; // refused by `check`, never batched
+            };
             let exptime = client.exptime(self.ttl, e.failover);
             encode::store(
                 buf,
@@ -391,7 +400,7 @@ impl<K: AsRef<[u8]>, V: ToValue> Batch for SetBatch<'_, K, V> {
                 key.as_ref(),
                 value.flags(),
                 exptime,
-                &value.to_bytes(),
+                data,
                 false,
             );
         }
