@@ -321,6 +321,37 @@ fn a_late_reply_never_answers_the_next_request() {
 }
 
 #[test]
+fn a_late_multi_get_reply_never_answers_the_next_multi_get() {
+    // Each key's value is its own name, so a misattributed reply shows.
+    let fake = FakeServer::start(|r: &Request<'_>| {
+        let keys: Vec<&str> = r.line.split(' ').skip(1).collect();
+        let mut reply = Vec::new();
+        for k in &keys {
+            reply.extend_from_slice(format!("VALUE {k} 0 {}\r\n{k}\r\n", k.len()).as_bytes());
+        }
+        reply.extend_from_slice(b"END\r\n");
+        if r.conn == 0 && r.seq == 0 {
+            vec![Step::Sleep(Duration::from_millis(600)), Step::Send(reply)]
+        } else {
+            vec![Step::Send(reply)]
+        }
+    });
+    let client = single(&fake.addr());
+    let first = client.get_multi::<_, String>(&["a1", "a2", "a3"]);
+    assert!(
+        first
+            .iter()
+            .all(|r| r.as_ref().is_err_and(|e| e.is_timeout())),
+        "{first:?}"
+    );
+    std::thread::sleep(Duration::from_millis(400)); // the late reply arrives meanwhile
+    let second = client.get_multi::<_, String>(&["b1", "b2"]);
+    let values: Vec<String> = second.into_iter().map(|r| r.unwrap().unwrap()).collect();
+    assert_eq!(values, vec!["b1", "b2"]);
+    assert_eq!(fake.accepted(), 2);
+}
+
+#[test]
 fn a_late_reply_from_a_real_hung_server_never_answers_the_next_request() {
     let mc = Memcached::start();
     let client = single(&mc.addr());
