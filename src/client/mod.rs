@@ -151,38 +151,47 @@ fn round_trip<T>(
 /// A retrieved item: value, flags and, for gets/gats, the cas token.
 type Fetched = (Vec<u8>, u32, Option<u64>);
 
-/// Reads `VALUE` blocks for one key until `END`.
-fn read_one_value(conn: &mut Connection, key: &[u8]) -> Result<Option<Fetched>> {
-    conn.send()?;
-    let mut found = None;
+/// Reads `VALUE` blocks until `END`, handing each to `on_value` (key,
+/// flags, data, cas).
+fn read_values(
+    conn: &mut Connection,
+    mut on_value: impl FnMut(&[u8], u32, &[u8], Option<u64>) -> Result<()>,
+) -> Result<()> {
     loop {
         let end = conn.next(|r| match r {
             Response::Value {
-                key: k,
+                key,
                 flags,
                 data,
                 cas,
-            } => {
-                if k != key {
-                    return Err(Error::new(
-                        ErrorKind::Protocol,
-                        format!("reply for key {:?}, asked for {:?}", lossy(k), lossy(key)),
-                    ));
-                }
-                if found.is_some() {
-                    return Err(Error::new(ErrorKind::Protocol, "two VALUEs for one key"));
-                }
-                found = Some((data.to_vec(), flags, cas));
-                Ok(false)
-            }
+            } => on_value(key, flags, data, cas).map(|()| false),
             Response::End => Ok(true),
             other => Err(unexpected(other)),
         })?;
         if end {
-            break;
+            conn.finish();
+            return Ok(());
         }
     }
-    conn.finish();
+}
+
+/// Sends a retrieval of one key and reads its reply.
+fn read_one_value(conn: &mut Connection, key: &[u8]) -> Result<Option<Fetched>> {
+    conn.send()?;
+    let mut found = None;
+    read_values(conn, |k, flags, data, cas| {
+        if k != key {
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                format!("reply for key {:?}, asked for {:?}", lossy(k), lossy(key)),
+            ));
+        }
+        if found.is_some() {
+            return Err(Error::new(ErrorKind::Protocol, "two VALUEs for one key"));
+        }
+        found = Some((data.to_vec(), flags, cas));
+        Ok(())
+    })?;
     Ok(found)
 }
 

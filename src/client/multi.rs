@@ -312,39 +312,24 @@ impl<K: AsRef<[u8]>> Batch for GetBatch<'_, K> {
         // Hits come back in request order, misses left out: match each
         // VALUE to the next requested key with that name.
         let mut cursor = 0;
-        loop {
-            let end = conn.next(|r| match r {
-                Response::Value {
-                    key,
-                    flags,
-                    data,
-                    cas,
-                } => {
-                    let at = entries[cursor..]
-                        .iter()
-                        .position(|e| self.key(e.index) == key)
-                        .ok_or_else(|| {
-                            Error::new(
-                                ErrorKind::Protocol,
-                                format!(
-                                    "reply for key {:?}, which was not asked for (or out of order)",
-                                    lossy(key)
-                                ),
-                            )
-                        })?;
-                    cursor += at;
-                    out[entries[cursor].index] = Some(Ok(Some((data.to_vec(), flags, cas))));
-                    cursor += 1;
-                    Ok(false)
-                }
-                Response::End => Ok(true),
-                other => Err(unexpected(other)),
-            })?;
-            if end {
-                break;
-            }
-        }
-        conn.finish();
+        super::read_values(conn, |key, flags, data, cas| {
+            let at = entries[cursor..]
+                .iter()
+                .position(|e| self.key(e.index) == key)
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Protocol,
+                        format!(
+                            "reply for key {:?}, which was not asked for (or out of order)",
+                            lossy(key)
+                        ),
+                    )
+                })?;
+            cursor += at;
+            out[entries[cursor].index] = Some(Ok(Some((data.to_vec(), flags, cas))));
+            cursor += 1;
+            Ok(())
+        })?;
         for e in entries {
             if out[e.index].is_none() {
                 out[e.index] = Some(Ok(None));
