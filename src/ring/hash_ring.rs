@@ -1,9 +1,7 @@
 //! Python `hash_ring` 1.3.1 / `hashring` 1.5.1: `floor(40 * n * w / Σw)`
 //! digests per server, three points per digest, nodes named `host:port`.
 
-use md5::{Digest, Md5};
-
-use super::{md5_word, Continuum};
+use super::{md5_words, Continuum};
 use crate::server::Server;
 
 /// Python's `math.floor((40 * len(nodes) * weight) / total_weight)`, with
@@ -19,9 +17,9 @@ pub(super) fn build(servers: &[Server]) -> Continuum {
     let mut points = Vec::with_capacity(n * 120);
     for (index, server) in servers.iter().enumerate() {
         for j in 0..digests_for(server.weight(), total, n) {
-            let d = Md5::digest(format!("{}-{}", server.label(), j).as_bytes());
-            for a in 0..3 {
-                points.push(Continuum::point(md5_word(&d, a), index));
+            let words = md5_words(format!("{}-{}", server.label(), j).as_bytes());
+            for word in &words[..3] {
+                points.push(Continuum::point(*word, index));
             }
         }
     }

@@ -1,9 +1,7 @@
 //! Weighted ketama, as libmemcached `KETAMA_WEIGHTED` (and twemproxy) build
 //! it, in f32 arithmetic as the C code does.
 
-use md5::{Digest, Md5};
-
-use super::{md5_word, Continuum};
+use super::{md5_words, Continuum};
 use crate::server::{Server, DEFAULT_PORT};
 
 /// The digests (of four points each) a server gets: libmemcached's
@@ -47,9 +45,8 @@ pub(super) fn build(servers: &[Server], port_always: bool) -> Continuum {
             name.extend_from_slice(base.as_bytes());
             name.push(b'-');
             crate::protocol::encode::push_u64(&mut name, j.into());
-            let d = Md5::digest(&name);
-            for a in 0..4 {
-                points.push(Continuum::point(md5_word(&d, a), index));
+            for word in md5_words(&name) {
+                points.push(Continuum::point(word, index));
             }
         }
     }

@@ -89,10 +89,33 @@ pub(crate) fn md5_word(d: &[u8], a: usize) -> u32 {
     u32::from_le_bytes([d[4 * a], d[4 * a + 1], d[4 * a + 2], d[4 * a + 3]])
 }
 
+/// The md5 digest of `input` as its four little-endian words
+/// (`md5word(d, 0..=3)`). Inputs of up to 55 bytes (most keys and point
+/// names) fit one padded block, hashed without the streaming machinery.
+#[inline]
+pub(crate) fn md5_words(input: &[u8]) -> [u32; 4] {
+    if input.len() > 55 {
+        let d = Md5::digest(input);
+        return [
+            md5_word(&d, 0),
+            md5_word(&d, 1),
+            md5_word(&d, 2),
+            md5_word(&d, 3),
+        ];
+    }
+    let mut block = [0u8; 64];
+    block[..input.len()].copy_from_slice(input);
+    block[input.len()] = 0x80;
+    block[56..].copy_from_slice(&(input.len() as u64 * 8).to_le_bytes());
+    let mut state = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
+    md5::block_api::compress(&mut state, &[block]);
+    state
+}
+
 /// The ring position of a key: the first word of its md5.
 #[inline]
 pub(crate) fn md5_32(key: &[u8]) -> u32 {
-    md5_word(&Md5::digest(key), 0)
+    md5_words(key)[0]
 }
 
 /// Sorted points on a hash ring and the server each belongs to.
@@ -349,6 +372,21 @@ mod tests {
         assert_eq!(ring.candidates(b"x").collect::<Vec<_>>(), vec![0]);
         let empty = Ring::new(Distribution::Ketama, &[]);
         assert_eq!(empty.primary(b"x"), None);
+    }
+
+    #[test]
+    fn single_block_md5_matches_the_streaming_digest() {
+        for len in 0..=260 {
+            let input: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+            let d = Md5::digest(&input);
+            let want = [
+                md5_word(&d, 0),
+                md5_word(&d, 1),
+                md5_word(&d, 2),
+                md5_word(&d, 3),
+            ];
+            assert_eq!(md5_words(&input), want, "length {len}");
+        }
     }
 
     #[test]
