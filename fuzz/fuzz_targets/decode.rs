@@ -4,20 +4,20 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use memring::protocol::{Decoded, Decoder};
+use memring::protocol::{Decoded, Decoder, Response};
 
-fn run(d: &Decoder, input: &[u8]) -> (Vec<String>, usize, bool) {
+/// Decodes replies from the front of `input` until it needs more or fails.
+fn run<'a>(d: &Decoder, input: &'a [u8], out: &mut Vec<Response<'a>>) -> (usize, bool) {
     let mut pos = 0;
-    let mut out = Vec::new();
     loop {
         match d.decode(&input[pos..]) {
             Ok(Decoded::Complete(r, n)) => {
                 assert!(n > 0 && n <= input.len() - pos);
-                out.push(format!("{r:?}"));
+                out.push(r);
                 pos += n;
             }
-            Ok(Decoded::Incomplete) => return (out, pos, false),
-            Err(_) => return (out, pos, true),
+            Ok(Decoded::Incomplete) => return (pos, false),
+            Err(_) => return (pos, true),
         }
     }
 }
@@ -28,18 +28,19 @@ fuzz_target!(|data: &[u8]| {
     }
     let d = Decoder::new(1 + (data[0] as usize) * 64);
     let input = &data[1..];
-    let whole = run(&d, input);
-    // Feed a prefix first: what it decodes must be the start of `whole`.
+    let mut whole = Vec::new();
+    let (whole_used, whole_err) = run(&d, input, &mut whole);
+    // Feed the first half, then the rest from where the first stopped:
+    // the replies must be the same as when fed whole.
     let cut = input.len() / 2;
-    let head = run(&d, &input[..cut]);
-    assert!(head.0.len() <= whole.0.len());
-    assert_eq!(&whole.0[..head.0.len()], &head.0[..]);
-    if !head.2 {
-        let tail = run(&d, &input[head.1..]);
-        let mut joined = head.0.clone();
-        joined.extend(tail.0);
-        assert_eq!(joined, whole.0);
-        assert_eq!(head.1 + tail.1, whole.1);
-        assert_eq!(tail.2, whole.2);
+    let mut split = Vec::new();
+    let (head_used, head_err) = run(&d, &input[..cut], &mut split);
+    assert!(split.len() <= whole.len());
+    assert_eq!(&whole[..split.len()], &split[..]);
+    if !head_err {
+        let (tail_used, tail_err) = run(&d, &input[head_used..], &mut split);
+        assert_eq!(split, whole);
+        assert_eq!(head_used + tail_used, whole_used);
+        assert_eq!(tail_err, whole_err);
     }
 });
