@@ -87,53 +87,85 @@ impl Raw {
     }
 }
 
-/// Runs `op` (which reports how many units it did) for `dur` after a
-/// short warm-up; returns units per second.
-fn measure(dur: Duration, mut op: impl FnMut() -> usize) -> f64 {
-    let warm = Instant::now();
-    while warm.elapsed() < dur / 10 {
-        op();
+/// One contender's loop body: does some work, returns how many units.
+type Op<'a> = Box<dyn FnMut() -> usize + 'a>;
+
+/// Runs every contender for `dur` in total, interleaved in short slices
+/// (so that drift in the machine's speed hits all of them alike), after a
+/// warm-up slice each. Returns units per second per contender.
+fn race(dur: Duration, mut contenders: Vec<(&'static str, Op<'_>)>) -> Vec<(&'static str, f64)> {
+    let slices = (dur.as_millis() / 50).max(4) as u32;
+    let slice = dur / slices;
+    for (_, op) in contenders.iter_mut() {
+        let t = Instant::now();
+        while t.elapsed() < slice {
+            op();
+        }
     }
-    let started = Instant::now();
-    let mut units = 0;
-    while started.elapsed() < dur {
-        units += op();
+    let mut units = vec![0usize; contenders.len()];
+    let mut spent = vec![Duration::ZERO; contenders.len()];
+    for _ in 0..slices {
+        for (i, (_, op)) in contenders.iter_mut().enumerate() {
+            let t = Instant::now();
+            while t.elapsed() < slice {
+                units[i] += op();
+            }
+            spent[i] += t.elapsed();
+        }
     }
-    units as f64 / started.elapsed().as_secs_f64()
+    contenders
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| (*name, units[i] as f64 / spent[i].as_secs_f64()))
+        .collect()
 }
 
-/// Runs `threads` copies of a per-thread loop for `dur`; total units/s.
-fn measure_threads<S: Send>(
+/// Makes one thread's loop body (given the thread number).
+type ThreadOp<'a> = Box<dyn Fn(usize) -> Box<dyn FnMut(usize) -> usize + Send + 'a> + Sync + 'a>;
+
+/// Like [`race`], with `threads` threads per contender in each slice.
+fn race_threads(
     dur: Duration,
     threads: usize,
-    make: impl Fn(usize) -> S + Sync,
-    op: impl Fn(&mut S, usize) -> usize + Sync,
-) -> f64 {
-    let total: usize = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let (make, op) = (&make, &op);
-                scope.spawn(move || {
-                    let mut state = make(t);
-                    let mut i = t * 7919;
-                    let warm = Instant::now();
-                    while warm.elapsed() < dur / 10 {
-                        i += 1;
-                        op(&mut state, i);
-                    }
-                    let started = Instant::now();
-                    let mut units = 0;
-                    while started.elapsed() < dur {
-                        i += 1;
-                        units += op(&mut state, i);
-                    }
-                    (units as f64 / started.elapsed().as_secs_f64()) as usize
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).sum()
-    });
-    total as f64
+    contenders: Vec<(&'static str, ThreadOp<'_>)>,
+) -> Vec<(&'static str, f64)> {
+    let slices = (dur.as_millis() / 200).max(3) as u32;
+    let slice = dur / slices;
+    let mut units = vec![0f64; contenders.len()];
+    for round in 0..=slices {
+        for (i, (_, make)) in contenders.iter().enumerate() {
+            let barrier = std::sync::Barrier::new(threads);
+            let rate: f64 = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..threads)
+                    .map(|t| {
+                        let (make, barrier) = (&make, &barrier);
+                        scope.spawn(move || {
+                            let mut op = make(t);
+                            let mut n = t * 7919;
+                            barrier.wait();
+                            let started = Instant::now();
+                            let mut done = 0;
+                            while started.elapsed() < slice {
+                                n += 1;
+                                done += op(n);
+                            }
+                            done as f64 / started.elapsed().as_secs_f64()
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).sum()
+            });
+            // Round 0 is the warm-up.
+            if round > 0 {
+                units[i] += rate / slices as f64;
+            }
+        }
+    }
+    contenders
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| (*name, units[i]))
+        .collect()
 }
 
 struct Workload {
@@ -194,83 +226,99 @@ fn main() {
     // seq_set / seq_get: one client, one server, one request at a time.
     {
         let mut raw = Raw::connect(&one);
-        let mut i = 0;
-        let r_raw = measure(dur, || {
-            i += 1;
-            raw.set(&keys[i % KEYSPACE], &value);
-            1
-        });
-        let r_mr = measure(dur, || {
-            i += 1;
-            mr_one
-                .set(&keys[i % KEYSPACE], value.as_slice(), ttl)
-                .unwrap();
-            1
-        });
-        let r_mc = measure(dur, || {
-            i += 1;
-            mc_one
-                .set(&keys[i % KEYSPACE], value.as_slice(), 3600)
-                .unwrap();
-            1
-        });
-        let r_mca = measure(dur, || {
-            i += 1;
-            mca_one
-                .set(&keys[i % KEYSPACE], value.as_slice(), 3600)
-                .unwrap();
-            1
-        });
-        add(
-            "seq_set",
-            "ops/s",
+        let (mut a, mut b, mut c, mut d) = (0usize, 0usize, 0usize, 0usize);
+        let rates = race(
+            dur,
             vec![
-                ("raw", r_raw),
-                ("memring", r_mr),
-                ("memcache", r_mc),
-                ("memcache_ascii", r_mca),
+                (
+                    "raw",
+                    Box::new(|| {
+                        a += 1;
+                        raw.set(&keys[a % KEYSPACE], &value);
+                        1
+                    }),
+                ),
+                (
+                    "memring",
+                    Box::new(|| {
+                        b += 1;
+                        mr_one
+                            .set(&keys[b % KEYSPACE], value.as_slice(), ttl)
+                            .unwrap();
+                        1
+                    }),
+                ),
+                (
+                    "memcache",
+                    Box::new(|| {
+                        c += 1;
+                        mc_one
+                            .set(&keys[c % KEYSPACE], value.as_slice(), 3600)
+                            .unwrap();
+                        1
+                    }),
+                ),
+                (
+                    "memcache_ascii",
+                    Box::new(|| {
+                        d += 1;
+                        mca_one
+                            .set(&keys[d % KEYSPACE], value.as_slice(), 3600)
+                            .unwrap();
+                        1
+                    }),
+                ),
             ],
         );
+        add("seq_set", "ops/s", rates);
 
-        let r_raw = measure(dur, || {
-            i += 1;
-            assert!(raw.get(&keys[i % KEYSPACE]));
-            1
-        });
-        let r_mr = measure(dur, || {
-            i += 1;
-            assert!(mr_one
-                .get::<Vec<u8>>(&keys[i % KEYSPACE])
-                .unwrap()
-                .is_some());
-            1
-        });
-        let r_mc = measure(dur, || {
-            i += 1;
-            assert!(mc_one
-                .get::<Vec<u8>>(&keys[i % KEYSPACE])
-                .unwrap()
-                .is_some());
-            1
-        });
-        let r_mca = measure(dur, || {
-            i += 1;
-            assert!(mca_one
-                .get::<Vec<u8>>(&keys[i % KEYSPACE])
-                .unwrap()
-                .is_some());
-            1
-        });
-        add(
-            "seq_get",
-            "ops/s",
+        let rates = race(
+            dur,
             vec![
-                ("raw", r_raw),
-                ("memring", r_mr),
-                ("memcache", r_mc),
-                ("memcache_ascii", r_mca),
+                (
+                    "raw",
+                    Box::new(|| {
+                        a += 1;
+                        assert!(raw.get(&keys[a % KEYSPACE]));
+                        1
+                    }),
+                ),
+                (
+                    "memring",
+                    Box::new(|| {
+                        b += 1;
+                        assert!(mr_one
+                            .get::<Vec<u8>>(&keys[b % KEYSPACE])
+                            .unwrap()
+                            .is_some());
+                        1
+                    }),
+                ),
+                (
+                    "memcache",
+                    Box::new(|| {
+                        c += 1;
+                        assert!(mc_one
+                            .get::<Vec<u8>>(&keys[c % KEYSPACE])
+                            .unwrap()
+                            .is_some());
+                        1
+                    }),
+                ),
+                (
+                    "memcache_ascii",
+                    Box::new(|| {
+                        d += 1;
+                        assert!(mca_one
+                            .get::<Vec<u8>>(&keys[d % KEYSPACE])
+                            .unwrap()
+                            .is_some());
+                        1
+                    }),
+                ),
             ],
         );
+        add("seq_get", "ops/s", rates);
     }
 
     // get_multi_100x4 and set_multi_1000x4: keys spread over 4 servers.
@@ -300,81 +348,97 @@ fn main() {
             g
         };
         let raw_batches: Vec<Vec<Vec<String>>> = batches_100.iter().map(|b| grouped(b)).collect();
-        let mut b = 0;
-        let r_raw = measure(dur, || {
-            b += 1;
-            let g = &raw_batches[b % raw_batches.len()];
-            for (s, ks) in g.iter().enumerate() {
-                if !ks.is_empty() {
-                    raws[s]
-                        .out
-                        .extend_from_slice(format!("get {}\r\n", ks.join(" ")).as_bytes());
-                    raws[s].flush();
-                }
-            }
-            for (s, ks) in g.iter().enumerate() {
-                if !ks.is_empty() {
-                    raws[s].read_until(b"END\r\n", ks.len() * VALUE_LEN);
-                }
-            }
-            100
-        });
-        let r_mr = measure(dur, || {
-            b += 1;
-            let got = mr_four.get_multi::<_, Vec<u8>>(&batches_100[b % batches_100.len()]);
-            assert!(got.iter().all(|g| matches!(g, Ok(Some(_)))));
-            100
-        });
-        let r_mc = measure(dur, || {
-            b += 1;
-            let got: std::collections::HashMap<String, Vec<u8>> =
-                mc_four.gets(&batches_100[b % batches_100.len()]).unwrap();
-            assert_eq!(got.len(), 100);
-            100
-        });
-        let r_mca = measure(dur, || {
-            b += 1;
-            let got: std::collections::HashMap<String, Vec<u8>> =
-                mca_four.gets(&batches_100[b % batches_100.len()]).unwrap();
-            assert_eq!(got.len(), 100);
-            100
-        });
-        add(
-            "get_multi_100x4",
-            "keys/s",
+        let (mut a, mut b, mut c, mut d) = (0usize, 0usize, 0usize, 0usize);
+        let rates = race(
+            dur,
             vec![
-                ("raw", r_raw),
-                ("memring", r_mr),
-                ("memcache", r_mc),
-                ("memcache_ascii", r_mca),
+                (
+                    "raw",
+                    Box::new(|| {
+                        a += 1;
+                        let g = &raw_batches[a % raw_batches.len()];
+                        for (s, ks) in g.iter().enumerate() {
+                            if !ks.is_empty() {
+                                raws[s].out.extend_from_slice(
+                                    format!("get {}\r\n", ks.join(" ")).as_bytes(),
+                                );
+                                raws[s].flush();
+                            }
+                        }
+                        for (s, ks) in g.iter().enumerate() {
+                            if !ks.is_empty() {
+                                raws[s].read_until(b"END\r\n", ks.len() * VALUE_LEN);
+                            }
+                        }
+                        100
+                    }),
+                ),
+                (
+                    "memring",
+                    Box::new(|| {
+                        b += 1;
+                        let got =
+                            mr_four.get_multi::<_, Vec<u8>>(&batches_100[b % batches_100.len()]);
+                        assert!(got.iter().all(|g| matches!(g, Ok(Some(_)))));
+                        100
+                    }),
+                ),
+                (
+                    "memcache",
+                    Box::new(|| {
+                        c += 1;
+                        let got: std::collections::HashMap<String, Vec<u8>> =
+                            mc_four.gets(&batches_100[c % batches_100.len()]).unwrap();
+                        assert_eq!(got.len(), 100);
+                        100
+                    }),
+                ),
+                (
+                    "memcache_ascii",
+                    Box::new(|| {
+                        d += 1;
+                        let got: std::collections::HashMap<String, Vec<u8>> =
+                            mca_four.gets(&batches_100[d % batches_100.len()]).unwrap();
+                        assert_eq!(got.len(), 100);
+                        100
+                    }),
+                ),
             ],
         );
+        add("get_multi_100x4", "keys/s", rates);
 
         let all: Vec<&str> = keys.iter().map(String::as_str).collect();
         let raw_all = grouped(&all);
-        let r_raw = measure(dur, || {
-            for (s, ks) in raw_all.iter().enumerate() {
-                for k in ks {
-                    raws[s].push_set(k, &value);
-                }
-                raws[s].flush();
-            }
-            for (s, ks) in raw_all.iter().enumerate() {
-                raws[s].read_until(b"STORED\r\n", ks.len() * 8);
-            }
-            KEYSPACE
-        });
-        let r_mr = measure(dur, || {
-            let r = mr_four.set_multi(&items, ttl);
-            assert!(r.iter().all(Result::is_ok));
-            KEYSPACE
-        });
         // The memcache crate has no multi-set; it is left out here.
-        add(
-            "set_multi_1000x4",
-            "keys/s",
-            vec![("raw", r_raw), ("memring", r_mr)],
+        let rates = race(
+            dur,
+            vec![
+                (
+                    "raw",
+                    Box::new(|| {
+                        for (s, ks) in raw_all.iter().enumerate() {
+                            for k in ks {
+                                raws[s].push_set(k, &value);
+                            }
+                            raws[s].flush();
+                        }
+                        for (s, ks) in raw_all.iter().enumerate() {
+                            raws[s].read_until(b"STORED\r\n", ks.len() * 8);
+                        }
+                        KEYSPACE
+                    }),
+                ),
+                (
+                    "memring",
+                    Box::new(|| {
+                        let r = mr_four.set_multi(&items, ttl);
+                        assert!(r.iter().all(Result::is_ok));
+                        KEYSPACE
+                    }),
+                ),
+            ],
         );
+        add("set_multi_1000x4", "keys/s", rates);
     }
 
     // threads1_mixed / threads8_mixed: 90% get, 10% set, one shared client.
@@ -384,73 +448,71 @@ fn main() {
         } else {
             "threads8_mixed"
         };
-        let mixed = |i: usize| i % 10 == 0;
-        let r_raw = measure_threads(
+        let (keys, value) = (&keys, &value);
+        let key_for = move |i: usize| keys[(i * 31) % KEYSPACE].as_str();
+        let rates = race_threads(
             dur,
             threads,
-            |_| Raw::connect(&one),
-            |raw, i| {
-                let k = &keys[(i * 31) % KEYSPACE];
-                if mixed(i) {
-                    raw.set(k, &value);
-                } else {
-                    raw.get(k);
-                }
-                1
-            },
-        );
-        let r_mr = measure_threads(
-            dur,
-            threads,
-            |_| mr_one.clone(),
-            |c, i| {
-                let k = &keys[(i * 31) % KEYSPACE];
-                if mixed(i) {
-                    c.set(k, value.as_slice(), ttl).unwrap();
-                } else {
-                    c.get::<Vec<u8>>(k).unwrap();
-                }
-                1
-            },
-        );
-        let r_mc = measure_threads(
-            dur,
-            threads,
-            |_| &mc_one,
-            |c, i| {
-                let k = &keys[(i * 31) % KEYSPACE];
-                if mixed(i) {
-                    c.set(k, value.as_slice(), 3600).unwrap();
-                } else {
-                    c.get::<Vec<u8>>(k).unwrap();
-                }
-                1
-            },
-        );
-        let r_mca = measure_threads(
-            dur,
-            threads,
-            |_| &mca_one,
-            |c, i| {
-                let k = &keys[(i * 31) % KEYSPACE];
-                if mixed(i) {
-                    c.set(k, value.as_slice(), 3600).unwrap();
-                } else {
-                    c.get::<Vec<u8>>(k).unwrap();
-                }
-                1
-            },
-        );
-        add(
-            name,
-            "ops/s",
             vec![
-                ("raw", r_raw),
-                ("memring", r_mr),
-                ("memcache", r_mc),
-                ("memcache_ascii", r_mca),
+                (
+                    "raw",
+                    Box::new(|_t| {
+                        let mut raw = Raw::connect(&one);
+                        Box::new(move |i| {
+                            if i % 10 == 0 {
+                                raw.set(key_for(i), value);
+                            } else {
+                                raw.get(key_for(i));
+                            }
+                            1
+                        })
+                    }),
+                ),
+                (
+                    "memring",
+                    Box::new(|_t| {
+                        let c = mr_one.clone();
+                        Box::new(move |i| {
+                            if i % 10 == 0 {
+                                c.set(key_for(i), value.as_slice(), ttl).unwrap();
+                            } else {
+                                c.get::<Vec<u8>>(key_for(i)).unwrap();
+                            }
+                            1
+                        })
+                    }),
+                ),
+                (
+                    "memcache",
+                    Box::new(|_t| {
+                        let c = &mc_one;
+                        Box::new(move |i| {
+                            if i % 10 == 0 {
+                                c.set(key_for(i), value.as_slice(), 3600).unwrap();
+                            } else {
+                                c.get::<Vec<u8>>(key_for(i)).unwrap();
+                            }
+                            1
+                        })
+                    }),
+                ),
+                (
+                    "memcache_ascii",
+                    Box::new(|_t| {
+                        let c = &mca_one;
+                        Box::new(move |i| {
+                            if i % 10 == 0 {
+                                c.set(key_for(i), value.as_slice(), 3600).unwrap();
+                            } else {
+                                c.get::<Vec<u8>>(key_for(i)).unwrap();
+                            }
+                            1
+                        })
+                    }),
+                ),
             ],
         );
+        add(name, "ops/s", rates);
     }
 
     report(&results, quick);

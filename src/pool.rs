@@ -9,8 +9,9 @@
 //! r2d2 retries in the background.
 //!
 //! `has_broken` only reads the connection's flag: it never blocks. Checkout
-//! does no round trip; it makes one non-blocking `recv(MSG_PEEK)` to spot a
-//! connection the server closed, or one with unread bytes, and replaces it.
+//! does no round trip; for a connection idle a millisecond or more it makes
+//! one non-blocking `recv(MSG_PEEK)` to spot a connection the server closed,
+//! or one with unread bytes, and replaces it.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
@@ -21,6 +22,14 @@ use scheduled_thread_pool::ScheduledThreadPool;
 use crate::connection::{ConnOptions, Connection};
 use crate::error::{Error, ErrorKind, Result};
 use crate::server::Server;
+
+/// A connection idle at least this long is checked with one non-blocking
+/// `recv(MSG_PEEK)` before reuse. One used more recently skips the check:
+/// a restarted server cannot have come back in that time (restarts take
+/// tens of milliseconds), and a server that died in it fails the request as
+/// it would have failed mid-request, never silently. Busy connections so
+/// pay two syscalls per request, as a hand-written loop does.
+const PEEK_AFTER_IDLE: Duration = Duration::from_millis(1);
 
 /// Pool settings, from the builder.
 #[derive(Debug, Clone)]
@@ -139,7 +148,8 @@ impl ServerPool {
             None => false,
             Some(c) => {
                 let idle = c.checkout(now);
-                self.idle_timeout.is_none_or(|t| idle <= t) && c.check_idle()
+                self.idle_timeout.is_none_or(|t| idle <= t)
+                    && (idle < PEEK_AFTER_IDLE || c.check_idle())
             }
         };
         if !usable {
