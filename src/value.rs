@@ -198,6 +198,12 @@ pub const RELATIVE_EXPTIME_LIMIT: u64 = 60 * 60 * 24 * 30;
 impl Expiry {
     /// The exptime to send, computed against `now`.
     pub fn exptime_at(self, now: SystemTime) -> i64 {
+        self.exptime_with(|| now)
+    }
+
+    /// The exptime to send; `now` is read only when the answer depends on
+    /// the wall clock (absolute times, and durations over 30 days).
+    pub(crate) fn exptime_with(self, now: impl FnOnce() -> SystemTime) -> i64 {
         let unix = |t: SystemTime| match t.duration_since(UNIX_EPOCH) {
             Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
             Err(_) => -1,
@@ -212,12 +218,12 @@ impl Expiry {
                 } else if secs <= RELATIVE_EXPTIME_LIMIT {
                     secs as i64
                 } else {
-                    unix(now + Duration::from_secs(secs))
+                    unix(now() + Duration::from_secs(secs))
                 }
             }
             Expiry::At(t) => {
                 let secs = unix(t);
-                if secs <= unix(now) {
+                if secs <= unix(now()) {
                     -1
                 } else {
                     secs

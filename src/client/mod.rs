@@ -395,13 +395,12 @@ impl Client {
 
     /// The exptime to send; on a failover server the TTL is capped.
     fn exptime(&self, ttl: Expiry, failover: bool) -> i64 {
-        let now = SystemTime::now();
         if let (true, Some(cap)) = (failover, self.inner.config.failover_ttl) {
-            if ttl.remaining(now).is_none_or(|r| r > cap) {
-                return Expiry::In(cap).exptime_at(now);
+            if ttl.remaining(SystemTime::now()).is_none_or(|r| r > cap) {
+                return Expiry::In(cap).exptime_with(SystemTime::now);
             }
         }
-        ttl.exptime_at(now)
+        ttl.exptime_with(SystemTime::now)
     }
 
     fn check_value(&self, data: &[u8]) -> Result<()> {
@@ -477,11 +476,9 @@ impl Client {
         ttl: Expiry,
         retry: Retry,
     ) -> Result<Response<'static>> {
+        // The key is checked by `run`, before anything is sent.
         let data = value.to_bytes()?;
         let flags = value.flags();
-        if let Err(p) = check_key(key) {
-            return Err(key_error(key, p));
-        }
         self.check_value(&data)?;
         self.run(key, retry, |conn, failover| {
             let exptime = self.exptime(ttl, failover);

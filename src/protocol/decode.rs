@@ -196,7 +196,7 @@ impl Decoder {
     /// Decodes the first reply in `buf`.
     pub fn decode<'a>(&self, buf: &'a [u8]) -> Result<Decoded<'a>, DecodeError> {
         let window = &buf[..buf.len().min(self.max_line + 2)];
-        let Some(nl) = window.iter().position(|&b| b == b'\n') else {
+        let Some(nl) = find_byte(window, b'\n') else {
             if buf.len() > self.max_line + 1 {
                 return Err(DecodeError::LineTooLong {
                     limit: self.max_line,
@@ -378,6 +378,30 @@ impl Decoder {
     }
 }
 
+/// The first position of `needle` in `hay`, eight bytes at a time.
+fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let pattern = LO * u64::from(needle);
+    let mut chunks = hay.chunks_exact(8);
+    let mut at = 0;
+    for chunk in chunks.by_ref() {
+        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes")) ^ pattern;
+        // A zero byte in `w` is a match; the lowest flagged byte is the
+        // first match (borrows only flag bytes above a real one).
+        let found = w.wrapping_sub(LO) & !w & HI;
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == needle)
+        .map(|p| at + p)
+}
+
 /// Parses a strictly decimal u64 (no sign, no spaces, no overflow).
 pub(crate) fn parse_u64(s: &[u8]) -> Option<u64> {
     if s.is_empty() || s.len() > 20 {
@@ -385,10 +409,16 @@ pub(crate) fn parse_u64(s: &[u8]) -> Option<u64> {
     }
     let mut n: u64 = 0;
     for &b in s {
-        if !b.is_ascii_digit() {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
             return None;
         }
-        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+        // 19 digits cannot overflow; only a 20th needs checking.
+        n = if s.len() < 20 {
+            n * 10 + u64::from(d)
+        } else {
+            n.checked_mul(10)?.checked_add(u64::from(d))?
+        };
     }
     Some(n)
 }
@@ -505,6 +535,22 @@ HD c200194 W\r\nME k exp=-1 la=0\r\nVA 2 kYmlu b\r\nhi\r\n";
         assert!(Decoder::new(2).decode(b"VA 3\r\n").is_err());
         assert!(D.decode(b"VA x\r\n").is_err());
         assert!(D.decode(b"VA 3\r\nbarXX").is_err());
+    }
+
+    #[test]
+    fn find_byte_matches_a_plain_scan() {
+        let mut x: u32 = 7;
+        for len in 0..80 {
+            for _ in 0..50 {
+                let hay: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                        [b'\n', b'a', 0x0b, 0x8a, 0x09, 0xff][(x >> 16) as usize % 6]
+                    })
+                    .collect();
+                assert_eq!(find_byte(&hay, b'\n'), hay.iter().position(|&b| b == b'\n'));
+            }
+        }
     }
 
     #[test]
