@@ -233,7 +233,13 @@ impl Ring {
     /// The index (in the server list) of the server that holds `key`, or
     /// `None` when the ring is empty.
     pub fn primary(&self, key: &[u8]) -> Option<usize> {
-        self.candidates(key).next()
+        match &self.layout {
+            Layout::Empty => None,
+            Layout::Single => Some(0),
+            Layout::Continuum(c) if c.len() == 0 => None,
+            Layout::Continuum(c) => Some(c.servers[c.position(md5_32(key))] as usize),
+            Layout::Modulo(b) => b.walk(key).next(),
+        }
     }
 
     /// The key's servers in failover order, each once.
@@ -362,6 +368,25 @@ mod tests {
                 assert_eq!(c.len(), 5, "{d}");
                 c.sort_unstable();
                 assert_eq!(c, vec![0, 1, 2, 3, 4]);
+            }
+        }
+    }
+
+    #[test]
+    fn primary_is_the_first_candidate() {
+        for d in [
+            Distribution::Ketama,
+            Distribution::KetamaPort,
+            Distribution::HashRing,
+            Distribution::Modulo,
+        ] {
+            let ring = Ring::new(d, &servers(7));
+            for k in 0..500 {
+                let key = format!("key{k}");
+                assert_eq!(
+                    ring.primary(key.as_bytes()),
+                    ring.candidates(key.as_bytes()).next()
+                );
             }
         }
     }
