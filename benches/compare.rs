@@ -168,6 +168,53 @@ fn race_threads(
         .collect()
 }
 
+/// The `memcache` crate's loops, shared by its binary and ASCII clients.
+fn mc_set<'a>(c: &'a memcache::Client, keys: &'a [String], value: &'a [u8]) -> Op<'a> {
+    let mut i = 0;
+    Box::new(move || {
+        i += 1;
+        c.set(&keys[i % KEYSPACE], value, 3600).unwrap();
+        1
+    })
+}
+
+fn mc_get<'a>(c: &'a memcache::Client, keys: &'a [String]) -> Op<'a> {
+    let mut i = 0;
+    Box::new(move || {
+        i += 1;
+        assert!(c.get::<Vec<u8>>(&keys[i % KEYSPACE]).unwrap().is_some());
+        1
+    })
+}
+
+fn mc_multi<'a>(c: &'a memcache::Client, batches: &'a [Vec<&'a str>]) -> Op<'a> {
+    let mut i = 0;
+    Box::new(move || {
+        i += 1;
+        let got: std::collections::HashMap<String, Vec<u8>> =
+            c.gets(&batches[i % batches.len()]).unwrap();
+        assert_eq!(got.len(), 100);
+        100
+    })
+}
+
+fn mc_mixed<'a>(
+    c: &'a memcache::Client,
+    key_for: impl Fn(usize) -> &'a str + Copy + Send + Sync + 'a,
+    value: &'a [u8],
+) -> ThreadOp<'a> {
+    Box::new(move |_t| {
+        Box::new(move |i| {
+            if i % 10 == 0 {
+                c.set(key_for(i), value, 3600).unwrap();
+            } else {
+                c.get::<Vec<u8>>(key_for(i)).unwrap();
+            }
+            1
+        })
+    })
+}
+
 struct Workload {
     name: &'static str,
     unit: &'static str,
@@ -226,7 +273,7 @@ fn main() {
     // seq_set / seq_get: one client, one server, one request at a time.
     {
         let mut raw = Raw::connect(&one);
-        let (mut a, mut b, mut c, mut d) = (0usize, 0usize, 0usize, 0usize);
+        let (mut a, mut b) = (0usize, 0usize);
         let rates = race(
             dur,
             vec![
@@ -248,26 +295,8 @@ fn main() {
                         1
                     }),
                 ),
-                (
-                    "memcache",
-                    Box::new(|| {
-                        c += 1;
-                        mc_one
-                            .set(&keys[c % KEYSPACE], value.as_slice(), 3600)
-                            .unwrap();
-                        1
-                    }),
-                ),
-                (
-                    "memcache_ascii",
-                    Box::new(|| {
-                        d += 1;
-                        mca_one
-                            .set(&keys[d % KEYSPACE], value.as_slice(), 3600)
-                            .unwrap();
-                        1
-                    }),
-                ),
+                ("memcache", mc_set(&mc_one, &keys, &value)),
+                ("memcache_ascii", mc_set(&mca_one, &keys, &value)),
             ],
         );
         add("seq_set", "ops/s", rates);
@@ -294,28 +323,8 @@ fn main() {
                         1
                     }),
                 ),
-                (
-                    "memcache",
-                    Box::new(|| {
-                        c += 1;
-                        assert!(mc_one
-                            .get::<Vec<u8>>(&keys[c % KEYSPACE])
-                            .unwrap()
-                            .is_some());
-                        1
-                    }),
-                ),
-                (
-                    "memcache_ascii",
-                    Box::new(|| {
-                        d += 1;
-                        assert!(mca_one
-                            .get::<Vec<u8>>(&keys[d % KEYSPACE])
-                            .unwrap()
-                            .is_some());
-                        1
-                    }),
-                ),
+                ("memcache", mc_get(&mc_one, &keys)),
+                ("memcache_ascii", mc_get(&mca_one, &keys)),
             ],
         );
         add("seq_get", "ops/s", rates);
@@ -348,7 +357,7 @@ fn main() {
             g
         };
         let raw_batches: Vec<Vec<Vec<String>>> = batches_100.iter().map(|b| grouped(b)).collect();
-        let (mut a, mut b, mut c, mut d) = (0usize, 0usize, 0usize, 0usize);
+        let (mut a, mut b) = (0usize, 0usize);
         let rates = race(
             dur,
             vec![
@@ -383,26 +392,8 @@ fn main() {
                         100
                     }),
                 ),
-                (
-                    "memcache",
-                    Box::new(|| {
-                        c += 1;
-                        let got: std::collections::HashMap<String, Vec<u8>> =
-                            mc_four.gets(&batches_100[c % batches_100.len()]).unwrap();
-                        assert_eq!(got.len(), 100);
-                        100
-                    }),
-                ),
-                (
-                    "memcache_ascii",
-                    Box::new(|| {
-                        d += 1;
-                        let got: std::collections::HashMap<String, Vec<u8>> =
-                            mca_four.gets(&batches_100[d % batches_100.len()]).unwrap();
-                        assert_eq!(got.len(), 100);
-                        100
-                    }),
-                ),
+                ("memcache", mc_multi(&mc_four, &batches_100)),
+                ("memcache_ascii", mc_multi(&mca_four, &batches_100)),
             ],
         );
         add("get_multi_100x4", "keys/s", rates);
@@ -482,34 +473,8 @@ fn main() {
                         })
                     }),
                 ),
-                (
-                    "memcache",
-                    Box::new(|_t| {
-                        let c = &mc_one;
-                        Box::new(move |i| {
-                            if i % 10 == 0 {
-                                c.set(key_for(i), value.as_slice(), 3600).unwrap();
-                            } else {
-                                c.get::<Vec<u8>>(key_for(i)).unwrap();
-                            }
-                            1
-                        })
-                    }),
-                ),
-                (
-                    "memcache_ascii",
-                    Box::new(|_t| {
-                        let c = &mca_one;
-                        Box::new(move |i| {
-                            if i % 10 == 0 {
-                                c.set(key_for(i), value.as_slice(), 3600).unwrap();
-                            } else {
-                                c.get::<Vec<u8>>(key_for(i)).unwrap();
-                            }
-                            1
-                        })
-                    }),
-                ),
+                ("memcache", mc_mixed(&mc_one, key_for, value)),
+                ("memcache_ascii", mc_mixed(&mca_one, key_for, value)),
             ],
         );
         add(name, "ops/s", rates);

@@ -51,6 +51,13 @@ impl Client {
     /// The first usable server for `key` that it has not been tried on.
     fn pick(&self, key: &[u8], tried: &[usize]) -> Option<(usize, bool)> {
         let inner = &*self.inner;
+        // The common case: the key's own server, untried and in service.
+        if tried.is_empty() {
+            let primary = inner.ring.primary(key)?;
+            if !inner.nodes[primary].health.is_dead() {
+                return Some((primary, false));
+            }
+        }
         for (rank, s) in inner.ring.candidates(key).enumerate() {
             if tried.contains(&s) {
                 continue;
