@@ -684,7 +684,12 @@ impl Client {
     /// Invalidates every item on every server, now or after `delay`.
     /// Tries every server; returns the first error.
     pub fn flush_all(&self, delay: Option<Duration>) -> Result<()> {
-        let delay = delay.map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+        // The delay follows the exptime rule: over 30 days it is sent as a
+        // unix time. A zero delay is an immediate flush.
+        let delay = delay
+            .map(|d| Expiry::In(d).exptime_with(SystemTime::now))
+            .filter(|&t| t > 0)
+            .map(|t| u32::try_from(t).unwrap_or(u32::MAX));
         let results = self.each_server(|conn| {
             encode::flush_all(conn.begin(), delay);
             round_trip(conn, |r| match r {
@@ -712,11 +717,17 @@ impl Client {
     pub fn stats(&self, arg: Option<&str>) -> PerServer<Stats> {
         if let Some(a) = arg {
             if a.is_empty() || a.bytes().any(|b| b <= b' ' || b == 0x7f) || a.len() > 200 {
+                // Refused before anything is sent; reported for every server.
                 let e = Error::new(
                     ErrorKind::ClientError,
                     format!("invalid stats argument {a:?}"),
                 );
-                return vec![(String::new(), Err(e))];
+                return self
+                    .inner
+                    .servers
+                    .iter()
+                    .map(|s| (s.label().to_owned(), Err(e.duplicate().at(s.label()))))
+                    .collect();
             }
         }
         self.each_server(|conn| {
