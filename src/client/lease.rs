@@ -85,16 +85,7 @@ impl Client {
         let (flags, retry, quiet_code) = match request {
             MetaRequest::Get(f) => (f, Retry::Read, MetaCode::En),
             MetaRequest::Set(data, f) => {
-                if data.len() > self.inner.config.max_value_size {
-                    return Err(Error::new(
-                        ErrorKind::ValueTooLarge,
-                        format!(
-                            "value is {} bytes, the limit is {}",
-                            data.len(),
-                            self.inner.config.max_value_size
-                        ),
-                    ));
-                }
+                self.check_value(data)?;
                 (f, Retry::Write, MetaCode::Hd)
             }
             MetaRequest::Delete(f) => (f, Retry::Write, MetaCode::Hd),

@@ -137,6 +137,17 @@ fn key_error(key: &[u8], problem: crate::protocol::KeyProblem) -> Error {
     Error::new(ErrorKind::InvalidKey, format!("{problem} (key {shown:?})"))
 }
 
+/// Refuses a value longer than `limit` before anything is sent.
+fn check_value_len(len: usize, limit: usize) -> Result<()> {
+    if len > limit {
+        return Err(Error::new(
+            ErrorKind::ValueTooLarge,
+            format!("value is {len} bytes, the limit is {limit}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Sends the request in the connection's buffer and reads a one-line reply.
 fn round_trip<T>(
     conn: &mut Connection,
@@ -404,14 +415,7 @@ impl Client {
     }
 
     fn check_value(&self, data: &[u8]) -> Result<()> {
-        let limit = self.inner.config.max_value_size;
-        if data.len() > limit {
-            return Err(Error::new(
-                ErrorKind::ValueTooLarge,
-                format!("value is {} bytes, the limit is {limit}", data.len()),
-            ));
-        }
-        Ok(())
+        check_value_len(data.len(), self.inner.config.max_value_size)
     }
 
     // ----- retrieval ---------------------------------------------------

@@ -370,13 +370,7 @@ impl<K: AsRef<[u8]>, V: ToValue> Batch for SetBatch<'_, K, V> {
             Ok(b) => b.len(),
             Err(e) => return Err(e.duplicate()),
         };
-        if len > self.max_value {
-            return Err(Error::new(
-                ErrorKind::ValueTooLarge,
-                format!("value is {len} bytes, the limit is {}", self.max_value),
-            ));
-        }
-        Ok(())
+        super::check_value_len(len, self.max_value)
     }
 
     fn encode(&self, client: &Client, buf: &mut Vec<u8>, entries: &[Entry]) {
