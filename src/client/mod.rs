@@ -51,6 +51,23 @@ pub type PerServer<T> = Vec<(String, Result<T>)>;
 /// A server's statistics as name/value pairs, in the order it sent them.
 pub type Stats = Vec<(String, String)>;
 
+/// The answers a storage command can get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StoreReply {
+    Stored,
+    NotStored,
+    Exists,
+    NotFound,
+}
+
+impl StoreReply {
+    /// A valid reply that does not answer this command (say, `EXISTS` to
+    /// `set`): the server and client disagree about the protocol.
+    fn unexpected(self, command: &str) -> Error {
+        Error::new(ErrorKind::Protocol, format!("{command} answered {self:?}"))
+    }
+}
+
 /// What may be retried on another server after a server failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Retry {
@@ -472,14 +489,19 @@ impl Client {
 
     // ----- storage -----------------------------------------------------
 
+    /// Runs a storage command. Retries follow the command: `set` and
+    /// `replace` may be repeated, the others only if nothing was sent.
     fn store(
         &self,
         cmd: StoreCommand,
         key: &[u8],
         value: &(impl ToValue + ?Sized),
         ttl: Expiry,
-        retry: Retry,
-    ) -> Result<Response<'static>> {
+    ) -> Result<StoreReply> {
+        let retry = match cmd {
+            StoreCommand::Set | StoreCommand::Replace => Retry::Write,
+            _ => Retry::WriteOnce,
+        };
         // The key is checked by `run`, before anything is sent.
         let data = value.to_bytes()?;
         let flags = value.flags();
@@ -488,10 +510,10 @@ impl Client {
             let exptime = self.exptime(ttl, failover);
             encode::store(conn.begin(), cmd, key, flags, exptime, &data, false);
             round_trip(conn, |r| match r {
-                Response::Stored => Ok(Response::Stored),
-                Response::NotStored => Ok(Response::NotStored),
-                Response::Exists => Ok(Response::Exists),
-                Response::NotFound => Ok(Response::NotFound),
+                Response::Stored => Ok(StoreReply::Stored),
+                Response::NotStored => Ok(StoreReply::NotStored),
+                Response::Exists => Ok(StoreReply::Exists),
+                Response::NotFound => Ok(StoreReply::NotFound),
                 other => Err(unexpected(other)),
             })
         })
@@ -504,15 +526,9 @@ impl Client {
         value: impl ToValue,
         ttl: impl Into<Expiry>,
     ) -> Result<()> {
-        match self.store(
-            StoreCommand::Set,
-            key.as_ref(),
-            &value,
-            ttl.into(),
-            Retry::Write,
-        )? {
-            Response::Stored => Ok(()),
-            other => Err(unexpected(other)),
+        match self.store(StoreCommand::Set, key.as_ref(), &value, ttl.into())? {
+            StoreReply::Stored => Ok(()),
+            other => Err(other.unexpected("set")),
         }
     }
 
@@ -523,13 +539,7 @@ impl Client {
         value: impl ToValue,
         ttl: impl Into<Expiry>,
     ) -> Result<bool> {
-        self.store_bool(
-            StoreCommand::Add,
-            key.as_ref(),
-            &value,
-            ttl.into(),
-            Retry::WriteOnce,
-        )
+        self.store_bool(StoreCommand::Add, key.as_ref(), &value, ttl.into())
     }
 
     /// Stores only if the key exists. `false` when it does not.
@@ -539,36 +549,18 @@ impl Client {
         value: impl ToValue,
         ttl: impl Into<Expiry>,
     ) -> Result<bool> {
-        self.store_bool(
-            StoreCommand::Replace,
-            key.as_ref(),
-            &value,
-            ttl.into(),
-            Retry::Write,
-        )
+        self.store_bool(StoreCommand::Replace, key.as_ref(), &value, ttl.into())
     }
 
     /// Appends to an existing value (flags and expiry are kept). `false`
     /// when the key does not exist.
     pub fn append(&self, key: impl AsRef<[u8]>, value: impl ToValue) -> Result<bool> {
-        self.store_bool(
-            StoreCommand::Append,
-            key.as_ref(),
-            &value,
-            Expiry::Never,
-            Retry::WriteOnce,
-        )
+        self.store_bool(StoreCommand::Append, key.as_ref(), &value, Expiry::Never)
     }
 
     /// Prepends to an existing value. `false` when the key does not exist.
     pub fn prepend(&self, key: impl AsRef<[u8]>, value: impl ToValue) -> Result<bool> {
-        self.store_bool(
-            StoreCommand::Prepend,
-            key.as_ref(),
-            &value,
-            Expiry::Never,
-            Retry::WriteOnce,
-        )
+        self.store_bool(StoreCommand::Prepend, key.as_ref(), &value, Expiry::Never)
     }
 
     fn store_bool(
@@ -577,12 +569,11 @@ impl Client {
         key: &[u8],
         value: &(impl ToValue + ?Sized),
         ttl: Expiry,
-        retry: Retry,
     ) -> Result<bool> {
-        match self.store(cmd, key, value, ttl, retry)? {
-            Response::Stored => Ok(true),
-            Response::NotStored => Ok(false),
-            other => Err(unexpected(other)),
+        match self.store(cmd, key, value, ttl)? {
+            StoreReply::Stored => Ok(true),
+            StoreReply::NotStored => Ok(false),
+            other => Err(other.unexpected("a storage command")),
         }
     }
 
@@ -595,11 +586,11 @@ impl Client {
         token: CasToken,
     ) -> Result<CasOutcome> {
         let cmd = StoreCommand::Cas(token.0);
-        match self.store(cmd, key.as_ref(), &value, ttl.into(), Retry::WriteOnce)? {
-            Response::Stored => Ok(CasOutcome::Stored),
-            Response::Exists => Ok(CasOutcome::Exists),
-            Response::NotFound => Ok(CasOutcome::NotFound),
-            other => Err(unexpected(other)),
+        match self.store(cmd, key.as_ref(), &value, ttl.into())? {
+            StoreReply::Stored => Ok(CasOutcome::Stored),
+            StoreReply::Exists => Ok(CasOutcome::Exists),
+            StoreReply::NotFound => Ok(CasOutcome::NotFound),
+            other => Err(other.unexpected("cas")),
         }
     }
 
