@@ -523,3 +523,19 @@ fn many_callers_on_a_small_pool_do_not_deadlock() {
     }
     assert_eq!(done.load(Ordering::Relaxed), 1600);
 }
+
+#[test]
+fn connections_idle_past_the_idle_timeout_are_replaced() {
+    let fake = FakeServer::start(|r: &Request<'_>| vec![Step::Send(correct(r.line))]);
+    let client = Client::builder()
+        .servers(fake.addr().as_str())
+        .idle_timeout(Some(Duration::from_millis(50)))
+        .build()
+        .unwrap();
+    assert_eq!(client.get::<String>("k").unwrap().as_deref(), Some("ok"));
+    assert_eq!(client.get::<String>("k").unwrap().as_deref(), Some("ok"));
+    assert_eq!(fake.accepted(), 1, "a fresh connection is reused");
+    std::thread::sleep(Duration::from_millis(120));
+    assert_eq!(client.get::<String>("k").unwrap().as_deref(), Some("ok"));
+    assert_eq!(fake.accepted(), 2, "an idle connection is replaced");
+}
