@@ -296,6 +296,16 @@ fn unix_socket_servers_work() {
 }
 
 #[test]
+fn ipv6_servers_work() {
+    let mc = Memcached::start_v6();
+    assert!(mc.addr().starts_with("[::1]:"));
+    let c = client(&mc);
+    c.set("v6", "yes", MIN).unwrap();
+    assert_eq!(c.get::<String>("v6").unwrap().as_deref(), Some("yes"));
+    assert_eq!(c.servers()[0].host(), "::1");
+}
+
+#[test]
 fn a_down_server_does_not_fail_build_and_errors_name_it() {
     let c = Client::builder()
         .servers("127.0.0.1:1")

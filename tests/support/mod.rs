@@ -15,6 +15,8 @@ pub struct Memcached {
     child: Option<Child>,
     pub port: u16,
     pub socket: Option<PathBuf>,
+    /// The address it listens on: 127.0.0.1, or ::1 for IPv6.
+    host: &'static str,
     extra: Vec<String>,
 }
 
@@ -60,6 +62,7 @@ impl Memcached {
                 child: None,
                 port: free_port(),
                 socket: None,
+                host: "127.0.0.1",
                 extra: extra.clone(),
             };
             if m.spawn() {
@@ -67,6 +70,23 @@ impl Memcached {
             }
         }
         panic!("could not start memcached on a free port after 20 tries");
+    }
+
+    /// Starts memcached listening on the IPv6 loopback, `[::1]`.
+    pub fn start_v6() -> Memcached {
+        for _ in 0..20 {
+            let mut m = Memcached {
+                child: None,
+                port: free_port(),
+                socket: None,
+                host: "::1",
+                extra: Vec::new(),
+            };
+            if m.spawn() {
+                return m;
+            }
+        }
+        panic!("could not start memcached on [::1]");
     }
 
     /// Starts memcached listening on a Unix socket only.
@@ -82,17 +102,20 @@ impl Memcached {
             child: None,
             port: 0,
             socket: Some(path),
+            host: "127.0.0.1",
             extra: Vec::new(),
         };
         assert!(m.spawn(), "memcached did not start on a Unix socket");
         m
     }
 
-    /// The address to give a client: `127.0.0.1:port` or the socket path.
+    /// The address to give a client: `127.0.0.1:port`, `[::1]:port` or the
+    /// socket path.
     pub fn addr(&self) -> String {
         match &self.socket {
             Some(p) => p.display().to_string(),
-            None => format!("127.0.0.1:{}", self.port),
+            None if self.host.contains(':') => format!("[{}]:{}", self.host, self.port),
+            None => format!("{}:{}", self.host, self.port),
         }
     }
 
@@ -107,7 +130,7 @@ impl Memcached {
                 cmd.arg("-s").arg(p);
             }
             None => {
-                cmd.args(["-l", "127.0.0.1", "-p", &self.port.to_string(), "-U", "0"]);
+                cmd.args(["-l", self.host, "-p", &self.port.to_string(), "-U", "0"]);
             }
         }
         cmd.args(["-m", "64", "-t", "2", "-c", "1024"]);
@@ -133,7 +156,7 @@ impl Memcached {
     fn is_ready(&self) -> bool {
         match &self.socket {
             Some(p) => std::os::unix::net::UnixStream::connect(p).is_ok(),
-            None => TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
+            None => TcpStream::connect((self.host, self.port)).is_ok(),
         }
     }
 
@@ -205,7 +228,7 @@ impl Memcached {
     /// what a server really holds without going through the client.
     pub fn raw(&self, request: &[u8]) -> Vec<u8> {
         use std::io::{Read, Write};
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let mut s = TcpStream::connect((self.host, self.port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         s.write_all(request).unwrap();
         let mut out = Vec::new();
