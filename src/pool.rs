@@ -160,11 +160,4 @@ impl ServerPool {
         }
         Ok(PooledConn(slot))
     }
-
-    /// Connections open or checked out, and how many are idle.
-    #[allow(dead_code)]
-    pub fn state(&self) -> (u32, u32) {
-        let s = self.pool.state();
-        (s.connections, s.idle_connections)
-    }
 }

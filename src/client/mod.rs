@@ -424,9 +424,13 @@ impl Client {
     /// The exptime to send; on a failover server the TTL is capped.
     fn exptime(&self, ttl: Expiry, failover: bool) -> i64 {
         if let (true, Some(cap)) = (failover, self.inner.config.failover_ttl) {
-            if ttl.remaining(SystemTime::now()).is_none_or(|r| r > cap) {
-                return Expiry::In(cap).exptime_with(SystemTime::now);
-            }
+            let now = SystemTime::now();
+            let capped = if ttl.remaining(now).is_none_or(|r| r > cap) {
+                Expiry::In(cap)
+            } else {
+                ttl
+            };
+            return capped.exptime_at(now);
         }
         ttl.exptime_with(SystemTime::now)
     }
