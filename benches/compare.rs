@@ -252,8 +252,8 @@ fn main() {
 
     // Populate the keyspace everywhere.
     let items: Vec<(String, &[u8])> = (0..KEYSPACE).map(|i| (key(i), value.as_slice())).collect();
-    mr_one.set_multi(&items, Duration::from_secs(3600));
-    mr_four.set_multi(&items, Duration::from_secs(3600));
+    let _ = mr_one.set_multi(&items, Duration::from_secs(3600));
+    let _ = mr_four.set_multi(&items, Duration::from_secs(3600));
     for (k, _) in &items {
         mc_four.set(k, value.as_slice(), 3600).unwrap();
     }
@@ -387,7 +387,7 @@ fn main() {
                     Box::new(|| {
                         b += 1;
                         let got =
-                            mr_four.get_multi::<_, Vec<u8>>(&batches_100[b % batches_100.len()]);
+                            mr_four.get_multi::<Vec<u8>>(&batches_100[b % batches_100.len()]);
                         assert!(got.iter().all(|g| matches!(g, Ok(Some(_)))));
                         100
                     }),

@@ -90,8 +90,8 @@ fn answer(client: &Client, keys: &KeyBuilder, url: &str) -> (u16, String, Option
         }
     };
     match client.get_or_set_traced(&key, TTL, || compute(path, &args)) {
-        Ok((body, Origin::Computed)) => (200, body, Some("MISS")),
         Ok((body, Origin::Hit | Origin::Stale)) => (200, body, Some("HIT")),
+        Ok((body, _computed)) => (200, body, Some("MISS")),
         Err(Failure::Computed(body)) => (200, body, Some("MISS")),
         Err(Failure::Cache(e)) if e.kind() == ErrorKind::InvalidKey => {
             (400, json!({ "error": e.to_string() }).to_string(), None)

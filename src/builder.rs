@@ -1,22 +1,57 @@
-//! [`ClientBuilder`]: every setting of a [`Client`] and its default.
+//! [`ClientBuilder`]: every setting of a [`Client`](crate::Client), its
+//! default and its bounds. `build` itself lives with the client.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use scheduled_thread_pool::ScheduledThreadPool;
 
-use crate::client::{Client, Config};
 use crate::connection::ConnOptions;
 use crate::error::{Error, ErrorKind, Result};
 use crate::health::Policy;
+use crate::hints::DEFAULT_REJOIN_HINTS;
 use crate::pool::{PoolOptions, ServerPool};
 use crate::ring::Distribution;
-use crate::server::{IntoServers, Server};
+use crate::server::{IntoServers, Server, MAX_WEIGHT};
 
 /// The default largest value, 1 MiB (memcached's default item size).
 pub const DEFAULT_MAX_VALUE_SIZE: usize = 1024 * 1024;
 
-/// Builds a [`Client`]. Every setter says what it defaults to.
+/// The largest `max_value_size` accepted, 1 GiB (memcached's own `-I`
+/// limit).
+pub const MAX_VALUE_SIZE_LIMIT: usize = 1024 * 1024 * 1024;
+
+/// The longest duration any setting keeps; longer ones (up to
+/// `Duration::MAX`) are clamped to it, so that no deadline computed from
+/// them can overflow. 30 days.
+pub const MAX_SETTING_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// A server address that did not parse, kept for `build` (as its source).
+#[derive(Debug)]
+struct ParseError(Error);
+
+impl Clone for ParseError {
+    fn clone(&self) -> Self {
+        ParseError(self.0.duplicate())
+    }
+}
+
+/// Settings the client consults per request (the rest live in the pools).
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub distribution: Distribution,
+    pub policy: Policy,
+    pub max_attempts: u32,
+    pub failover_ttl: Option<Duration>,
+    pub flush_on_rejoin: bool,
+    pub rejoin_hints: usize,
+    pub max_value_size: usize,
+    pub lease_ttl: Duration,
+    pub lease_wait: Duration,
+}
+
+/// Builds a [`Client`](crate::Client). Every setter says what it defaults
+/// to. Durations longer than 30 days are clamped to 30 days.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -30,7 +65,7 @@ pub const DEFAULT_MAX_VALUE_SIZE: usize = 1024 * 1024;
 #[must_use]
 pub struct ClientBuilder {
     servers: Vec<Server>,
-    server_error: Option<String>,
+    server_error: Option<ParseError>,
     distribution: Distribution,
     connect_timeout: Duration,
     io_timeout: Duration,
@@ -44,6 +79,7 @@ pub struct ClientBuilder {
     max_attempts: u32,
     failover_ttl: Option<Duration>,
     flush_on_rejoin: bool,
+    rejoin_hints: usize,
     max_value_size: usize,
     lease_ttl: Duration,
     lease_wait: Duration,
@@ -67,6 +103,7 @@ impl Default for ClientBuilder {
             max_attempts: 2,
             failover_ttl: Some(Duration::from_secs(60)),
             flush_on_rejoin: false,
+            rejoin_hints: DEFAULT_REJOIN_HINTS,
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
             lease_ttl: Duration::from_secs(30),
             lease_wait: Duration::from_secs(2),
@@ -83,7 +120,11 @@ impl ClientBuilder {
     pub fn servers(mut self, servers: impl IntoServers) -> Self {
         match servers.into_servers() {
             Ok(list) => self.servers.extend(list),
-            Err(e) => self.server_error = Some(e.to_string()),
+            Err(e) => {
+                if self.server_error.is_none() {
+                    self.server_error = Some(ParseError(e));
+                }
+            }
         }
         self
     }
@@ -114,7 +155,8 @@ impl ClientBuilder {
     }
 
     /// How long a caller waits for a free connection when all of a
-    /// server's connections are busy. Defaults to 1 s.
+    /// server's connections are busy. Defaults to 1 s; zero is refused by
+    /// [`build`](Self::build).
     pub fn checkout_timeout(mut self, t: Duration) -> Self {
         self.checkout_timeout = t;
         self
@@ -171,22 +213,35 @@ impl ClientBuilder {
     }
 
     /// Empty a server (`flush_all`) when it returns after being marked dead,
-    /// so that it cannot serve values that changed elsewhere while it was
-    /// away. Defaults to false.
+    /// whatever changed while it was away. Defaults to false: only the keys
+    /// written or deleted through this client while it was dead are deleted
+    /// on it (see [`rejoin_hints`](Self::rejoin_hints)).
     pub fn flush_on_rejoin(mut self, on: bool) -> Self {
         self.flush_on_rejoin = on;
         self
     }
 
+    /// How many keys are remembered per dead server: keys written or
+    /// deleted while it was marked dead are deleted on it (pipelined) when
+    /// it is probed back, before it serves again, so it cannot serve the
+    /// values it held before the outage. When more keys than this changed,
+    /// the server is flushed instead. Defaults to 100,000.
+    pub fn rejoin_hints(mut self, n: usize) -> Self {
+        self.rejoin_hints = n;
+        self
+    }
+
     /// The largest value stored or accepted in a reply, in bytes. Larger
-    /// values are refused before anything is sent. Defaults to 1 MiB.
+    /// values are refused before anything is sent; a larger stored value is
+    /// skipped and read as [`ErrorKind::ValueTooLarge`], never as a miss.
+    /// Defaults to 1 MiB; at most [`MAX_VALUE_SIZE_LIMIT`].
     pub fn max_value_size(mut self, n: usize) -> Self {
         self.max_value_size = n;
         self
     }
 
     /// How long the one caller that computes a missing value in
-    /// [`Client::get_or_set`] holds the right to do so (the TTL of the
+    /// [`Client::get_or_set`](crate::Client::get_or_set) holds the right to do so (the TTL of the
     /// placeholder item); if it dies, another caller takes over after
     /// this. Defaults to 30 s.
     pub fn lease_ttl(mut self, t: Duration) -> Self {
@@ -194,7 +249,7 @@ impl ClientBuilder {
         self
     }
 
-    /// How long other callers of [`Client::get_or_set`] wait for the one
+    /// How long other callers of [`Client::get_or_set`](crate::Client::get_or_set) wait for the one
     /// computing a missing value before computing it themselves (without
     /// storing it). Defaults to 2 s.
     pub fn lease_wait(mut self, t: Duration) -> Self {
@@ -202,12 +257,15 @@ impl ClientBuilder {
         self
     }
 
-    /// Builds the client. Does not connect: a server that is down now is
-    /// marked dead when requests fail, and used again when it returns.
-    pub fn build(self) -> Result<Client> {
+    /// Checks every setting and makes the pools; `Client` builds on this.
+    pub(crate) fn into_parts(self) -> Result<(Vec<Server>, Vec<ServerPool>, Config)> {
         let invalid = |m: &str| Err(Error::new(ErrorKind::InvalidConfig, m.to_owned()));
-        if let Some(e) = self.server_error {
-            return invalid(&e);
+        if let Some(ParseError(e)) = self.server_error {
+            return Err(Error::wrap(
+                ErrorKind::InvalidConfig,
+                "invalid server address",
+                e,
+            ));
         }
         if self.servers.is_empty() {
             return invalid("no servers given");
@@ -215,23 +273,36 @@ impl ClientBuilder {
         if self.pool_size == 0 || self.max_attempts == 0 || self.failure_limit == 0 {
             return invalid("pool_size, max_attempts and failure_limit must be at least 1");
         }
-        if self.io_timeout.is_zero() || self.connect_timeout.is_zero() {
-            return invalid("timeouts must be longer than zero");
+        if self.io_timeout.is_zero()
+            || self.connect_timeout.is_zero()
+            || self.checkout_timeout.is_zero()
+        {
+            return invalid("io_timeout, connect_timeout and checkout_timeout must be longer than zero");
+        }
+        if self.max_value_size > MAX_VALUE_SIZE_LIMIT {
+            return invalid("max_value_size is above 1 GiB");
+        }
+        if let Some(s) = self.servers.iter().find(|s| s.weight() > MAX_WEIGHT) {
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                format!("server {s}: weight {} is above {MAX_WEIGHT}", s.weight()),
+            ));
         }
         if u32::try_from(self.servers.len()).is_err() {
             return invalid("too many servers");
         }
+        let clamp = |d: Duration| d.min(MAX_SETTING_DURATION);
         let conn = ConnOptions {
-            connect_timeout: self.connect_timeout,
-            io_timeout: self.io_timeout,
+            connect_timeout: clamp(self.connect_timeout),
+            io_timeout: clamp(self.io_timeout),
             nodelay: self.nodelay,
-            keepalive: self.keepalive,
+            keepalive: self.keepalive.map(clamp),
             max_value: self.max_value_size,
         };
         let pool = PoolOptions {
             max_size: self.pool_size,
-            checkout_timeout: self.checkout_timeout,
-            idle_timeout: self.idle_timeout,
+            checkout_timeout: clamp(self.checkout_timeout),
+            idle_timeout: self.idle_timeout.map(clamp),
         };
         // One helper thread for all pools: it only creates empty slots.
         let threads = Arc::new(
@@ -249,15 +320,16 @@ impl ClientBuilder {
             distribution: self.distribution,
             policy: Policy {
                 failure_limit: self.failure_limit,
-                retry_timeout: self.retry_timeout,
+                retry_timeout: clamp(self.retry_timeout),
             },
             max_attempts: self.max_attempts,
             failover_ttl: self.failover_ttl,
             flush_on_rejoin: self.flush_on_rejoin,
+            rejoin_hints: self.rejoin_hints,
             max_value_size: self.max_value_size,
             lease_ttl: self.lease_ttl,
-            lease_wait: self.lease_wait,
+            lease_wait: clamp(self.lease_wait),
         };
-        Ok(Client::from_parts(&self.servers, pools, config))
+        Ok((self.servers, pools, config))
     }
 }

@@ -42,13 +42,20 @@ pub(crate) struct Connection {
     wbuf: Vec<u8>,
     decoder: Decoder,
     io_timeout: Duration,
-    /// The read timeout currently set on the socket.
+    /// The read and write timeouts currently set on the socket.
     read_timeout: Duration,
-    /// When the current request started (set at checkout); its reply must
-    /// be read by `started + io_timeout`.
-    started: Instant,
+    write_timeout: Duration,
+    /// When the current request must be answered by: set when it is sent.
+    deadline: Option<Instant>,
     /// Whether the current request has read from the socket yet.
     reading: bool,
+    /// Whether the current request took more than one write (and so the
+    /// first read must look at the clock).
+    long_write: bool,
+    /// Bytes of a too-large data block still to discard, and whether its
+    /// closing `\r\n` is still to come.
+    skip: u64,
+    crlf_due: bool,
     broken: bool,
     sent: bool,
     last_used: Instant,
@@ -97,7 +104,9 @@ impl Connection {
                 let sock = match (sock, last) {
                     (Some(s), _) => s,
                     (None, Some(e)) => return Err(connect_error("cannot connect".into(), e)),
-                    (None, None) => unreachable!("resolve returns at least one address"),
+                    (None, None) => {
+                        return Err(Error::new(ErrorKind::Connect, "no address to connect to"))
+                    }
                 };
                 let setup = || -> io::Result<()> {
                     sock.set_tcp_nodelay(opts.nodelay)?;
@@ -130,8 +139,12 @@ impl Connection {
             decoder: Decoder::new(opts.max_value),
             io_timeout: opts.io_timeout,
             read_timeout: opts.io_timeout,
-            started: Instant::now(),
+            write_timeout: opts.io_timeout,
+            deadline: None,
             reading: false,
+            long_write: false,
+            skip: 0,
+            crlf_due: false,
             broken: false,
             sent: false,
             last_used: Instant::now(),
@@ -143,12 +156,9 @@ impl Connection {
         self.broken
     }
 
-    /// Starts a checkout at `now`: returns how long the connection had
-    /// been idle, and times the coming request from `now`.
-    pub fn checkout(&mut self, now: Instant) -> Duration {
-        let idle = now.saturating_duration_since(self.last_used);
-        self.started = now;
-        idle
+    /// How long the connection has been idle at `now`.
+    pub fn idle(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_used)
     }
 
     /// Checks, without blocking, that an idle connection has nothing to
@@ -157,7 +167,7 @@ impl Connection {
     /// way the connection is marked broken and `false` is returned. One
     /// non-blocking syscall, no round trip.
     pub fn check_idle(&mut self) -> bool {
-        if self.broken || self.start != self.end {
+        if self.broken || self.start != self.end || self.skip != 0 || self.crlf_due {
             self.broken = true;
             return false;
         }
@@ -190,10 +200,24 @@ impl Connection {
         self.sent
     }
 
-    /// Writes the whole request buffer.
+    /// Writes the whole request buffer. The request's deadline starts now:
+    /// the write and the whole reply must be done within the I/O timeout.
     pub fn send(&mut self) -> Result<()> {
+        let now = Instant::now();
+        self.deadline = now.checked_add(self.io_timeout);
+        self.last_used = now;
+        self.long_write = false;
+        if self.write_timeout != self.io_timeout {
+            self.set_write_timeout(self.io_timeout)?;
+        }
         let mut pos = 0;
         while pos < self.wbuf.len() {
+            if pos > 0 {
+                // A large request: later writes get what is left.
+                self.long_write = true;
+                let left = self.remaining()?;
+                self.set_write_timeout(left)?;
+            }
             match (&self.sock).write(&self.wbuf[pos..]) {
                 Ok(0) => return Err(Error::new(ErrorKind::Io, "connection closed while writing")),
                 Ok(n) => {
@@ -207,29 +231,93 @@ impl Connection {
         Ok(())
     }
 
+    /// When the reply to the request in flight is due.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The socket, for waiting on several connections at once.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.sock.as_raw_fd()
+    }
+
+    /// Decodes one reply from the bytes already read, without I/O: hands it
+    /// to `f` and returns `Ok(Ok(f's value))`, or gives `f` back as
+    /// `Ok(Err(f))` when more bytes are needed. A `VALUE` or `VA` above the
+    /// size limit reaches `f` as [`Response::TooLarge`]; its data block is
+    /// then skipped as it arrives, so the stream stays in step.
+    pub fn try_next<R, F>(&mut self, f: F) -> Result<std::result::Result<R, F>>
+    where
+        F: FnOnce(Response<'_>) -> Result<R>,
+    {
+        if !self.discard()? {
+            return Ok(Err(f));
+        }
+        match self.decoder.decode(&self.rbuf[self.start..self.end]) {
+            Ok(Decoded::Complete(r, n)) => {
+                if let Response::TooLarge { len, .. } = r {
+                    self.skip = len;
+                    self.crlf_due = true;
+                }
+                let out = f(r);
+                self.start += n;
+                out.map(Ok)
+            }
+            Ok(Decoded::Incomplete) => Ok(Err(f)),
+            Err(e) => Err(Error::new(ErrorKind::Protocol, "").with_source(e)),
+        }
+    }
+
     /// Reads until one complete reply is buffered and hands it to `f`,
     /// which borrows it from the read buffer (no copy). The reply is
     /// decoded once; `f`'s result is returned.
     pub fn next<R>(&mut self, f: impl FnOnce(Response<'_>) -> Result<R>) -> Result<R> {
+        let mut f = f;
         loop {
-            match self.decoder.decode(&self.rbuf[self.start..self.end]) {
-                Ok(Decoded::Complete(r, n)) => {
-                    let out = f(r);
-                    self.start += n;
-                    return out;
-                }
-                Ok(Decoded::Incomplete) => {}
-                Err(e) => return Err(Error::new(ErrorKind::Protocol, "").with_source(e)),
+            match self.try_next(f)? {
+                Ok(r) => return Ok(r),
+                Err(back) => f = back,
             }
             self.fill()?;
         }
+    }
+
+    /// Drops the buffered bytes of a too-large data block. True when none
+    /// is left to skip.
+    fn discard(&mut self) -> Result<bool> {
+        if self.skip > 0 {
+            let have = self.end - self.start;
+            let n = usize::try_from(self.skip).map_or(have, |s| s.min(have));
+            self.start += n;
+            self.skip -= n as u64;
+            if self.skip > 0 {
+                return Ok(false);
+            }
+        }
+        if self.crlf_due {
+            match self.rbuf.get(self.start..self.start + 2) {
+                Some(b"\r\n") if self.start + 2 <= self.end => {
+                    self.start += 2;
+                    self.crlf_due = false;
+                }
+                _ if self.end - self.start < 2 => return Ok(false),
+                _ => {
+                    return Err(Error::new(
+                        ErrorKind::Protocol,
+                        "data block not followed by \\r\\n (length mismatch)",
+                    ))
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// Ends a request whose reply was read completely. Bytes left over mean
     /// the server sent more than was asked for, so the connection stays
     /// broken.
     pub fn finish(&mut self) {
-        if self.start == self.end {
+        if self.start == self.end && self.skip == 0 && !self.crlf_due {
             self.broken = false;
             self.start = 0;
             self.end = 0;
@@ -240,10 +328,24 @@ impl Connection {
         if self.wbuf.capacity() > KEEP_BUF {
             self.wbuf = Vec::with_capacity(INITIAL_BUF);
         }
-        self.last_used = self.started;
+        self.deadline = None;
     }
 
-    fn fill(&mut self) -> Result<()> {
+    /// Reads more of the reply, waiting at most until the deadline.
+    pub fn fill(&mut self) -> Result<()> {
+        self.make_room();
+        self.arm_deadline()?;
+        self.read_some()
+    }
+
+    /// Reads what the socket has, for a socket known to be readable.
+    pub fn read_ready(&mut self) -> Result<()> {
+        self.make_room();
+        self.reading = true;
+        self.read_some()
+    }
+
+    fn make_room(&mut self) {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -256,12 +358,17 @@ impl Connection {
             } else {
                 // The decoder bounds a reply to a line plus a value of at
                 // most max_value bytes, so growth stops there.
-                let cap = self.decoder.max_value() + DEFAULT_MAX_LINE + 4;
+                let cap = self
+                    .decoder
+                    .max_value()
+                    .saturating_add(DEFAULT_MAX_LINE + 4);
                 let grown = (self.rbuf.len() * 2).min(cap.max(self.rbuf.len() + 1));
                 self.rbuf.resize(grown, 0);
             }
         }
-        self.arm_deadline()?;
+    }
+
+    fn read_some(&mut self) -> Result<()> {
         loop {
             match (&self.sock).read(&mut self.rbuf[self.end..]) {
                 Ok(0) => {
@@ -282,20 +389,50 @@ impl Connection {
         }
     }
 
-    /// Bounds the whole reply, not each read, by the I/O timeout: the first
-    /// read of a request uses the full timeout (no clock read); later reads
-    /// get only what is left of `started + io_timeout`, so a server that
-    /// dribbles bytes still times out.
+    /// Time left until the deadline; a timeout error when none is left.
+    fn remaining(&self) -> Result<Duration> {
+        let left = match self.deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()),
+            None => self.io_timeout,
+        };
+        if left.is_zero() {
+            return Err(Error::new(ErrorKind::Timeout, "the request's deadline passed"));
+        }
+        // A socket timeout below a microsecond would read as "none".
+        Ok(left.max(Duration::from_millis(1)))
+    }
+
+    fn set_write_timeout(&mut self, t: Duration) -> Result<()> {
+        self.sock
+            .set_write_timeout(Some(t))
+            .map_err(|e| Error::io(e, "setting write timeout"))?;
+        self.write_timeout = t;
+        Ok(())
+    }
+
+    /// Bounds the whole request, not each read, by its deadline. The first
+    /// read after a request sent in one write uses the full I/O timeout (no
+    /// clock read; the write took microseconds); later reads get only what
+    /// is left, so a server that dribbles bytes still times out. Past the
+    /// deadline, bytes already received are still read before a timeout is
+    /// declared.
     fn arm_deadline(&mut self) -> Result<()> {
-        let remaining = if self.reading {
-            (self.started + self.io_timeout).saturating_duration_since(Instant::now())
+        let remaining = if self.reading || self.long_write {
+            match self.remaining() {
+                Ok(r) => r,
+                Err(e) => {
+                    let ready = crate::sys::poll_readable(&[self.raw_fd()], Duration::ZERO)
+                        .map_err(|e| Error::io(e, "polling socket"))?;
+                    if ready.first() == Some(&true) {
+                        return Ok(());
+                    }
+                    return Err(e);
+                }
+            }
         } else {
-            self.reading = true;
             self.io_timeout
         };
-        if remaining.is_zero() {
-            return Err(Error::new(ErrorKind::Timeout, "reading reply"));
-        }
+        self.reading = true;
         if remaining != self.read_timeout {
             self.sock
                 .set_read_timeout(Some(remaining))

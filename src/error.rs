@@ -20,11 +20,17 @@ pub enum ErrorKind {
     /// The key is empty, longer than 250 bytes, or holds a space, a control
     /// byte or DEL. Nothing was sent.
     InvalidKey,
-    /// The value is larger than the configured limit (nothing was sent), or
-    /// the server answered `SERVER_ERROR object too large for cache`.
+    /// The value is larger than the configured limit (nothing was sent), a
+    /// stored value is larger than the limit (it was skipped; the server is
+    /// fine), or the server answered `SERVER_ERROR object too large for
+    /// cache`. Never a server failure.
     ValueTooLarge,
     /// The client configuration or a server address is invalid.
     InvalidConfig,
+    /// An argument other than the key cannot be sent as given (a meta flag
+    /// token holding a space or control byte, or too long; a bad `stats`
+    /// argument). Nothing was sent.
+    InvalidInput,
     /// A TCP or Unix-socket connection could not be made (refused,
     /// unreachable, name not resolved, or the connect timed out).
     Connect,
@@ -58,6 +64,7 @@ impl ErrorKind {
             ErrorKind::InvalidKey => "invalid key",
             ErrorKind::ValueTooLarge => "value too large",
             ErrorKind::InvalidConfig => "invalid configuration",
+            ErrorKind::InvalidInput => "invalid input",
             ErrorKind::Connect => "connect failed",
             ErrorKind::Timeout => "timed out",
             ErrorKind::Io => "i/o error",
@@ -183,11 +190,12 @@ impl Error {
         self.inner.kind == ErrorKind::Connect
     }
 
-    /// True when the key or value was rejected before anything was sent.
+    /// True when the key, a value or another argument was rejected (before
+    /// anything was sent, or as too large by either side).
     pub fn is_invalid_input(&self) -> bool {
         matches!(
             self.inner.kind,
-            ErrorKind::InvalidKey | ErrorKind::ValueTooLarge
+            ErrorKind::InvalidKey | ErrorKind::ValueTooLarge | ErrorKind::InvalidInput
         )
     }
 

@@ -6,7 +6,8 @@
 //! time is up, exactly one caller wins the right to probe it (a
 //! compare-and-swap pushes the dead-until time forward for everyone else),
 //! so a returning server sees one probe per interval, not a storm. A
-//! success resets the count and revives the server.
+//! success resets the count; only the rejoin (`Health::revive`, after the
+//! remembered keys were deleted on the server) puts a dead server back.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -46,7 +47,9 @@ impl Clock {
 
     /// Milliseconds since the epoch, never 0.
     pub fn now(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64 + 1
+        u64::try_from(self.epoch.elapsed().as_millis())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
     }
 }
 
@@ -55,6 +58,12 @@ impl Clock {
 pub(crate) struct Policy {
     pub failure_limit: u32,
     pub retry_timeout: Duration,
+}
+
+impl Policy {
+    fn retry_millis(self) -> u64 {
+        u64::try_from(self.retry_timeout.as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
 impl Health {
@@ -76,7 +85,7 @@ impl Health {
         if now < until {
             return Status::Dead;
         }
-        let next = now + policy.retry_timeout.as_millis() as u64;
+        let next = now.saturating_add(policy.retry_millis());
         match self
             .dead_until
             .compare_exchange(until, next, Ordering::AcqRel, Ordering::Acquire)
@@ -91,11 +100,18 @@ impl Health {
         self.dead_until.load(Ordering::Acquire) != 0
     }
 
-    /// Records a success. Returns true when this revived a dead server.
-    pub fn record_success(&self) -> bool {
+    /// Records a success: the count of consecutive failures starts again.
+    /// It does not revive a server marked dead; only [`revive`](Self::revive)
+    /// does, after the rejoin steps (see `hints`).
+    pub fn record_success(&self) {
         if self.failures.load(Ordering::Relaxed) != 0 {
             self.failures.store(0, Ordering::Relaxed);
         }
+    }
+
+    /// Puts a dead server back in service. Returns true when it was dead.
+    pub fn revive(&self) -> bool {
+        self.failures.store(0, Ordering::Relaxed);
         self.dead_until.load(Ordering::Relaxed) != 0
             && self.dead_until.swap(0, Ordering::AcqRel) != 0
     }
@@ -107,7 +123,7 @@ impl Health {
             .fetch_add(1, Ordering::AcqRel)
             .saturating_add(1);
         if n >= policy.failure_limit {
-            let until = now + policy.retry_timeout.as_millis() as u64;
+            let until = now.saturating_add(policy.retry_millis());
             return self.dead_until.swap(until.max(1), Ordering::AcqRel) == 0;
         }
         false
@@ -138,9 +154,11 @@ mod tests {
         h.record_failure(104, P);
         assert_eq!(h.status(|| 150, P), Status::Dead);
         assert_eq!(h.status(|| 205, P), Status::Probe);
-        assert!(h.record_success());
+        h.record_success();
+        assert_eq!(h.status(|| 206, P), Status::Dead, "a success alone does not revive");
+        assert!(h.revive());
         assert_eq!(h.status(|| 206, P), Status::Alive);
-        assert!(!h.record_success());
+        assert!(!h.revive());
     }
 
     #[test]

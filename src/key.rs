@@ -10,11 +10,15 @@ use crate::protocol::{check_key, MAX_KEY_LEN};
 
 /// Builds keys such as `api:/users/42?fields=name&lang=en`.
 ///
-/// Bytes memcached cannot take in a key (space, control bytes, DEL) and
-/// `%` itself are written as `%XX`, so any path and arguments give a valid
-/// key. A key longer than 250 bytes is an [`ErrorKind::InvalidKey`] error,
-/// unless [`digest_long_keys`](Self::digest_long_keys) is on: then it is
-/// replaced by `prefix` + `md5:` + the hex md5 of the full key.
+/// Bytes memcached cannot take in a key (space, control bytes, DEL), the
+/// separators `?`, `&`, `=` and `#`, and `%` itself are written as `%XX`,
+/// so any path and arguments give a valid key, and distinct inputs (paths
+/// and argument multisets) never give the same key: `x=1&y=2` as one value
+/// is `x%3D1%26y%3D2`. A key longer than 250 bytes is an
+/// [`ErrorKind::InvalidKey`] error, unless
+/// [`digest_long_keys`](Self::digest_long_keys) is on: then it is replaced
+/// by `prefix` + `#md5:` + the hex md5 of the full key (a `#` no other key
+/// can hold).
 ///
 /// ```
 /// let keys = memring::KeyBuilder::new("api:");
@@ -31,7 +35,7 @@ pub struct KeyBuilder {
 fn escape_into(out: &mut String, s: &str) {
     for ch in s.chars() {
         let c = ch as u32;
-        if c <= 0x20 || c == 0x7f || ch == '%' {
+        if c <= 0x20 || c == 0x7f || matches!(ch, '%' | '?' | '&' | '=' | '#') {
             let _ = write!(out, "%{c:02X}");
         } else {
             out.push(ch);
@@ -86,7 +90,7 @@ impl KeyBuilder {
         }
         let digest = Md5::digest(key.as_bytes());
         let mut short = self.prefix.clone();
-        short.push_str("md5:");
+        short.push_str("#md5:");
         for b in digest.iter() {
             let _ = write!(short, "{b:02x}");
         }
@@ -117,6 +121,20 @@ mod tests {
     }
 
     #[test]
+    fn separators_in_names_and_values_are_escaped() {
+        let kb = KeyBuilder::new("p:");
+        let one = kb.build("/a", &[("x", "1&y=2")]).unwrap();
+        let two = kb.build("/a", &[("x", "1"), ("y", "2")]).unwrap();
+        assert_ne!(one, two);
+        assert_eq!(one, "p:/a?x=1%26y%3D2");
+        assert_ne!(
+            kb.build("/a?x=1", &[] as &[(&str, &str)]).unwrap(),
+            kb.build("/a", &[("x", "1")]).unwrap()
+        );
+        assert_eq!(kb.build("/#", &[("a=b", "#")]).unwrap(), "p:/%23?a%3Db=%23");
+    }
+
+    #[test]
     fn long_keys_are_refused_or_digested() {
         let long = "x".repeat(300);
         let e = KeyBuilder::new("p:")
@@ -127,7 +145,7 @@ mod tests {
             .digest_long_keys(true)
             .build(&long, &[("a", "1")])
             .unwrap();
-        assert!(k.starts_with("p:md5:") && k.len() == 2 + 4 + 32, "{k}");
+        assert!(k.starts_with("p:#md5:") && k.len() == 2 + 5 + 32, "{k}");
         let again = KeyBuilder::new("p:")
             .digest_long_keys(true)
             .build(&long, &[("a", "1")])

@@ -16,35 +16,52 @@
 //! # Layout
 //! Data flows one way: key → [`ring`] → health → pool → connection →
 //! [`protocol`] → reply.
-//! - `client`: the commands; runs each on the key's first usable server.
-//! - `builder`: every setting and its default.
+//! - `client`: the commands; runs each on the key's first usable server,
+//!   with the one retry decision (`client::retry`).
+//! - `builder`: every setting, its default and its bounds.
 //! - [`ring`]: pure routing (ketama, hash_ring, modulo), failover order.
 //! - `health`: per-server failure counts and dead-until times (atomics).
+//! - `hints`: keys to delete on a dead server before it serves again.
 //! - `pool`: one r2d2 pool per server.
-//! - `connection`: a socket, its buffers, and the `broken` flag.
-//! - [`protocol`]: the text protocol, sans I/O.
+//! - `connection`: a socket, its buffers, its deadline and the `broken`
+//!   flag.
+//! - [`protocol`]: the text and meta protocol, sans I/O.
 //! - `error`: one opaque [`Error`] with a [`ErrorKind`].
 
-#![deny(missing_docs)]
+#![deny(missing_docs, missing_debug_implementations, unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 mod builder;
 mod client;
 mod connection;
 mod error;
 mod health;
+mod hints;
 mod key;
 mod pool;
 pub mod protocol;
 pub mod ring;
 mod server;
+mod sys;
 mod value;
 
-pub use builder::{ClientBuilder, DEFAULT_MAX_VALUE_SIZE};
+pub use builder::{
+    ClientBuilder, DEFAULT_MAX_VALUE_SIZE, MAX_SETTING_DURATION, MAX_VALUE_SIZE_LIMIT,
+};
+pub use hints::DEFAULT_REJOIN_HINTS;
 pub use client::{CasOutcome, Client, MetaReply, MetaRequest, Origin, PerServer, Stats};
 pub use error::{Error, ErrorKind, Result};
 pub use key::KeyBuilder;
 pub use ring::{Distribution, Ring};
-pub use server::{Endpoint, IntoServers, Server, DEFAULT_PORT};
+pub use server::{Endpoint, IntoServers, Server, DEFAULT_PORT, MAX_WEIGHT};
 #[cfg(feature = "serde")]
 pub use value::Json;
-pub use value::{CasToken, Expiry, FromValue, Item, ToValue, WithFlags};
+pub use value::{CasToken, Expiry, FromValue, Item, ToValue, WithFlags, MAX_EXPTIME};
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

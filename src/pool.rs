@@ -9,9 +9,10 @@
 //! r2d2 retries in the background.
 //!
 //! `has_broken` only reads the connection's flag: it never blocks. Checkout
-//! does no round trip; for a connection idle a millisecond or more it makes
-//! one non-blocking `recv(MSG_PEEK)` to spot a connection the server closed,
-//! or one with unread bytes, and replaces it.
+//! does no round trip; it makes one non-blocking `recv(MSG_PEEK)` to spot a
+//! connection the server closed, or one with bytes nobody asked for (a late
+//! or unsolicited reply), and replaces it, so such bytes can never be read
+//! as the answer to the next request.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
@@ -22,14 +23,6 @@ use scheduled_thread_pool::ScheduledThreadPool;
 use crate::connection::{ConnOptions, Connection};
 use crate::error::{Error, ErrorKind, Result};
 use crate::server::Server;
-
-/// A connection idle at least this long is checked with one non-blocking
-/// `recv(MSG_PEEK)` before reuse. One used more recently skips the check:
-/// a restarted server cannot have come back in that time (restarts take
-/// tens of milliseconds), and a server that died in it fails the request as
-/// it would have failed mid-request, never silently. Busy connections so
-/// pay two syscalls per request, as a hand-written loop does.
-const PEEK_AFTER_IDLE: Duration = Duration::from_millis(1);
 
 /// Pool settings, from the builder.
 #[derive(Debug, Clone)]
@@ -79,6 +72,9 @@ pub(crate) struct ServerPool {
 /// unless it is broken.
 pub(crate) struct PooledConn(r2d2::PooledConnection<Manager>);
 
+// A slot is connected by `ServerPool::get` before a `PooledConn` is made
+// from it, and nothing empties it while checked out.
+#[allow(clippy::expect_used)]
 impl Deref for PooledConn {
     type Target = Connection;
     fn deref(&self) -> &Connection {
@@ -89,6 +85,7 @@ impl Deref for PooledConn {
     }
 }
 
+#[allow(clippy::expect_used)]
 impl DerefMut for PooledConn {
     fn deref_mut(&mut self) -> &mut Connection {
         self.0
@@ -146,11 +143,7 @@ impl ServerPool {
         let now = Instant::now();
         let usable = match slot.conn.as_mut() {
             None => false,
-            Some(c) => {
-                let idle = c.checkout(now);
-                self.idle_timeout.is_none_or(|t| idle <= t)
-                    && (idle < PEEK_AFTER_IDLE || c.check_idle())
-            }
+            Some(c) => self.idle_timeout.is_none_or(|t| c.idle(now) <= t) && c.check_idle(),
         };
         if !usable {
             slot.conn = None;

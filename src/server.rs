@@ -11,8 +11,13 @@ use crate::error::{Error, ErrorKind};
 /// memcached's default port.
 pub const DEFAULT_PORT: u16 = 11211;
 
+/// The largest weight a server may have, in every distribution (modulo
+/// repeats a server `weight` times, so the bound keeps that table small).
+pub const MAX_WEIGHT: u32 = 65_535;
+
 /// Where a server listens.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Endpoint {
     /// A TCP host (name or address, as written, without IPv6 brackets) and port.
     Tcp {
@@ -63,7 +68,9 @@ impl Server {
         }
     }
 
-    /// Returns this server with another weight (must be at least 1).
+    /// Returns this server with another weight: at least 1 (a weight of 0
+    /// is read as 1) and at most [`MAX_WEIGHT`]; a larger one makes
+    /// building the client fail.
     pub fn weighted(mut self, weight: u32) -> Server {
         self.weight = weight.max(1);
         self
@@ -121,8 +128,8 @@ fn parse_port(s: &str, p: &str) -> Result<u16, Error> {
 
 fn parse_weight(s: &str, w: &str) -> Result<u32, Error> {
     match w.parse::<u32>() {
-        Ok(weight) if weight != 0 => Ok(weight),
-        _ => Err(bad(s, "weight must be a whole number of at least 1")),
+        Ok(weight) if (1..=MAX_WEIGHT).contains(&weight) => Ok(weight),
+        _ => Err(bad(s, "weight must be a whole number from 1 to 65535")),
     }
 }
 
@@ -175,57 +182,53 @@ impl FromStr for Server {
     }
 }
 
+mod sealed {
+    pub trait Sealed {}
+}
+
 /// Conversion into a list of servers, so that `Client::new` takes
-/// `"a:11211"`, `["a:1", "b:2"]`, `vec![String]` or `Vec<Server>`.
-pub trait IntoServers {
+/// `"a:11211"`, `["a:1", "b:2"]`, `&String`, `Vec<String>`, `Vec<Server>`
+/// or `&[Server]`. Sealed: implemented only here.
+pub trait IntoServers: sealed::Sealed {
     /// Parses or collects the servers.
     fn into_servers(self) -> Result<Vec<Server>, Error>;
 }
 
-impl IntoServers for Vec<Server> {
-    fn into_servers(self) -> Result<Vec<Server>, Error> {
-        Ok(self)
-    }
+/// A comma- or space-separated list, like `MEMCACHED_SERVERS`.
+fn parse_list(list: &str) -> Result<Vec<Server>, Error> {
+    list.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|p| !p.is_empty())
+        .map(str::parse)
+        .collect()
 }
 
-impl IntoServers for &str {
-    fn into_servers(self) -> Result<Vec<Server>, Error> {
-        // A comma- or space-separated list, like MEMCACHED_SERVERS.
-        self.split(|c: char| c == ',' || c.is_whitespace())
-            .filter(|p| !p.is_empty())
-            .map(str::parse)
-            .collect()
-    }
+fn parse_each<S: AsRef<str>>(list: &[S]) -> Result<Vec<Server>, Error> {
+    list.iter().map(|s| s.as_ref().parse()).collect()
 }
 
-impl IntoServers for String {
-    fn into_servers(self) -> Result<Vec<Server>, Error> {
-        self.as_str().into_servers()
-    }
+macro_rules! into_servers {
+    ($( [$($g:tt)*] $t:ty => |$v:ident| $body:expr; )*) => {$(
+        impl<$($g)*> sealed::Sealed for $t {}
+        impl<$($g)*> IntoServers for $t {
+            fn into_servers(self) -> Result<Vec<Server>, Error> {
+                let $v = self;
+                $body
+            }
+        }
+    )*};
 }
 
-impl<S: AsRef<str>> IntoServers for &[S] {
-    fn into_servers(self) -> Result<Vec<Server>, Error> {
-        self.iter().map(|s| s.as_ref().parse()).collect()
-    }
-}
-
-impl<S: AsRef<str>, const N: usize> IntoServers for [S; N] {
-    fn into_servers(self) -> Result<Vec<Server>, Error> {
-        self.as_slice().into_servers()
-    }
-}
-
-impl IntoServers for Vec<String> {
-    fn into_servers(self) -> Result<Vec<Server>, Error> {
-        self.as_slice().into_servers()
-    }
-}
-
-impl IntoServers for Vec<&str> {
-    fn into_servers(self) -> Result<Vec<Server>, Error> {
-        self.as_slice().into_servers()
-    }
+into_servers! {
+    [] Vec<Server> => |v| Ok(v);
+    [] &[Server] => |v| Ok(v.to_vec());
+    [] &Vec<Server> => |v| Ok(v.clone());
+    [] &str => |v| parse_list(v);
+    [] String => |v| parse_list(&v);
+    [] &String => |v| parse_list(v);
+    [S: AsRef<str>] &[S] => |v| parse_each(v);
+    [S: AsRef<str>, const N: usize] [S; N] => |v| parse_each(&v);
+    [] Vec<String> => |v| parse_each(&v);
+    [] Vec<&str> => |v| parse_each(&v);
 }
 
 #[cfg(test)]
@@ -257,6 +260,7 @@ mod tests {
     fn rejects_malformed_addresses() {
         for s in [
             "", "a:0", "a:x", "a:70000", "a:1:0", "a:1:x", "[::1", "[::1]x", ":11211",
+            "a:1:65536", "a:1:4000000000",
         ] {
             let e = s.parse::<Server>().unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{s:?}");

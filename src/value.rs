@@ -180,13 +180,18 @@ pub struct CasToken(pub u64);
 /// memcached reads an exptime of up to 30 days (2,592,000 s) as relative
 /// and anything larger as a unix time. `Expiry` hides that rule: a
 /// `Duration` of more than 30 days is sent as `now + duration` in unix time,
-/// and a `SystemTime` is always sent as a unix time.
+/// and a `SystemTime` is always sent as a unix time. memcached holds
+/// exptimes as signed 32-bit numbers, so a time beyond 2038-01-19 (up to
+/// `Duration::MAX`) is sent as the latest one it can hold,
+/// [`MAX_EXPTIME`]: never as "already expired".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Expiry {
     /// Never expires (exptime 0), though memcached may still evict it.
     Never,
     /// Expires this long from now. Sub-second parts round up to a whole
-    /// second, so a short TTL never turns into "never".
+    /// second, so a short TTL never turns into "never". `Duration::ZERO`
+    /// means already expired.
     In(Duration),
     /// Expires at this wall-clock time; a time in the past expires at once.
     At(SystemTime),
@@ -194,6 +199,10 @@ pub enum Expiry {
 
 /// memcached's boundary between relative and absolute exptimes.
 pub const RELATIVE_EXPTIME_LIMIT: u64 = 60 * 60 * 24 * 30;
+
+/// The latest exptime memcached can represent (a signed 32-bit unix time,
+/// 2038-01-19T03:14:07Z).
+pub const MAX_EXPTIME: i64 = i32::MAX as i64;
 
 impl Expiry {
     /// The exptime to send, computed against `now`.
@@ -211,14 +220,16 @@ impl Expiry {
         match self {
             Expiry::Never => 0,
             Expiry::In(d) => {
-                let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+                let secs = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
                 if secs == 0 {
                     // A zero duration means "already expired", not "never".
                     -1
                 } else if secs <= RELATIVE_EXPTIME_LIMIT {
                     secs as i64
                 } else {
-                    unix(now() + Duration::from_secs(secs))
+                    now()
+                        .checked_add(Duration::from_secs(secs))
+                        .map_or(MAX_EXPTIME, |t| unix(t).min(MAX_EXPTIME))
                 }
             }
             Expiry::At(t) => {
@@ -226,7 +237,7 @@ impl Expiry {
                 if secs <= unix(now()) {
                     -1
                 } else {
-                    secs
+                    secs.min(MAX_EXPTIME)
                 }
             }
         }
@@ -237,12 +248,31 @@ impl Expiry {
         self.exptime_at(SystemTime::now())
     }
 
-    /// The relative TTL this expiry amounts to, if it expires.
-    pub(crate) fn remaining(self, now: SystemTime) -> Option<Duration> {
-        match self {
+    /// The expiry an exptime as memcached reads it stands for: 0 never, a
+    /// negative one already expired, up to 30 days relative, above that a
+    /// unix time.
+    pub fn from_exptime(exptime: i64) -> Expiry {
+        match u64::try_from(exptime) {
+            Err(_) => Expiry::In(Duration::ZERO),
+            Ok(0) => Expiry::Never,
+            Ok(s) if s <= RELATIVE_EXPTIME_LIMIT => Expiry::In(Duration::from_secs(s)),
+            Ok(s) => Expiry::At(UNIX_EPOCH + Duration::from_secs(s)),
+        }
+    }
+
+    /// This expiry with its TTL cut to at most `cap` (what a value written
+    /// to a failover server gets): `Never`, or anything later than
+    /// `now + cap`, becomes `In(cap)`.
+    pub fn capped(self, cap: Duration, now: SystemTime) -> Expiry {
+        let remaining = match self {
             Expiry::Never => None,
             Expiry::In(d) => Some(d),
             Expiry::At(t) => Some(t.duration_since(now).unwrap_or(Duration::ZERO)),
+        };
+        if remaining.is_none_or(|r| r > cap) {
+            Expiry::In(cap)
+        } else {
+            self
         }
     }
 }
@@ -287,6 +317,35 @@ mod tests {
         assert_eq!(at((now + Duration::from_secs(5)).into()), 1_700_000_005);
         assert_eq!(at((now - Duration::from_secs(5)).into()), -1);
         assert_eq!(at(None.into()), 0);
+    }
+
+    #[test]
+    fn huge_expiries_saturate_instead_of_expiring() {
+        let now = SystemTime::now();
+        assert_eq!(Expiry::In(Duration::MAX).exptime_at(now), MAX_EXPTIME);
+        assert_eq!(
+            Expiry::In(Duration::from_secs(u64::MAX / 2)).exptime_at(now),
+            MAX_EXPTIME
+        );
+        let far = UNIX_EPOCH + Duration::from_secs(1 << 40);
+        assert_eq!(Expiry::At(far).exptime_at(now), MAX_EXPTIME);
+        assert_eq!(Expiry::In(Duration::MAX).exptime(), MAX_EXPTIME);
+    }
+
+    #[test]
+    fn capped_is_a_pure_function_of_the_expiry() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let cap = Duration::from_secs(60);
+        assert_eq!(Expiry::Never.capped(cap, now), Expiry::In(cap));
+        assert_eq!(Expiry::In(Duration::MAX).capped(cap, now), Expiry::In(cap));
+        let soon = Expiry::In(Duration::from_secs(5));
+        assert_eq!(soon.capped(cap, now), soon);
+        let at = Expiry::At(now + Duration::from_secs(3600));
+        assert_eq!(at.capped(cap, now), Expiry::In(cap));
+        assert_eq!(Expiry::from_exptime(0), Expiry::Never);
+        assert_eq!(Expiry::from_exptime(-1).exptime_at(now), -1);
+        assert_eq!(Expiry::from_exptime(30), Expiry::In(Duration::from_secs(30)));
+        assert_eq!(Expiry::from_exptime(1_800_000_000).exptime_at(now), 1_800_000_000);
     }
 
     #[test]

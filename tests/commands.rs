@@ -224,7 +224,7 @@ fn values_at_and_over_the_limit() {
 }
 
 #[test]
-fn a_reply_above_the_read_limit_is_refused_and_the_client_recovers() {
+fn a_reply_above_the_read_limit_is_value_too_large_and_the_connection_is_kept() {
     let mc = Memcached::start();
     let writer = client(&mc);
     writer.set("big", vec![b'x'; 10_000], MIN).unwrap();
@@ -235,9 +235,33 @@ fn a_reply_above_the_read_limit_is_refused_and_the_client_recovers() {
         .max_attempts(1)
         .build()
         .unwrap();
+    let before = connections(&mc);
     let e = reader.get::<Vec<u8>>("big").unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Protocol, "{e}");
+    assert_eq!(e.kind(), ErrorKind::ValueTooLarge, "{e}");
+    assert!(!reader.is_marked_dead(0));
     assert_eq!(reader.get::<String>("small").unwrap().as_deref(), Some("s"));
+    let e = reader.get::<Vec<u8>>("big").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ValueTooLarge, "{e}");
+    assert!(!reader.is_marked_dead(0), "a value too large is not a failure");
+    let r = reader.get_multi::<Vec<u8>>(&["small", "big", "small"]);
+    assert_eq!(r[0].as_ref().unwrap().as_deref(), Some(&b"s"[..]));
+    assert_eq!(r[1].as_ref().unwrap_err().kind(), ErrorKind::ValueTooLarge);
+    assert_eq!(r[2].as_ref().unwrap().as_deref(), Some(&b"s"[..]));
+    // The value was skipped on the same connection: one connection in all.
+    assert_eq!(connections(&mc) - before, 1);
+}
+
+/// The number of connections the server has accepted so far.
+fn connections(mc: &Memcached) -> u64 {
+    let stats = String::from_utf8(mc.raw(b"stats\r\n")).unwrap();
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix("STAT total_connections "))
+        .unwrap()
+        .trim()
+        .parse::<u64>()
+        .unwrap()
+        - 1 // this stats connection
 }
 
 #[test]

@@ -36,7 +36,7 @@ fn get_multi_returns_hits_and_misses_in_order_across_servers() {
     let mut asked: Vec<String> = keys.clone();
     asked.push("m:0".into()); // a duplicate
     asked.push("bad key".into()); // invalid: its own error
-    let got = c.get_multi::<_, String>(&asked);
+    let got = c.get_multi::<String>(&asked);
     assert_eq!(got.len(), asked.len());
     for (i, k) in keys.iter().enumerate() {
         let want = (i % 2 == 0).then(|| format!("v-{k}"));
@@ -44,7 +44,7 @@ fn get_multi_returns_hits_and_misses_in_order_across_servers() {
     }
     assert_eq!(got[100].as_ref().unwrap().as_deref(), Some("v-m:0"));
     assert_eq!(got[101].as_ref().unwrap_err().kind(), ErrorKind::InvalidKey);
-    assert!(c.get_multi::<&str, String>(&[]).is_empty());
+    assert!(c.get_multi::<String>(&[] as &[&str]).is_empty());
 }
 
 #[test]
@@ -56,11 +56,11 @@ fn set_delete_touch_and_gets_multi() {
         .collect();
     assert!(c.set_multi(&items, MIN).iter().all(Result::is_ok));
     let keys: Vec<&str> = items.iter().map(|(k, _)| k.as_str()).collect();
-    let got = c.get_multi::<_, String>(&keys);
+    let got = c.get_multi::<String>(&keys);
     for ((_, v), g) in items.iter().zip(&got) {
         assert_eq!(g.as_ref().unwrap().as_deref(), Some(v.as_str()));
     }
-    let with_cas = c.gets_multi::<_, String>(&keys[..3]);
+    let with_cas = c.gets_multi::<String>(&keys[..3]);
     let (_, token) = with_cas[0].as_ref().unwrap().clone().unwrap();
     assert_eq!(
         c.cas(keys[0], "new", MIN, token).unwrap(),
@@ -100,7 +100,7 @@ fn one_server_down_fails_over_its_keys_and_the_rest_are_returned() {
     assert!(c.set_multi(&items, MIN).iter().all(Result::is_ok));
     let dead_label = servers[2].addr();
     servers[2].kill();
-    let got = c.get_multi::<_, String>(&keys);
+    let got = c.get_multi::<String>(&keys);
     for (k, g) in keys.iter().zip(&got) {
         let on_dead = c.server_for(k).unwrap().label() == dead_label;
         match g {
@@ -117,7 +117,7 @@ fn one_server_down_fails_over_its_keys_and_the_rest_are_returned() {
     // Writes fail over too, and read back.
     assert!(c.set_multi(&items, MIN).iter().all(Result::is_ok));
     assert!(c
-        .get_multi::<_, String>(&keys)
+        .get_multi::<String>(&keys)
         .iter()
         .all(|g| g.as_ref().unwrap().as_deref() == Some("v")));
 }
@@ -128,7 +128,7 @@ fn with_every_server_down_each_key_reports_an_error() {
         .servers(["127.0.0.1:1", "127.0.0.1:2"])
         .build()
         .unwrap();
-    let got = c.get_multi::<_, String>(&["a", "b", "c"]);
+    let got = c.get_multi::<String>(&["a", "b", "c"]);
     assert!(got.iter().all(|g| g.as_ref().unwrap_err().is_connect()
         || g.as_ref().unwrap_err().kind() == ErrorKind::NoServerAvailable));
 }
@@ -143,7 +143,7 @@ fn large_batches_do_not_deadlock() {
         .collect();
     assert!(c.set_multi(&items, MIN).iter().all(Result::is_ok));
     let keys: Vec<&str> = items.iter().map(|(k, _)| k.as_str()).collect();
-    let got = c.get_multi::<_, Vec<u8>>(&keys);
+    let got = c.get_multi::<Vec<u8>>(&keys);
     assert!(got
         .iter()
         .all(|g| g.as_ref().unwrap().as_ref().map(Vec::len) == Some(4096)));
@@ -174,7 +174,7 @@ fn servers_are_asked_in_parallel() {
         assert!(keys.iter().any(|k| c.server_for(k).unwrap().label() == a));
     }
     let started = Instant::now();
-    let got = c.get_multi::<_, String>(&keys);
+    let got = c.get_multi::<String>(&keys);
     let took = started.elapsed();
     assert!(got.iter().all(|g| matches!(g, Ok(None))));
     assert!(took < Duration::from_millis(750), "took {took:?}");

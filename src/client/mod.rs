@@ -1,89 +1,50 @@
 //! [`Client`]: the memcached commands. Each command checks its input, asks
 //! the ring for the key's servers, and runs on the first usable one through
-//! [`Client::run`], which owns health tracking, retry and failover. Parsing
-//! lives in `protocol`, hashing in `ring`, sockets in `connection`.
+//! [`Client::run`], which tracks health and follows the one retry decision
+//! in `retry`. Parsing lives in `protocol`, hashing in `ring`, sockets in
+//! `connection`.
+//!
+//! - `retry`: the failover decision (pure).
+//! - `reply`: which reply answers what, and the reply-reading loops.
+//! - `keyed`: the single-key commands.
+//! - `multi`: the multi-key commands.
+//! - `meta`: meta commands and cache-aside with leases.
+//! - `servers`: per-server commands (`flush_all`, `version`, `stats`).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use crate::builder::ClientBuilder;
+use crate::builder::{ClientBuilder, Config};
 use crate::connection::Connection;
 use crate::error::{Error, ErrorKind, Result};
-use crate::health::{Clock, Health, Policy, Status};
+use crate::health::{Clock, Health, Status};
+use crate::hints::{Hints, Pending};
 use crate::pool::ServerPool;
-use crate::protocol::{check_key, encode, Response, StoreCommand};
+use crate::protocol::{check_key, encode, Response};
 use crate::ring::{Distribution, Ring};
 use crate::server::{IntoServers, Server};
-use crate::value::{CasToken, Expiry, FromValue, ToValue};
+use crate::value::Expiry;
 
-mod lease;
+mod keyed;
+mod meta;
 mod multi;
+mod reply;
+mod retry;
+mod servers;
 
-pub use lease::{MetaReply, MetaRequest, Origin};
+pub use keyed::CasOutcome;
+pub use meta::{MetaReply, MetaRequest, Origin};
+pub use servers::{PerServer, Stats};
 
-/// Settings the client consults per request (the rest live in the pools).
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub distribution: Distribution,
-    pub policy: Policy,
-    pub max_attempts: u32,
-    pub failover_ttl: Option<Duration>,
-    pub flush_on_rejoin: bool,
-    pub max_value_size: usize,
-    pub lease_ttl: Duration,
-    pub lease_wait: Duration,
-}
+use reply::{key_error, round_trip, unexpected};
+use retry::{Class, Decision, Failure};
 
-/// The outcome of [`Client::cas`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CasOutcome {
-    /// The value was stored: the token still matched.
-    Stored,
-    /// The item changed since the token was read (`EXISTS`).
-    Exists,
-    /// The item is gone (`NOT_FOUND`).
-    NotFound,
-}
-
-/// One result per server, labelled `host:port`, in the order given.
-pub type PerServer<T> = Vec<(String, Result<T>)>;
-
-/// A server's statistics as name/value pairs, in the order it sent them.
-pub type Stats = Vec<(String, String)>;
-
-/// The answers a storage command can get.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StoreReply {
-    Stored,
-    NotStored,
-    Exists,
-    NotFound,
-}
-
-impl StoreReply {
-    /// A valid reply that does not answer this command (say, `EXISTS` to
-    /// `set`): the server and client disagree about the protocol.
-    fn unexpected(self, command: &str) -> Error {
-        Error::new(ErrorKind::Protocol, format!("{command} answered {self:?}"))
-    }
-}
-
-/// What may be retried on another server after a server failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Retry {
-    /// Reads: retry; a failure is a plain error.
-    Read,
-    /// Idempotent writes (`set`, `replace`, `delete`, `touch`): retry; a
-    /// final failure after sending is [`ErrorKind::OutcomeUnknown`].
-    Write,
-    /// Non-idempotent writes (`add`, `append`, `prepend`, `cas`, `incr`,
-    /// `decr`): retried only when no byte was sent.
-    WriteOnce,
-}
-
+/// One server: its pool, its health and the keys to delete on it when it
+/// rejoins.
 struct Node {
     pool: ServerPool,
     health: Health,
+    hints: Hints,
 }
 
 struct Inner {
@@ -122,105 +83,36 @@ impl std::fmt::Debug for Client {
     }
 }
 
-fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(&b[..b.len().min(200)]).into_owned()
-}
-
-/// The error for a reply that does not answer the request. Error replies
-/// become their own kinds; anything else means the stream is out of step.
-fn unexpected(r: Response<'_>) -> Error {
-    match r {
-        Response::Error(line) => Error::new(
-            ErrorKind::ClientError,
-            format!("server answered {}", lossy(line)),
-        ),
-        Response::ClientError(m) if m.starts_with(b"cannot increment or decrement") => {
-            Error::new(ErrorKind::NonNumeric, lossy(m))
-        }
-        Response::ClientError(m) => Error::new(ErrorKind::ClientError, lossy(m)),
-        Response::ServerError(m) if m.starts_with(b"object too large") => {
-            Error::new(ErrorKind::ValueTooLarge, format!("server: {}", lossy(m)))
-        }
-        Response::ServerError(m) => Error::new(ErrorKind::ServerError, lossy(m)),
-        other => Error::new(
-            ErrorKind::Protocol,
-            format!("unexpected reply {}", other.name()),
-        ),
+impl ClientBuilder {
+    /// Builds the client. Does not connect: a server that is down now is
+    /// marked dead when requests fail, and used again when it returns.
+    ///
+    /// Fails with [`ErrorKind::InvalidConfig`] for an unparsable server
+    /// address (the parse error is its source), no servers, a zero pool
+    /// size, attempt count, failure limit or timeout, a `max_value_size`
+    /// above [`MAX_VALUE_SIZE_LIMIT`](crate::MAX_VALUE_SIZE_LIMIT), or a
+    /// weight above [`MAX_WEIGHT`](crate::MAX_WEIGHT).
+    pub fn build(self) -> Result<Client> {
+        let (servers, pools, config) = self.into_parts()?;
+        let ring = Ring::new(config.distribution, &servers);
+        let nodes = pools
+            .into_iter()
+            .map(|pool| Node {
+                pool,
+                health: Health::new(),
+                hints: Hints::new(config.rejoin_hints),
+            })
+            .collect();
+        Ok(Client {
+            inner: Arc::new(Inner {
+                nodes,
+                servers,
+                ring,
+                config,
+                clock: Clock::new(),
+            }),
+        })
     }
-}
-
-fn key_error(key: &[u8], problem: crate::protocol::KeyProblem) -> Error {
-    let shown = lossy(&key[..key.len().min(40)]);
-    Error::new(ErrorKind::InvalidKey, format!("{problem} (key {shown:?})"))
-}
-
-/// Refuses a value longer than `limit` before anything is sent.
-fn check_value_len(len: usize, limit: usize) -> Result<()> {
-    if len > limit {
-        return Err(Error::new(
-            ErrorKind::ValueTooLarge,
-            format!("value is {len} bytes, the limit is {limit}"),
-        ));
-    }
-    Ok(())
-}
-
-/// Sends the request in the connection's buffer and reads a one-line reply.
-fn round_trip<T>(
-    conn: &mut Connection,
-    parse: impl FnOnce(Response<'_>) -> Result<T>,
-) -> Result<T> {
-    conn.send()?;
-    let v = conn.next(parse)?;
-    conn.finish();
-    Ok(v)
-}
-
-/// A retrieved item: value, flags and, for gets/gats, the cas token.
-type Fetched = (Vec<u8>, u32, Option<u64>);
-
-/// Reads `VALUE` blocks until `END`, handing each to `on_value` (key,
-/// flags, data, cas).
-fn read_values(
-    conn: &mut Connection,
-    mut on_value: impl FnMut(&[u8], u32, &[u8], Option<u64>) -> Result<()>,
-) -> Result<()> {
-    loop {
-        let end = conn.next(|r| match r {
-            Response::Value {
-                key,
-                flags,
-                data,
-                cas,
-            } => on_value(key, flags, data, cas).map(|()| false),
-            Response::End => Ok(true),
-            other => Err(unexpected(other)),
-        })?;
-        if end {
-            conn.finish();
-            return Ok(());
-        }
-    }
-}
-
-/// Sends a retrieval of one key and reads its reply.
-fn read_one_value(conn: &mut Connection, key: &[u8]) -> Result<Option<Fetched>> {
-    conn.send()?;
-    let mut found = None;
-    read_values(conn, |k, flags, data, cas| {
-        if k != key {
-            return Err(Error::new(
-                ErrorKind::Protocol,
-                format!("reply for key {:?}, asked for {:?}", lossy(k), lossy(key)),
-            ));
-        }
-        if found.is_some() {
-            return Err(Error::new(ErrorKind::Protocol, "two VALUEs for one key"));
-        }
-        found = Some((data.to_vec(), flags, cas));
-        Ok(())
-    })?;
-    Ok(found)
 }
 
 impl Client {
@@ -234,26 +126,6 @@ impl Client {
     /// A builder with every default.
     pub fn builder() -> ClientBuilder {
         ClientBuilder::default()
-    }
-
-    pub(crate) fn from_parts(servers: &[Server], pools: Vec<ServerPool>, config: Config) -> Client {
-        let ring = Ring::new(config.distribution, servers);
-        let nodes = pools
-            .into_iter()
-            .map(|pool| Node {
-                pool,
-                health: Health::new(),
-            })
-            .collect();
-        Client {
-            inner: Arc::new(Inner {
-                nodes,
-                servers: servers.to_vec(),
-                ring,
-                config,
-                clock: Clock::new(),
-            }),
-        }
     }
 
     /// The servers, in the order given.
@@ -271,7 +143,7 @@ impl Client {
         self.inner
             .ring
             .primary(key.as_ref())
-            .map(|i| &self.inner.servers[i])
+            .and_then(|i| self.inner.servers.get(i))
     }
 
     /// The servers `key` would be tried on now, in order: its failover
@@ -280,8 +152,9 @@ impl Client {
         self.inner
             .ring
             .candidates(key.as_ref())
-            .filter(|&i| !self.inner.nodes[i].health.is_dead())
-            .map(|i| &self.inner.servers[i])
+            .filter_map(|i| Some((self.inner.nodes.get(i)?, self.inner.servers.get(i)?)))
+            .filter(|(n, _)| !n.health.is_dead())
+            .map(|(_, s)| s)
             .collect()
     }
 
@@ -293,15 +166,50 @@ impl Client {
             .is_some_and(|n| n.health.is_dead())
     }
 
+    /// How many keys are remembered for deletion on `server` (by its
+    /// position in the list) when it rejoins, and whether the bound
+    /// overflowed so that it will be flushed instead.
+    pub fn rejoin_hints(&self, server: usize) -> (usize, bool) {
+        self.inner
+            .nodes
+            .get(server)
+            .map_or((0, false), |n| n.hints.len())
+    }
+
     // ----- the request loop -------------------------------------------
 
+    fn node(&self, index: usize) -> Result<&Node> {
+        self.inner.nodes.get(index).ok_or_else(|| {
+            Error::new(ErrorKind::InvalidConfig, "the ring named an unknown server")
+        })
+    }
+
+    /// Whether a request of `class` for `key` may use `node` now: in
+    /// service, or dead with its retry time up and probed back. A probe's
+    /// failure is kept in `last`.
+    fn usable(&self, node: &Node, key: &[u8], class: Class, last: &mut Option<Error>) -> bool {
+        let inner = &*self.inner;
+        match node.health.status(|| inner.clock.now(), inner.config.policy) {
+            Status::Alive => true,
+            Status::Dead => skip_dead(node, key, class),
+            Status::Probe => match self.probe(node) {
+                Ok(()) => true,
+                Err(e) => {
+                    *last = Some(e);
+                    skip_dead(node, key, class)
+                }
+            },
+        }
+    }
+
     /// Runs `op` for `key` on its first usable server, failing over along
-    /// the ring. `op` gets the connection and whether this server is not
-    /// the key's primary (so writes can cap their TTL).
+    /// the ring as the retry decision allows. `op` gets the connection and
+    /// whether this server is not the key's primary (so writes can cap
+    /// their TTL).
     fn run<T>(
         &self,
         key: &[u8],
-        retry: Retry,
+        class: Class,
         mut op: impl FnMut(&mut Connection, bool) -> Result<T>,
     ) -> Result<T> {
         if let Err(p) = check_key(key) {
@@ -310,67 +218,55 @@ impl Client {
         let inner = &*self.inner;
         let policy = inner.config.policy;
         let mut attempts = 0;
-        let mut last: Option<(Error, bool)> = None;
+        let mut last: Option<Error> = None;
+        let mut sent = false;
         for (rank, index) in inner.ring.candidates(key).enumerate() {
             if attempts == inner.config.max_attempts {
                 break;
             }
-            let node = &inner.nodes[index];
-            let label = node.pool.server().label();
-            match node.health.status(|| inner.clock.now(), policy) {
-                Status::Alive => {}
-                Status::Dead => continue,
-                Status::Probe => {
-                    if let Err(e) = self.probe(node) {
-                        last = Some((e, false));
-                        continue;
-                    }
-                }
+            let node = self.node(index)?;
+            if !self.usable(node, key, class, &mut last) {
+                continue;
             }
             attempts += 1;
-            let mut conn = match node.pool.get() {
-                Ok(c) => c,
-                Err(e) if e.kind() == ErrorKind::PoolTimeout => return Err(e),
-                Err(e) => {
-                    node.health.record_failure(inner.clock.now(), policy);
-                    last = Some((e, false));
-                    continue;
+            let label = node.pool.server().label();
+            let (e, sent_now) = match node.pool.get() {
+                Err(e) if e.kind() == ErrorKind::PoolTimeout => {
+                    return Err(retry::give_up(class, e, sent));
                 }
-            };
-            match op(&mut conn, rank > 0) {
-                Ok(v) => {
-                    node.health.record_success();
-                    return Ok(v);
-                }
-                Err(e) => {
-                    let e = e.at(label);
-                    if !e.is_server_failure() {
-                        // The server is alive and answered; not a failover case.
+                Err(e) => (e, false),
+                Ok(mut conn) => match op(&mut conn, rank > 0) {
+                    Ok(v) => {
                         node.health.record_success();
-                        return Err(e);
+                        return Ok(v);
                     }
-                    node.health.record_failure(inner.clock.now(), policy);
-                    let sent = conn.sent();
-                    if sent && retry == Retry::WriteOnce {
-                        return Err(Error::wrap(
-                            ErrorKind::OutcomeUnknown,
-                            "request sent, then the connection failed; not retried",
-                            e,
-                        ));
+                    Err(e) => (e.at(label), conn.sent()),
+                },
+            };
+            sent |= sent_now;
+            let server_failure = e.is_server_failure();
+            if server_failure {
+                node.health.record_failure(inner.clock.now(), policy);
+            } else {
+                // The server is alive and answered.
+                node.health.record_success();
+            }
+            let failure = Failure {
+                server_failure,
+                sent,
+                server_dead: node.health.is_dead(),
+            };
+            match retry::after_failure(class, e, failure) {
+                Decision::Stop(e) => return Err(e),
+                Decision::Next(e) => {
+                    if class.is_write() {
+                        node.hints.record(key, &node.health);
                     }
-                    last = Some((e, sent));
+                    last = Some(e);
                 }
             }
         }
-        Err(match last {
-            Some((e, true)) if retry != Retry::Read => Error::wrap(
-                ErrorKind::OutcomeUnknown,
-                "request sent, then the connection failed",
-                e,
-            ),
-            Some((e, _)) => e,
-            None => self.no_server(key),
-        })
+        Err(retry::exhausted(class, last, sent, || self.no_server(key)))
     }
 
     fn no_server(&self, key: &[u8]) -> Error {
@@ -378,7 +274,8 @@ impl Client {
             .inner
             .ring
             .candidates(key)
-            .map(|i| self.inner.servers[i].label())
+            .filter_map(|i| self.inner.servers.get(i))
+            .map(Server::label)
             .collect();
         Error::new(
             ErrorKind::NoServerAvailable,
@@ -389,25 +286,31 @@ impl Client {
         )
     }
 
-    /// Checks a dead server whose retry time is up: one `version` (or
-    /// `flush_all` with `flush_on_rejoin`) before it takes traffic again.
+    /// Checks a dead server whose retry time is up and brings it back: one
+    /// `version`, then the deletes of the keys changed while it was away
+    /// (pipelined), or one `flush_all` if too many changed or
+    /// `flush_on_rejoin` is set. Only then does it take traffic again.
     fn probe(&self, node: &Node) -> Result<()> {
-        let policy = self.inner.config.policy;
-        let label = node.pool.server().label();
+        let flush = self.inner.config.flush_on_rejoin;
         let result = node.pool.get().and_then(|mut conn| {
-            if self.inner.config.flush_on_rejoin {
-                encode::flush_all(conn.begin(), None);
-                round_trip(&mut conn, |r| match r {
-                    Response::Ok => Ok(()),
-                    other => Err(unexpected(other)),
-                })
-            } else {
+            if !flush {
                 encode::version(conn.begin());
                 round_trip(&mut conn, |r| match r {
                     Response::Version(_) => Ok(()),
                     other => Err(unexpected(other)),
-                })
+                })?;
             }
+            node.hints
+                .rejoin(&node.health, flush, |pending| match pending {
+                    Pending::Flush => {
+                        encode::flush_all(conn.begin(), None);
+                        round_trip(&mut conn, |r| match r {
+                            Response::Ok => Ok(()),
+                            other => Err(unexpected(other)),
+                        })
+                    }
+                    Pending::Delete(keys) => delete_all(&mut conn, keys),
+                })
         });
         match result {
             Ok(()) => {
@@ -415,351 +318,52 @@ impl Client {
                 Ok(())
             }
             Err(e) => {
-                node.health.record_failure(self.inner.clock.now(), policy);
-                Err(e.at(label))
+                node.health
+                    .record_failure(self.inner.clock.now(), self.inner.config.policy);
+                Err(e.at(node.pool.server().label()))
             }
         }
     }
 
     /// The exptime to send; on a failover server the TTL is capped.
     fn exptime(&self, ttl: Expiry, failover: bool) -> i64 {
-        if let (true, Some(cap)) = (failover, self.inner.config.failover_ttl) {
-            let now = SystemTime::now();
-            let capped = if ttl.remaining(now).is_none_or(|r| r > cap) {
-                Expiry::In(cap)
-            } else {
-                ttl
-            };
-            return capped.exptime_at(now);
+        match (failover, self.inner.config.failover_ttl) {
+            (true, Some(cap)) => {
+                let now = SystemTime::now();
+                ttl.capped(cap, now).exptime_at(now)
+            }
+            _ => ttl.exptime_with(SystemTime::now),
         }
-        ttl.exptime_with(SystemTime::now)
     }
 
     fn check_value(&self, data: &[u8]) -> Result<()> {
-        check_value_len(data.len(), self.inner.config.max_value_size)
-    }
-
-    // ----- retrieval ---------------------------------------------------
-
-    fn fetch(&self, key: &[u8], with_cas: bool, touch: Option<Expiry>) -> Result<Option<Fetched>> {
-        self.run(key, Retry::Read, |conn, failover| {
-            let buf = conn.begin();
-            match touch {
-                None => encode::get(buf, with_cas, [key]),
-                Some(ttl) => encode::gat(buf, with_cas, self.exptime(ttl, failover), [key]),
-            }
-            read_one_value(conn, key)
-        })
-    }
-
-    /// Reads a value: `None` on a miss.
-    ///
-    /// `V` is any [`FromValue`]: `Vec<u8>`, `String`, integers, or
-    /// [`Item`](crate::Item) for the flags too.
-    pub fn get<V: FromValue>(&self, key: impl AsRef<[u8]>) -> Result<Option<V>> {
-        self.fetch(key.as_ref(), false, None)?
-            .map(|(d, f, _)| V::from_value(d, f))
-            .transpose()
-    }
-
-    /// Reads a value and its cas token (for [`cas`](Self::cas)).
-    pub fn gets<V: FromValue>(&self, key: impl AsRef<[u8]>) -> Result<Option<(V, CasToken)>> {
-        self.fetch(key.as_ref(), true, None)?
-            .map(|(d, f, cas)| with_token(d, f, cas))
-            .transpose()
-    }
-
-    /// Reads a value and sets its expiry in one step (`gat`).
-    pub fn gat<V: FromValue>(
-        &self,
-        key: impl AsRef<[u8]>,
-        ttl: impl Into<Expiry>,
-    ) -> Result<Option<V>> {
-        self.fetch(key.as_ref(), false, Some(ttl.into()))?
-            .map(|(d, f, _)| V::from_value(d, f))
-            .transpose()
-    }
-
-    /// `gat` that also returns the cas token (`gats`).
-    pub fn gats<V: FromValue>(
-        &self,
-        key: impl AsRef<[u8]>,
-        ttl: impl Into<Expiry>,
-    ) -> Result<Option<(V, CasToken)>> {
-        self.fetch(key.as_ref(), true, Some(ttl.into()))?
-            .map(|(d, f, cas)| with_token(d, f, cas))
-            .transpose()
-    }
-
-    // ----- storage -----------------------------------------------------
-
-    /// Runs a storage command. Retries follow the command: `set` and
-    /// `replace` may be repeated, the others only if nothing was sent.
-    fn store(
-        &self,
-        cmd: StoreCommand,
-        key: &[u8],
-        value: &(impl ToValue + ?Sized),
-        ttl: Expiry,
-    ) -> Result<StoreReply> {
-        let retry = match cmd {
-            StoreCommand::Set | StoreCommand::Replace => Retry::Write,
-            _ => Retry::WriteOnce,
-        };
-        // The key is checked by `run`, before anything is sent.
-        let data = value.to_bytes()?;
-        let flags = value.flags();
-        self.check_value(&data)?;
-        self.run(key, retry, |conn, failover| {
-            let exptime = self.exptime(ttl, failover);
-            encode::store(conn.begin(), cmd, key, flags, exptime, &data, false);
-            round_trip(conn, |r| match r {
-                Response::Stored => Ok(StoreReply::Stored),
-                Response::NotStored => Ok(StoreReply::NotStored),
-                Response::Exists => Ok(StoreReply::Exists),
-                Response::NotFound => Ok(StoreReply::NotFound),
-                other => Err(unexpected(other)),
-            })
-        })
-    }
-
-    /// Stores a value unconditionally.
-    pub fn set(
-        &self,
-        key: impl AsRef<[u8]>,
-        value: impl ToValue,
-        ttl: impl Into<Expiry>,
-    ) -> Result<()> {
-        match self.store(StoreCommand::Set, key.as_ref(), &value, ttl.into())? {
-            StoreReply::Stored => Ok(()),
-            other => Err(other.unexpected("set")),
-        }
-    }
-
-    /// Stores only if the key is absent. `false` when it already exists.
-    pub fn add(
-        &self,
-        key: impl AsRef<[u8]>,
-        value: impl ToValue,
-        ttl: impl Into<Expiry>,
-    ) -> Result<bool> {
-        self.store_bool(StoreCommand::Add, key.as_ref(), &value, ttl.into())
-    }
-
-    /// Stores only if the key exists. `false` when it does not.
-    pub fn replace(
-        &self,
-        key: impl AsRef<[u8]>,
-        value: impl ToValue,
-        ttl: impl Into<Expiry>,
-    ) -> Result<bool> {
-        self.store_bool(StoreCommand::Replace, key.as_ref(), &value, ttl.into())
-    }
-
-    /// Appends to an existing value (flags and expiry are kept). `false`
-    /// when the key does not exist.
-    pub fn append(&self, key: impl AsRef<[u8]>, value: impl ToValue) -> Result<bool> {
-        self.store_bool(StoreCommand::Append, key.as_ref(), &value, Expiry::Never)
-    }
-
-    /// Prepends to an existing value. `false` when the key does not exist.
-    pub fn prepend(&self, key: impl AsRef<[u8]>, value: impl ToValue) -> Result<bool> {
-        self.store_bool(StoreCommand::Prepend, key.as_ref(), &value, Expiry::Never)
-    }
-
-    fn store_bool(
-        &self,
-        cmd: StoreCommand,
-        key: &[u8],
-        value: &(impl ToValue + ?Sized),
-        ttl: Expiry,
-    ) -> Result<bool> {
-        match self.store(cmd, key, value, ttl)? {
-            StoreReply::Stored => Ok(true),
-            StoreReply::NotStored => Ok(false),
-            other => Err(other.unexpected("a storage command")),
-        }
-    }
-
-    /// Stores only if the item is unchanged since `token` was read.
-    pub fn cas(
-        &self,
-        key: impl AsRef<[u8]>,
-        value: impl ToValue,
-        ttl: impl Into<Expiry>,
-        token: CasToken,
-    ) -> Result<CasOutcome> {
-        let cmd = StoreCommand::Cas(token.0);
-        match self.store(cmd, key.as_ref(), &value, ttl.into())? {
-            StoreReply::Stored => Ok(CasOutcome::Stored),
-            StoreReply::Exists => Ok(CasOutcome::Exists),
-            StoreReply::NotFound => Ok(CasOutcome::NotFound),
-            other => Err(other.unexpected("cas")),
-        }
-    }
-
-    // ----- other keyed commands ------------------------------------------
-
-    /// Deletes a key. `false` when it did not exist.
-    pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<bool> {
-        let key = key.as_ref();
-        self.run(key, Retry::Write, |conn, _| {
-            encode::delete(conn.begin(), key, false);
-            round_trip(conn, |r| match r {
-                Response::Deleted => Ok(true),
-                Response::NotFound => Ok(false),
-                other => Err(unexpected(other)),
-            })
-        })
-    }
-
-    fn arith(&self, up: bool, key: &[u8], delta: u64) -> Result<Option<u64>> {
-        self.run(key, Retry::WriteOnce, |conn, _| {
-            encode::arith(conn.begin(), up, key, delta, false);
-            round_trip(conn, |r| match r {
-                Response::Number(n) => Ok(Some(n)),
-                Response::NotFound => Ok(None),
-                other => Err(unexpected(other)),
-            })
-        })
-    }
-
-    /// Adds `delta` to a decimal value, wrapping at 2^64. `None` when the
-    /// key does not exist; [`ErrorKind::NonNumeric`] when the value is not
-    /// a number.
-    pub fn incr(&self, key: impl AsRef<[u8]>, delta: u64) -> Result<Option<u64>> {
-        self.arith(true, key.as_ref(), delta)
-    }
-
-    /// Subtracts `delta`, stopping at 0. `None` when the key does not exist.
-    pub fn decr(&self, key: impl AsRef<[u8]>, delta: u64) -> Result<Option<u64>> {
-        self.arith(false, key.as_ref(), delta)
-    }
-
-    /// Sets a new expiry on an existing key. `false` when it does not exist.
-    pub fn touch(&self, key: impl AsRef<[u8]>, ttl: impl Into<Expiry>) -> Result<bool> {
-        let key = key.as_ref();
-        let ttl = ttl.into();
-        self.run(key, Retry::Write, |conn, failover| {
-            encode::touch(conn.begin(), key, self.exptime(ttl, failover), false);
-            round_trip(conn, |r| match r {
-                Response::Touched => Ok(true),
-                Response::NotFound => Ok(false),
-                other => Err(unexpected(other)),
-            })
-        })
-    }
-
-    // ----- per-server commands ---------------------------------------------
-
-    /// Runs `op` once on every server, in the order given, whatever its
-    /// health, and returns each server's result.
-    fn each_server<T>(
-        &self,
-        mut op: impl FnMut(&mut Connection) -> Result<T>,
-    ) -> Vec<(String, Result<T>)> {
-        let inner = &*self.inner;
-        inner
-            .nodes
-            .iter()
-            .map(|node| {
-                let label = node.pool.server().label();
-                let r = node.pool.get().and_then(|mut c| op(&mut c));
-                match &r {
-                    Ok(_) => {
-                        node.health.record_success();
-                    }
-                    Err(e) if e.is_server_failure() => {
-                        node.health
-                            .record_failure(inner.clock.now(), inner.config.policy);
-                    }
-                    Err(_) => {}
-                }
-                (label.to_owned(), r.map_err(|e| e.at(label)))
-            })
-            .collect()
-    }
-
-    /// Invalidates every item on every server, now or after `delay`.
-    /// Tries every server; returns the first error.
-    pub fn flush_all(&self, delay: Option<Duration>) -> Result<()> {
-        // The delay follows the exptime rule: over 30 days it is sent as a
-        // unix time. A zero delay is an immediate flush.
-        let delay = delay
-            .map(|d| Expiry::In(d).exptime_with(SystemTime::now))
-            .filter(|&t| t > 0)
-            .map(|t| u32::try_from(t).unwrap_or(u32::MAX));
-        let results = self.each_server(|conn| {
-            encode::flush_all(conn.begin(), delay);
-            round_trip(conn, |r| match r {
-                Response::Ok => Ok(()),
-                other => Err(unexpected(other)),
-            })
-        });
-        results.into_iter().try_for_each(|(_, r)| r)
-    }
-
-    /// Each server's version string, by server label.
-    pub fn version(&self) -> PerServer<String> {
-        self.each_server(|conn| {
-            encode::version(conn.begin());
-            round_trip(conn, |r| match r {
-                Response::Version(v) => Ok(lossy(v)),
-                other => Err(unexpected(other)),
-            })
-        })
-    }
-
-    /// Each server's statistics (`stats`, or `stats <arg>` such as
-    /// `"slabs"`, `"items"`, `"settings"`), as name/value pairs in the order
-    /// sent.
-    pub fn stats(&self, arg: Option<&str>) -> PerServer<Stats> {
-        if let Some(a) = arg {
-            if a.is_empty() || a.bytes().any(|b| b <= b' ' || b == 0x7f) || a.len() > 200 {
-                // Refused before anything is sent; reported for every server.
-                let e = Error::new(
-                    ErrorKind::ClientError,
-                    format!("invalid stats argument {a:?}"),
-                );
-                return self
-                    .inner
-                    .servers
-                    .iter()
-                    .map(|s| (s.label().to_owned(), Err(e.duplicate().at(s.label()))))
-                    .collect();
-            }
-        }
-        self.each_server(|conn| {
-            encode::stats(conn.begin(), arg);
-            conn.send()?;
-            let mut out = Vec::new();
-            loop {
-                let end = conn.next(|r| match r {
-                    Response::Stat { name, value } => {
-                        out.push((lossy(name), lossy(value)));
-                        Ok(false)
-                    }
-                    Response::End => Ok(true),
-                    Response::Reset => {
-                        out.push(("reset".into(), "ok".into()));
-                        Ok(true)
-                    }
-                    other => Err(unexpected(other)),
-                })?;
-                if end {
-                    break;
-                }
-            }
-            conn.finish();
-            Ok(out)
-        })
+        reply::check_value_len(data.len(), self.inner.config.max_value_size)
     }
 }
 
-fn with_token<V: FromValue>(d: Vec<u8>, f: u32, cas: Option<u64>) -> Result<(V, CasToken)> {
-    let cas =
-        cas.ok_or_else(|| Error::new(ErrorKind::Protocol, "gets reply without a cas token"))?;
-    Ok((V::from_value(d, f)?, CasToken(cas)))
+/// A dead server is skipped: a write leaves a hint for its rejoin. True
+/// (use it after all) only when a write finds it back in service.
+fn skip_dead(node: &Node, key: &[u8], class: Class) -> bool {
+    class.is_write() && !node.hints.record(key, &node.health)
+}
+
+/// Deletes `keys` on one connection, pipelined in batches.
+fn delete_all(conn: &mut Connection, keys: &[Box<[u8]>]) -> Result<()> {
+    for chunk in keys.chunks(multi::MAX_BATCH) {
+        let buf = conn.begin();
+        for k in chunk {
+            encode::delete(buf, k, false);
+        }
+        conn.send()?;
+        for _ in chunk {
+            conn.next(|r| match r {
+                Response::Deleted | Response::NotFound => Ok(()),
+                other => Err(unexpected(other)),
+            })?;
+        }
+        conn.finish();
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -770,26 +374,5 @@ mod tests {
     fn client_is_clone_send_sync() {
         fn assert_traits<T: Clone + Send + Sync>() {}
         assert_traits::<Client>();
-    }
-
-    #[test]
-    fn error_replies_map_to_kinds() {
-        let k = |r| unexpected(r).kind();
-        assert_eq!(k(Response::Error(b"ERROR")), ErrorKind::ClientError);
-        assert_eq!(
-            k(Response::ClientError(
-                b"cannot increment or decrement non-numeric value"
-            )),
-            ErrorKind::NonNumeric
-        );
-        assert_eq!(
-            k(Response::ServerError(b"object too large for cache")),
-            ErrorKind::ValueTooLarge
-        );
-        assert_eq!(
-            k(Response::ServerError(b"out of memory")),
-            ErrorKind::ServerError
-        );
-        assert_eq!(k(Response::Stored), ErrorKind::Protocol);
     }
 }

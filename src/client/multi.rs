@@ -1,15 +1,25 @@
 //! Multi-key commands. Keys are grouped by server; each server's batch is
 //! encoded into one buffer and written with one write, and every server's
 //! batch is sent before any reply is read, so servers work in parallel
-//! without a thread per call (as libmemcached's mget does). A batch holds
-//! at most [`MAX_BATCH`] commands per server per wave, which bounds the
-//! replies waiting in the socket and so rules out a write/read deadlock.
+//! without a thread per call (as libmemcached's mget does). Replies are
+//! then read as they arrive, from whichever server is ready (`poll`), each
+//! server against its own deadline, which starts when its batch was sent:
+//! a hung server costs the others nothing.
+//!
+//! A wave holds at most [`MAX_BATCH`] commands and about [`WAVE_BYTES`] of
+//! encoded requests per server, which bounds the replies waiting in the
+//! socket (so rules out a write/read deadlock) and the memory a call
+//! copies.
 //!
 //! A failing server does not fail the call: its keys that got no answer
-//! move to their next candidate, like single-key requests, and whatever
-//! still fails is reported for that key alone.
+//! follow the same retry decision as single-key requests, per key, and
+//! whatever still fails is reported for that key alone.
 
-use super::{key_error, lossy, unexpected, Client, Fetched, Retry};
+use std::time::Instant;
+
+use super::reply::{check_value_len, key_error, lossy, unexpected, values_step, with_token, Fetched};
+use super::retry::{self, Class, Decision, Failure};
+use super::{skip_dead, Client};
 use crate::connection::Connection;
 use crate::error::{Error, ErrorKind, Result};
 use crate::health::Status;
@@ -19,6 +29,10 @@ use crate::value::{CasToken, Expiry, FromValue, ToValue};
 
 /// Most commands sent to one server before its replies are read.
 pub(crate) const MAX_BATCH: usize = 1024;
+
+/// Most bytes of encoded requests sent to one server per wave (a single
+/// larger request goes alone).
+pub(crate) const WAVE_BYTES: usize = 1024 * 1024;
 
 /// One key of a server's batch: its position in the caller's list, and
 /// whether this server is a failover for it (so writes cap their TTL).
@@ -31,30 +45,201 @@ struct Entry {
 /// What a multi-key command does for its keys on one connection.
 trait Batch {
     type Out;
-    fn retry(&self) -> Retry;
+    fn class(&self) -> Class;
     fn key(&self, index: usize) -> &[u8];
     /// Checks what is sent for this key beyond the key itself.
     fn check(&self, _index: usize) -> Result<()> {
         Ok(())
     }
+    /// About how many request bytes this key adds to a batch.
+    fn cost(&self, index: usize) -> usize {
+        self.key(index).len() + 16
+    }
     fn encode(&self, client: &Client, buf: &mut Vec<u8>, entries: &[Entry]);
-    /// Reads the replies, filling `out` for each entry answered.
-    fn read(
+    /// Reads the replies already buffered, filling `out` for each entry
+    /// answered; `cursor` carries progress between calls. True once every
+    /// entry is answered.
+    fn step(
         &self,
         conn: &mut Connection,
         entries: &[Entry],
         out: &mut [Option<Result<Self::Out>>],
-    ) -> Result<()>;
+        cursor: &mut usize,
+    ) -> Result<bool>;
+}
+
+/// A batch sent to one server, whose replies are being read.
+struct Flight<'e> {
+    server: usize,
+    conn: PooledConn,
+    entries: &'e [Entry],
+    cursor: usize,
+}
+
+/// The state of one multi-key call: each key's result, the servers it was
+/// tried on, whether its request may have been sent, its last failure.
+struct Call<'c, B: Batch> {
+    client: &'c Client,
+    batch: &'c B,
+    out: Vec<Option<Result<B::Out>>>,
+    tried: Vec<Vec<usize>>,
+    sent: Vec<bool>,
+    last: Vec<Option<Error>>,
+    todo: Vec<usize>,
+}
+
+impl<B: Batch> Call<'_, B> {
+    /// A server failed for these entries: each follows the retry decision.
+    fn fail(&mut self, server: usize, entries: &[Entry], e: Error, sent_now: bool) {
+        let inner = &*self.client.inner;
+        let Some(node) = inner.nodes.get(server) else {
+            return;
+        };
+        let e = e.at(node.pool.server().label());
+        let server_failure = e.is_server_failure();
+        if server_failure {
+            node.health
+                .record_failure(inner.clock.now(), inner.config.policy);
+        } else {
+            node.health.record_success();
+        }
+        let server_dead = node.health.is_dead();
+        let class = self.batch.class();
+        for en in entries {
+            let i = en.index;
+            if self.out.get(i).is_none_or(Option::is_some) {
+                continue;
+            }
+            self.sent[i] |= sent_now;
+            let failure = Failure {
+                server_failure,
+                sent: self.sent[i],
+                server_dead,
+            };
+            match retry::after_failure(class, e.duplicate(), failure) {
+                Decision::Stop(err) => self.out[i] = Some(Err(err)),
+                Decision::Next(err) => {
+                    if class.is_write() {
+                        node.hints.record(self.batch.key(i), &node.health);
+                    }
+                    self.tried[i].push(server);
+                    self.last[i] = Some(err);
+                    self.todo.push(i);
+                }
+            }
+        }
+    }
+
+    /// Sends one wave: each server's chunk `wave`.
+    fn send_wave<'e>(&mut self, groups: &'e [Vec<Vec<Entry>>], wave: usize) -> Vec<Flight<'e>> {
+        let mut flights = Vec::new();
+        for (s, chunks) in groups.iter().enumerate() {
+            let Some(entries) = chunks.get(wave) else {
+                continue;
+            };
+            let Some(node) = self.client.inner.nodes.get(s) else {
+                continue;
+            };
+            let mut conn = match node.pool.get() {
+                Ok(c) => c,
+                Err(e) => {
+                    self.fail(s, entries, e, false);
+                    continue;
+                }
+            };
+            self.batch.encode(self.client, conn.begin(), entries);
+            match conn.send() {
+                Ok(()) => flights.push(Flight {
+                    server: s,
+                    conn,
+                    entries,
+                    cursor: 0,
+                }),
+                Err(e) => {
+                    let sent = conn.sent();
+                    self.fail(s, entries, e, sent);
+                }
+            }
+        }
+        flights
+    }
+
+    /// Reads every flight's replies as they arrive, each against its own
+    /// deadline. Bytes already received are read before a timeout is
+    /// declared.
+    fn read_wave(&mut self, mut flights: Vec<Flight<'_>>) {
+        loop {
+            let mut i = 0;
+            while i < flights.len() {
+                let f = &mut flights[i];
+                match self
+                    .batch
+                    .step(&mut f.conn, f.entries, &mut self.out, &mut f.cursor)
+                {
+                    Ok(false) => i += 1,
+                    Ok(true) => {
+                        let f = flights.swap_remove(i);
+                        if let Some(node) = self.client.inner.nodes.get(f.server) {
+                            node.health.record_success();
+                        }
+                    }
+                    Err(e) => {
+                        let f = flights.swap_remove(i);
+                        self.fail(f.server, f.entries, e, true);
+                    }
+                }
+            }
+            if flights.is_empty() {
+                return;
+            }
+            let now = Instant::now();
+            let wait = flights
+                .iter()
+                .filter_map(|f| f.conn.deadline())
+                .map(|d| d.saturating_duration_since(now))
+                .min()
+                .unwrap_or_default();
+            let fds: Vec<_> = flights.iter().map(|f| f.conn.raw_fd()).collect();
+            let ready = match crate::sys::poll_readable(&fds, wait) {
+                Ok(r) => r,
+                Err(e) => {
+                    for f in flights {
+                        let err = Error::io(
+                            std::io::Error::new(e.kind(), e.to_string()),
+                            "waiting for replies",
+                        );
+                        self.fail(f.server, f.entries, err, true);
+                    }
+                    return;
+                }
+            };
+            let now = Instant::now();
+            for i in (0..flights.len()).rev() {
+                let f = &mut flights[i];
+                let result = if ready.get(i) == Some(&true) {
+                    f.conn.read_ready()
+                } else if f.conn.deadline().is_some_and(|d| d <= now) {
+                    Err(Error::new(ErrorKind::Timeout, "reading replies"))
+                } else {
+                    continue;
+                };
+                if let Err(e) = result {
+                    let f = flights.swap_remove(i);
+                    self.fail(f.server, f.entries, e, true);
+                }
+            }
+        }
+    }
 }
 
 impl Client {
     /// The first usable server for `key` that it has not been tried on.
-    fn pick(&self, key: &[u8], tried: &[usize]) -> Option<(usize, bool)> {
+    fn pick(&self, key: &[u8], tried: &[usize], class: Class) -> Option<(usize, bool)> {
         let inner = &*self.inner;
         // The common case: the key's own server, untried and in service.
         if tried.is_empty() {
             let primary = inner.ring.primary(key)?;
-            if !inner.nodes[primary].health.is_dead() {
+            if inner.nodes.get(primary).is_some_and(|n| !n.health.is_dead()) {
                 return Some((primary, false));
             }
         }
@@ -62,143 +247,105 @@ impl Client {
             if tried.contains(&s) {
                 continue;
             }
-            let node = &inner.nodes[s];
-            match node
+            let node = inner.nodes.get(s)?;
+            let usable = match node
                 .health
                 .status(|| inner.clock.now(), inner.config.policy)
             {
-                Status::Alive => return Some((s, rank > 0)),
-                Status::Dead => {}
-                Status::Probe => {
-                    if self.probe(node).is_ok() {
-                        return Some((s, rank > 0));
-                    }
-                }
+                Status::Alive => true,
+                Status::Dead => skip_dead(node, key, class),
+                Status::Probe => self.probe(node).is_ok() || skip_dead(node, key, class),
+            };
+            if usable {
+                return Some((s, rank > 0));
             }
         }
         None
     }
 
+    /// Splits one server's entries into waves of at most `MAX_BATCH`
+    /// commands and about `WAVE_BYTES` bytes.
+    fn waves<B: Batch>(batch: &B, entries: Vec<Entry>) -> Vec<Vec<Entry>> {
+        let mut waves = Vec::new();
+        let mut wave: Vec<Entry> = Vec::new();
+        let mut bytes = 0;
+        for e in entries {
+            let cost = batch.cost(e.index);
+            if !wave.is_empty() && (wave.len() == MAX_BATCH || bytes + cost > WAVE_BYTES) {
+                waves.push(std::mem::take(&mut wave));
+                bytes = 0;
+            }
+            bytes += cost;
+            wave.push(e);
+        }
+        if !wave.is_empty() {
+            waves.push(wave);
+        }
+        waves
+    }
+
     fn multi<B: Batch>(&self, batch: &B, n: usize) -> Vec<Result<B::Out>> {
         let inner = &*self.inner;
-        let mut out: Vec<Option<Result<B::Out>>> = (0..n).map(|_| None).collect();
-        let mut tried: Vec<Vec<usize>> = vec![Vec::new(); n];
-        let mut last: Vec<Option<Error>> = (0..n).map(|_| None).collect();
-        let mut todo: Vec<usize> = Vec::with_capacity(n);
-        for (i, slot) in out.iter_mut().enumerate() {
+        let mut call = Call {
+            client: self,
+            batch,
+            out: (0..n).map(|_| None).collect(),
+            tried: vec![Vec::new(); n],
+            sent: vec![false; n],
+            last: (0..n).map(|_| None).collect(),
+            todo: Vec::with_capacity(n),
+        };
+        for i in 0..n {
             let key = batch.key(i);
-            match check_key(key) {
-                Err(p) => *slot = Some(Err(key_error(key, p))),
-                Ok(()) => match batch.check(i) {
-                    Err(e) => *slot = Some(Err(e)),
-                    Ok(()) => todo.push(i),
-                },
+            let checked = check_key(key)
+                .map_err(|p| key_error(key, p))
+                .and_then(|()| batch.check(i));
+            match checked {
+                Err(e) => call.out[i] = Some(Err(e)),
+                Ok(()) => call.todo.push(i),
             }
         }
         let servers = inner.nodes.len();
+        let class = batch.class();
         for _round in 0..inner.config.max_attempts {
-            if todo.is_empty() {
+            if call.todo.is_empty() {
                 break;
             }
-            let share = todo.len() / servers + 8;
+            let share = call.todo.len() / servers + 8;
             let mut groups: Vec<Vec<Entry>> =
                 (0..servers).map(|_| Vec::with_capacity(share)).collect();
-            for &i in &todo {
-                match self.pick(batch.key(i), &tried[i]) {
+            for i in std::mem::take(&mut call.todo) {
+                match self.pick(batch.key(i), &call.tried[i], class) {
                     Some((s, failover)) => groups[s].push(Entry { index: i, failover }),
                     None => {
-                        out[i] = Some(Err(last[i]
-                            .take()
-                            .unwrap_or_else(|| self.no_server(batch.key(i)))));
+                        let last = call.last[i].take();
+                        let sent = call.sent[i];
+                        call.out[i] = Some(Err(retry::exhausted(class, last, sent, || {
+                            self.no_server(batch.key(i))
+                        })));
                     }
                 }
             }
-            todo.clear();
-            let waves = groups
-                .iter()
-                .map(|g| g.len().div_ceil(MAX_BATCH))
-                .max()
-                .unwrap_or(0);
+            let groups: Vec<Vec<Vec<Entry>>> = groups
+                .into_iter()
+                .map(|g| Self::waves(batch, g))
+                .collect();
+            let waves = groups.iter().map(Vec::len).max().unwrap_or(0);
             for wave in 0..waves {
-                let mut fail = |s: usize,
-                                entries: &[Entry],
-                                e: Error,
-                                sent: bool,
-                                out: &mut [Option<Result<B::Out>>]| {
-                    let node = &inner.nodes[s];
-                    let e = e.at(node.pool.server().label());
-                    let failover = e.is_server_failure();
-                    if failover {
-                        node.health
-                            .record_failure(inner.clock.now(), inner.config.policy);
-                    }
-                    for en in entries {
-                        let i = en.index;
-                        if out[i].is_some() {
-                            continue;
-                        }
-                        if !failover {
-                            out[i] = Some(Err(e.duplicate()));
-                        } else if sent && batch.retry() == Retry::WriteOnce {
-                            out[i] = Some(Err(Error::wrap(
-                                ErrorKind::OutcomeUnknown,
-                                "request sent, then the connection failed; not retried",
-                                e.duplicate(),
-                            )));
-                        } else {
-                            tried[i].push(s);
-                            last[i] = Some(if sent && batch.retry() != Retry::Read {
-                                Error::wrap(
-                                    ErrorKind::OutcomeUnknown,
-                                    "request sent, then the connection failed",
-                                    e.duplicate(),
-                                )
-                            } else {
-                                e.duplicate()
-                            });
-                            todo.push(i);
-                        }
-                    }
-                };
-                // Phase 1: send every server's batch.
-                let mut in_flight: Vec<(usize, PooledConn, &[Entry])> = Vec::new();
-                for (s, group) in groups.iter().enumerate() {
-                    let Some(entries) = group.chunks(MAX_BATCH).nth(wave) else {
-                        continue;
-                    };
-                    let mut conn = match inner.nodes[s].pool.get() {
-                        Ok(c) => c,
-                        Err(e) => {
-                            fail(s, entries, e, false, &mut out);
-                            continue;
-                        }
-                    };
-                    batch.encode(self, conn.begin(), entries);
-                    match conn.send() {
-                        Ok(()) => in_flight.push((s, conn, entries)),
-                        Err(e) => {
-                            let sent = conn.sent();
-                            fail(s, entries, e, sent, &mut out);
-                        }
-                    }
-                }
-                // Phase 2: read each server's replies.
-                for (s, mut conn, entries) in in_flight {
-                    match batch.read(&mut conn, entries, &mut out) {
-                        Ok(()) => {
-                            inner.nodes[s].health.record_success();
-                        }
-                        Err(e) => fail(s, entries, e, true, &mut out),
-                    }
-                }
+                let flights = call.send_wave(&groups, wave);
+                call.read_wave(flights);
             }
         }
-        for i in todo {
-            if out[i].is_none() {
-                out[i] = last[i].take().map(Err);
+        for i in std::mem::take(&mut call.todo) {
+            if call.out[i].is_none() {
+                let last = call.last[i].take();
+                call.out[i] = Some(Err(retry::exhausted(class, last, call.sent[i], || {
+                    Error::new(ErrorKind::NoServerAvailable, "no attempt left")
+                })));
             }
         }
-        out.into_iter()
+        call.out
+            .into_iter()
             .map(|r| {
                 r.unwrap_or_else(|| {
                     Err(Error::new(ErrorKind::NoServerAvailable, "no attempt left"))
@@ -209,18 +356,19 @@ impl Client {
 
     /// Reads many keys at once. The result has one entry per key, in the
     /// order given: `Ok(Some(v))` for a hit, `Ok(None)` for a miss, or the
-    /// error for that key (an invalid key, or a server that failed even
-    /// after failover). The other keys are unaffected by one key's error.
+    /// error for that key (an invalid key, a value above `max_value_size`,
+    /// or a server that failed even after failover). The other keys are
+    /// unaffected by one key's error.
     ///
     /// ```no_run
     /// # let client = memring::Client::new("127.0.0.1:11211")?;
     /// let keys = ["a", "b", "c"];
-    /// for (key, r) in keys.iter().zip(client.get_multi::<_, String>(&keys)) {
+    /// for (key, r) in keys.iter().zip(client.get_multi::<String>(&keys)) {
     ///     println!("{key}: {:?}", r?);
     /// }
     /// # Ok::<(), memring::Error>(())
     /// ```
-    pub fn get_multi<K: AsRef<[u8]>, V: FromValue>(&self, keys: &[K]) -> Vec<Result<Option<V>>> {
+    pub fn get_multi<V: FromValue>(&self, keys: &[impl AsRef<[u8]>]) -> Vec<Result<Option<V>>> {
         let batch = GetBatch {
             keys,
             with_cas: false,
@@ -232,9 +380,9 @@ impl Client {
     }
 
     /// [`get_multi`](Self::get_multi) with cas tokens (`gets`).
-    pub fn gets_multi<K: AsRef<[u8]>, V: FromValue>(
+    pub fn gets_multi<V: FromValue>(
         &self,
-        keys: &[K],
+        keys: &[impl AsRef<[u8]>],
     ) -> Vec<Result<Option<(V, CasToken)>>> {
         let batch = GetBatch {
             keys,
@@ -242,20 +390,16 @@ impl Client {
         };
         self.multi(&batch, keys.len())
             .into_iter()
-            .map(|r| {
-                r.and_then(|f| {
-                    f.map(|(d, fl, cas)| super::with_token(d, fl, cas))
-                        .transpose()
-                })
-            })
+            .map(|r| r.and_then(|f| f.map(|(d, fl, cas)| with_token(d, fl, cas)).transpose()))
             .collect()
     }
 
     /// Stores many key/value pairs at once (`set`, pipelined per server).
     /// One result per pair, in the order given.
-    pub fn set_multi<K: AsRef<[u8]>, V: ToValue>(
+    #[must_use = "each pair has its own result; a failed one was not stored"]
+    pub fn set_multi(
         &self,
-        items: &[(K, V)],
+        items: &[(impl AsRef<[u8]>, impl ToValue)],
         ttl: impl Into<Expiry>,
     ) -> Vec<Result<()>> {
         let batch = SetBatch {
@@ -268,14 +412,16 @@ impl Client {
     }
 
     /// Deletes many keys at once. One result per key: `true` if it existed.
-    pub fn delete_multi<K: AsRef<[u8]>>(&self, keys: &[K]) -> Vec<Result<bool>> {
+    #[must_use = "each key has its own result; a failed one may not be deleted"]
+    pub fn delete_multi(&self, keys: &[impl AsRef<[u8]>]) -> Vec<Result<bool>> {
         self.multi(&KeyBatch { keys, touch: None }, keys.len())
     }
 
     /// Sets a new expiry on many keys at once. `true` where the key exists.
-    pub fn touch_multi<K: AsRef<[u8]>>(
+    #[must_use = "each key has its own result"]
+    pub fn touch_multi(
         &self,
-        keys: &[K],
+        keys: &[impl AsRef<[u8]>],
         ttl: impl Into<Expiry>,
     ) -> Vec<Result<bool>> {
         let batch = KeyBatch {
@@ -294,12 +440,12 @@ struct GetBatch<'a, K> {
 impl<K: AsRef<[u8]>> Batch for GetBatch<'_, K> {
     type Out = Option<Fetched>;
 
-    fn retry(&self) -> Retry {
-        Retry::Read
+    fn class(&self) -> Class {
+        Class::Read
     }
 
     fn key(&self, index: usize) -> &[u8] {
-        self.keys[index].as_ref()
+        self.keys.get(index).map_or(&[], AsRef::as_ref)
     }
 
     fn encode(&self, _client: &Client, buf: &mut Vec<u8>, entries: &[Entry]) {
@@ -310,17 +456,18 @@ impl<K: AsRef<[u8]>> Batch for GetBatch<'_, K> {
         );
     }
 
-    fn read(
+    fn step(
         &self,
         conn: &mut Connection,
         entries: &[Entry],
         out: &mut [Option<Result<Self::Out>>],
-    ) -> Result<()> {
+        cursor: &mut usize,
+    ) -> Result<bool> {
         // Hits come back in request order, misses left out: match each
         // VALUE to the next requested key with that name.
-        let mut cursor = 0;
-        super::read_values(conn, |key, flags, data, cas| {
-            let at = entries[cursor..]
+        let done = values_step(conn, &mut |key, got| {
+            let rest = entries.get(*cursor..).unwrap_or_default();
+            let at = rest
                 .iter()
                 .position(|e| self.key(e.index) == key)
                 .ok_or_else(|| {
@@ -332,17 +479,21 @@ impl<K: AsRef<[u8]>> Batch for GetBatch<'_, K> {
                         ),
                     )
                 })?;
-            cursor += at;
-            out[entries[cursor].index] = Some(Ok(Some((data.to_vec(), flags, cas))));
-            cursor += 1;
+            *cursor += at;
+            if let Some(slot) = entries.get(*cursor).and_then(|e| out.get_mut(e.index)) {
+                *slot = Some(got.fetched().map(Some));
+            }
+            *cursor += 1;
             Ok(())
         })?;
-        for e in entries {
-            if out[e.index].is_none() {
-                out[e.index] = Some(Ok(None));
+        if done {
+            for e in entries {
+                if let Some(slot @ None) = out.get_mut(e.index) {
+                    *slot = Some(Ok(None));
+                }
             }
         }
-        Ok(())
+        Ok(done)
     }
 }
 
@@ -357,26 +508,35 @@ struct SetBatch<'a, K, V> {
 impl<K: AsRef<[u8]>, V: ToValue> Batch for SetBatch<'_, K, V> {
     type Out = ();
 
-    fn retry(&self) -> Retry {
-        Retry::Write
+    fn class(&self) -> Class {
+        StoreCommand::Set.class()
     }
 
     fn key(&self, index: usize) -> &[u8] {
-        self.items[index].0.as_ref()
+        self.items.get(index).map_or(&[], |(k, _)| k.as_ref())
     }
 
     fn check(&self, index: usize) -> Result<()> {
-        let len = match &self.bytes[index] {
-            Ok(b) => b.len(),
-            Err(e) => return Err(e.duplicate()),
+        match self.bytes.get(index) {
+            Some(Ok(b)) => check_value_len(b.len(), self.max_value),
+            Some(Err(e)) => Err(e.duplicate()),
+            None => Err(Error::new(ErrorKind::InvalidInput, "no such item")),
+        }
+    }
+
+    fn cost(&self, index: usize) -> usize {
+        let value = match self.bytes.get(index) {
+            Some(Ok(b)) => b.len(),
+            _ => 0,
         };
-        super::check_value_len(len, self.max_value)
+        self.key(index).len() + value + 48
     }
 
     fn encode(&self, client: &Client, buf: &mut Vec<u8>, entries: &[Entry]) {
         for e in entries {
-            let (key, value) = &self.items[e.index];
-            let Ok(data) = &self.bytes[e.index] else {
+            let (Some((key, value)), Some(Ok(data))) =
+                (self.items.get(e.index), self.bytes.get(e.index))
+            else {
                 continue; // refused by `check`, never batched
             };
             let exptime = client.exptime(self.ttl, e.failover);
@@ -392,13 +552,14 @@ impl<K: AsRef<[u8]>, V: ToValue> Batch for SetBatch<'_, K, V> {
         }
     }
 
-    fn read(
+    fn step(
         &self,
         conn: &mut Connection,
         entries: &[Entry],
         out: &mut [Option<Result<Self::Out>>],
-    ) -> Result<()> {
-        read_each(conn, entries, out, |r| match r {
+        cursor: &mut usize,
+    ) -> Result<bool> {
+        each_step(conn, entries, out, cursor, |r| match r {
             Response::Stored => Ok(()),
             other => Err(unexpected(other)),
         })
@@ -414,12 +575,12 @@ struct KeyBatch<'a, K> {
 impl<K: AsRef<[u8]>> Batch for KeyBatch<'_, K> {
     type Out = bool;
 
-    fn retry(&self) -> Retry {
-        Retry::Write
+    fn class(&self) -> Class {
+        Class::Write
     }
 
     fn key(&self, index: usize) -> &[u8] {
-        self.keys[index].as_ref()
+        self.keys.get(index).map_or(&[], AsRef::as_ref)
     }
 
     fn encode(&self, client: &Client, buf: &mut Vec<u8>, entries: &[Entry]) {
@@ -432,13 +593,14 @@ impl<K: AsRef<[u8]>> Batch for KeyBatch<'_, K> {
         }
     }
 
-    fn read(
+    fn step(
         &self,
         conn: &mut Connection,
         entries: &[Entry],
         out: &mut [Option<Result<Self::Out>>],
-    ) -> Result<()> {
-        read_each(conn, entries, out, |r| match r {
+        cursor: &mut usize,
+    ) -> Result<bool> {
+        each_step(conn, entries, out, cursor, |r| match r {
             Response::Deleted | Response::Touched => Ok(true),
             Response::NotFound => Ok(false),
             other => Err(unexpected(other)),
@@ -446,29 +608,38 @@ impl<K: AsRef<[u8]>> Batch for KeyBatch<'_, K> {
     }
 }
 
-/// Reads one reply per pipelined command. An error reply answers its own
-/// key; since the stream may be out of step after it, the keys after it
-/// are reported as unknown and the connection is dropped.
-fn read_each<T>(
+/// Reads the buffered replies of pipelined one-line commands, one per
+/// entry; `cursor` counts the entries answered. An error reply answers its
+/// own key; since the stream may be out of step after it, the keys after
+/// it are reported as unknown and the connection is dropped.
+fn each_step<T>(
     conn: &mut Connection,
     entries: &[Entry],
     out: &mut [Option<Result<T>>],
+    cursor: &mut usize,
     parse: impl Fn(Response<'_>) -> Result<T>,
-) -> Result<()> {
-    for (n, e) in entries.iter().enumerate() {
-        let r = conn.next(|resp| Ok(parse(resp)))?;
+) -> Result<bool> {
+    while let Some(e) = entries.get(*cursor) {
+        let Ok(r) = conn.try_next(|resp| Ok(parse(resp)))? else {
+            return Ok(false);
+        };
         let answer_error = r.is_err();
-        out[e.index] = Some(r);
+        if let Some(slot) = out.get_mut(e.index) {
+            *slot = Some(r);
+        }
+        *cursor += 1;
         if answer_error {
-            for later in &entries[n + 1..] {
-                out[later.index] = Some(Err(Error::new(
-                    ErrorKind::OutcomeUnknown,
-                    "an earlier command in the same pipeline got an error reply",
-                )));
+            for later in entries.get(*cursor..).unwrap_or_default() {
+                if let Some(slot) = out.get_mut(later.index) {
+                    *slot = Some(Err(Error::new(
+                        ErrorKind::OutcomeUnknown,
+                        "an earlier command in the same pipeline got an error reply",
+                    )));
+                }
             }
-            return Ok(());
+            return Ok(true);
         }
     }
     conn.finish();
-    Ok(())
+    Ok(true)
 }

@@ -7,6 +7,7 @@ use thiserror::Error;
 
 /// One reply line (or `VALUE` block) of the text protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Response<'a> {
     /// `VALUE <key> <flags> <bytes> [<cas>]` and its data block.
     Value {
@@ -54,6 +55,16 @@ pub enum Response<'a> {
     ClientError(&'a [u8]),
     /// `SERVER_ERROR <message>`.
     ServerError(&'a [u8]),
+    /// The header of a `VALUE` (with its key) or `VA` (without) whose data
+    /// block is longer than the decoder's limit. Only the header, `n` bytes,
+    /// was used; the reader must discard the next `len` bytes and the
+    /// `\r\n` after them, then the stream is in step again.
+    TooLarge {
+        /// The key, for `VALUE`.
+        key: Option<&'a [u8]>,
+        /// The declared length of the data block.
+        len: u64,
+    },
     /// A meta-protocol reply: `HD`, `EN`, `NF`, `NS`, `EX`, `MN`, `ME`, or
     /// `VA` with its data block.
     Meta {
@@ -69,6 +80,7 @@ pub enum Response<'a> {
 
 /// The status of a meta-protocol reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MetaCode {
     /// `HD`: success, no value.
     Hd,
@@ -102,6 +114,8 @@ impl Response<'_> {
     pub fn name(&self) -> &'static str {
         match self {
             Response::Value { .. } => "VALUE",
+            Response::TooLarge { key: Some(_), .. } => "VALUE (too large)",
+            Response::TooLarge { key: None, .. } => "VA (too large)",
             Response::End => "END",
             Response::Stored => "STORED",
             Response::NotStored => "NOT_STORED",
@@ -151,7 +165,8 @@ pub enum DecodeError {
         /// The line limit.
         limit: usize,
     },
-    /// A `VALUE` header declared more bytes than the configured maximum.
+    /// A `VALUE` or `VA` header declared more bytes than any memcached
+    /// item can hold ([`MAX_ITEM_SIZE`]).
     #[error("declared value length {declared} exceeds the limit of {limit} bytes")]
     ValueTooLarge {
         /// The declared length (saturated).
@@ -167,6 +182,11 @@ pub enum DecodeError {
     #[error("unknown reply {0:?}")]
     Unknown(String),
 }
+
+/// The largest item memcached can hold (`-I 1024m`). A declared length
+/// above it cannot come from memcached: the stream is out of step, and the
+/// reply is an error rather than a value to skip.
+pub const MAX_ITEM_SIZE: u64 = 1 << 30;
 
 /// The decoder and its limits.
 #[derive(Debug, Clone, Copy)]
@@ -299,6 +319,10 @@ impl Decoder {
             None => (fields, &b""[..]),
         };
         let len = parse_u64(len).ok_or(DecodeError::Malformed("bad VA length"))?;
+        if len > self.max_value as u64 {
+            impossible(len, self.max_value)?;
+            return Ok(Decoded::Complete(Response::TooLarge { key: None, len }, header));
+        }
         let (data, used) = match self.block(buf, header, len)? {
             Some(d) => d,
             None => return Ok(Decoded::Incomplete),
@@ -363,6 +387,14 @@ impl Decoder {
         if it.next().is_some() {
             return Err(DecodeError::Malformed("extra fields in VALUE header"));
         }
+        if len > self.max_value as u64 {
+            impossible(len, self.max_value)?;
+            let r = Response::TooLarge {
+                key: Some(key),
+                len,
+            };
+            return Ok(Decoded::Complete(r, header));
+        }
         let Some((data, used)) = self.block(buf, header, len)? else {
             return Ok(Decoded::Incomplete);
         };
@@ -383,10 +415,11 @@ fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
     let pattern = LO * u64::from(needle);
-    let mut chunks = hay.chunks_exact(8);
+    let mut rest = hay;
     let mut at = 0;
-    for chunk in chunks.by_ref() {
-        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes")) ^ pattern;
+    while let Some((chunk, tail)) = rest.split_first_chunk::<8>() {
+        rest = tail;
+        let w = u64::from_le_bytes(*chunk) ^ pattern;
         // A zero byte in `w` is a match; the lowest flagged byte is the
         // first match (borrows only flag bytes above a real one).
         let found = w.wrapping_sub(LO) & !w & HI;
@@ -395,11 +428,20 @@ fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
         }
         at += 8;
     }
-    chunks
-        .remainder()
-        .iter()
+    rest.iter()
         .position(|&b| b == needle)
         .map(|p| at + p)
+}
+
+/// Refuses a declared length no memcached could send.
+fn impossible(len: u64, limit: usize) -> Result<(), DecodeError> {
+    if len > MAX_ITEM_SIZE {
+        return Err(DecodeError::ValueTooLarge {
+            declared: len,
+            limit,
+        });
+    }
+    Ok(())
 }
 
 /// Parses a strictly decimal u64 (no sign, no spaces, no overflow).
@@ -532,7 +574,10 @@ HD c200194 W\r\nME k exp=-1 la=0\r\nVA 2 kYmlu b\r\nhi\r\n";
             }
             other => panic!("{other:?}"),
         }
-        assert!(Decoder::new(2).decode(b"VA 3\r\n").is_err());
+        assert!(matches!(
+            Decoder::new(2).decode(b"VA 3\r\n"),
+            Ok(Decoded::Complete(Response::TooLarge { key: None, len: 3 }, 6))
+        ));
         assert!(D.decode(b"VA x\r\n").is_err());
         assert!(D.decode(b"VA 3\r\nbarXX").is_err());
     }
@@ -578,11 +623,25 @@ HD c200194 W\r\nME k exp=-1 la=0\r\nVA 2 kYmlu b\r\nhi\r\n";
         let small = Decoder::new(10);
         assert_eq!(
             small.decode(b"VALUE k 0 11\r\n"),
-            Err(DecodeError::ValueTooLarge {
-                declared: 11,
-                limit: 10
-            })
+            Ok(Decoded::Complete(
+                Response::TooLarge {
+                    key: Some(b"k"),
+                    len: 11
+                },
+                14
+            ))
         );
+        assert_eq!(
+            small.decode(b"VA 11 f0\r\n"),
+            Ok(Decoded::Complete(
+                Response::TooLarge { key: None, len: 11 },
+                10
+            ))
+        );
+        assert!(matches!(
+            D.decode(b"VALUE k 0 1073741824\r\n"),
+            Ok(Decoded::Complete(Response::TooLarge { .. }, _))
+        ));
         assert!(matches!(
             D.decode(b"VALUE k 0 1099511627776\r\n"),
             Err(DecodeError::ValueTooLarge { .. })

@@ -5,6 +5,7 @@
 
 /// The storage commands of the text protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StoreCommand {
     /// Store unconditionally.
     Set,
@@ -34,7 +35,7 @@ impl StoreCommand {
 }
 
 /// Writes the decimal form of `n` into `tmp` and returns it.
-pub fn digits(mut n: u64, tmp: &mut [u8; 20]) -> &[u8] {
+pub(crate) fn digits(mut n: u64, tmp: &mut [u8; 20]) -> &[u8] {
     let mut i = tmp.len();
     loop {
         i -= 1;
@@ -48,12 +49,12 @@ pub fn digits(mut n: u64, tmp: &mut [u8; 20]) -> &[u8] {
 }
 
 /// Appends the decimal form of `n`.
-pub fn push_u64(buf: &mut Vec<u8>, n: u64) {
+pub(crate) fn push_u64(buf: &mut Vec<u8>, n: u64) {
     buf.extend_from_slice(digits(n, &mut [0; 20]));
 }
 
 /// Appends the decimal form of a signed `n`.
-pub fn push_i64(buf: &mut Vec<u8>, n: i64) {
+pub(crate) fn push_i64(buf: &mut Vec<u8>, n: i64) {
     if n < 0 {
         buf.push(b'-');
     }
@@ -173,6 +174,7 @@ pub fn stats(buf: &mut Vec<u8>, arg: Option<&str>) {
 
 /// One flag of a meta request (`mg`, `ms`, `md`, `ma`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MetaFlag<'a> {
     /// `v`: return the value.
     Value,
@@ -212,6 +214,50 @@ pub enum MetaFlag<'a> {
     Delta(u64),
     /// `J<initial>`: `ma` initial value on autovivify.
     Initial(u64),
+}
+
+/// The longest opaque token memcached accepts after `O` (protocol.txt:
+/// "opaque is limited to 32 bytes", the `O` included).
+pub const MAX_OPAQUE_LEN: usize = 31;
+
+/// The most flags a meta request may carry here (memcached refuses more
+/// than 17 tokens after the key).
+pub const MAX_META_FLAGS: usize = 16;
+
+/// Checks that `flags` can travel in a meta request line: opaque tokens of
+/// 1 to [`MAX_OPAQUE_LEN`] bytes and modes with no space, control byte or
+/// DEL (so no CR/LF injection), and at most [`MAX_META_FLAGS`] flags.
+/// Every other flag is a letter and a number, valid by construction.
+pub fn check_meta_flags(flags: &[MetaFlag<'_>]) -> Result<(), String> {
+    let bad = |b: u8| b <= b' ' || b >= 0x7f;
+    if flags.len() > MAX_META_FLAGS {
+        return Err(format!(
+            "{} meta flags, at most {MAX_META_FLAGS} are allowed",
+            flags.len()
+        ));
+    }
+    for f in flags {
+        match *f {
+            MetaFlag::Opaque(o) => {
+                if o.is_empty() || o.len() > MAX_OPAQUE_LEN {
+                    return Err(format!(
+                        "opaque token is {} bytes; it must be 1 to {MAX_OPAQUE_LEN}",
+                        o.len()
+                    ));
+                }
+                if let Some(&b) = o.iter().find(|&&b| bad(b)) {
+                    return Err(format!(
+                        "opaque token holds byte 0x{b:02x} (spaces, control bytes, DEL and non-ASCII are not allowed)"
+                    ));
+                }
+            }
+            MetaFlag::Mode(m) if bad(m) => {
+                return Err(format!("meta mode byte 0x{m:02x} is not a printable letter"));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn push_meta_flags(buf: &mut Vec<u8>, flags: &[MetaFlag<'_>]) {
@@ -414,6 +460,28 @@ mod tests {
         assert_eq!(base64(b"bin\x00key \r\n"), "YmluAGtleSANCg==");
         assert_eq!(base64(b"foo"), "Zm9v");
         assert_eq!(base64(b"fo"), "Zm8=");
+    }
+
+    #[test]
+    fn meta_flag_tokens_that_could_inject_are_refused() {
+        assert!(check_meta_flags(&[MetaFlag::Opaque(b"abc"), MetaFlag::Mode(b'E')]).is_ok());
+        for o in [
+            &b"a\r\nflush_all"[..],
+            b"a b",
+            b"a\x00",
+            b"\x7f",
+            b"",
+            &[b'x'; 32],
+            "é".as_bytes(),
+        ] {
+            assert!(check_meta_flags(&[MetaFlag::Opaque(o)]).is_err(), "{o:?}");
+        }
+        for m in [b'\r', b'\n', b' ', 0, 0x7f] {
+            assert!(check_meta_flags(&[MetaFlag::Mode(m)]).is_err(), "{m}");
+        }
+        assert!(check_meta_flags(&[MetaFlag::Opaque(&[b'x'; 31])]).is_ok());
+        assert!(check_meta_flags(&[MetaFlag::Value; 17]).is_err());
+        assert!(check_meta_flags(&[MetaFlag::Value; 16]).is_ok());
     }
 
     #[test]

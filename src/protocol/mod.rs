@@ -9,7 +9,7 @@ pub mod decode;
 pub mod encode;
 
 pub use decode::{meta_flag, DecodeError, Decoded, Decoder, MetaCode, Response};
-pub use encode::{MetaFlag, StoreCommand};
+pub use encode::{check_meta_flags, MetaFlag, StoreCommand, MAX_META_FLAGS, MAX_OPAQUE_LEN};
 
 /// The longest key memcached accepts, in bytes.
 pub const MAX_KEY_LEN: usize = 250;
@@ -62,9 +62,10 @@ pub fn check_key(key: &[u8]) -> Result<(), KeyProblem> {
 fn has_bad_key_byte(key: &[u8]) -> bool {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
-    let mut chunks = key.chunks_exact(8);
-    for chunk in chunks.by_ref() {
-        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+    let mut rest = key;
+    while let Some((chunk, tail)) = rest.split_first_chunk::<8>() {
+        rest = tail;
+        let w = u64::from_le_bytes(*chunk);
         // Bytes below 0x21 (only for bytes under 0x80, hence `& !w`), and
         // bytes equal to 0x7f.
         let low = w.wrapping_sub(LO * 0x21) & !w & HI;
@@ -74,7 +75,7 @@ fn has_bad_key_byte(key: &[u8]) -> bool {
             return true;
         }
     }
-    chunks.remainder().iter().any(|&b| b <= b' ' || b == 0x7f)
+    rest.iter().any(|&b| b <= b' ' || b == 0x7f)
 }
 
 #[cfg(test)]

@@ -315,6 +315,15 @@ pub struct Candidates<'a> {
     total: usize,
 }
 
+impl std::fmt::Debug for Candidates<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Candidates")
+            .field("found", &self.found)
+            .field("total", &self.total)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Iterator for Candidates<'_> {
     type Item = usize;
 

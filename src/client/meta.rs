@@ -9,15 +9,18 @@
 //! someone else is not overwritten. A failed computation is never stored;
 //! a winner that fails deletes its placeholder so the next caller retries.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use super::{unexpected, Client, Retry};
+use super::reply::{key_error, round_trip, unexpected};
+use super::retry::Class;
+use super::Client;
 use crate::error::{Error, ErrorKind, Result};
-use crate::protocol::{check_key, encode, meta_flag, MetaCode, MetaFlag, Response};
+use crate::protocol::{check_key, check_meta_flags, encode, meta_flag, MetaCode, MetaFlag, Response};
 use crate::value::{Expiry, FromValue, ToValue};
 
 /// A meta command for [`Client::meta`].
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub enum MetaRequest<'a> {
     /// `mg <key> <flags>`.
     Get(&'a [MetaFlag<'a>]),
@@ -31,6 +34,7 @@ pub enum MetaRequest<'a> {
 
 /// The reply to a meta command.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MetaReply {
     /// The status (`HD`, `VA`, `EN`, `NF`, `NS`, `EX`). With the quiet
     /// flag, a hidden success is reported as the code memcached hid (`HD`,
@@ -62,6 +66,7 @@ impl MetaReply {
 
 /// Where [`Client::get_or_set_traced`] found its value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Origin {
     /// A fresh cached value.
     Hit,
@@ -73,30 +78,100 @@ pub enum Origin {
     Computed,
 }
 
+impl MetaRequest<'_> {
+    fn flags(&self) -> &[MetaFlag<'_>] {
+        match self {
+            MetaRequest::Get(f)
+            | MetaRequest::Set(_, f)
+            | MetaRequest::Delete(f)
+            | MetaRequest::Arith(f) => f,
+        }
+    }
+
+    /// The retry class, from the command and its flags: `mg` is a read;
+    /// `ms` in set or replace mode and `md` are idempotent writes, unless
+    /// they compare a cas (`C`) or, for `ms`, store as invalid (`I`); `ms`
+    /// in add, append or prepend mode and every `ma` are sent at most once.
+    fn class(&self) -> Class {
+        let has = |want: fn(&MetaFlag<'_>) -> bool| self.flags().iter().any(want);
+        let compare = has(|f| matches!(f, MetaFlag::CompareCas(_)));
+        match self {
+            MetaRequest::Get(_) => Class::Read,
+            MetaRequest::Set(..) => {
+                let mode = self.flags().iter().rev().find_map(|f| match f {
+                    MetaFlag::Mode(m) => Some(*m),
+                    _ => None,
+                });
+                let invalid = has(|f| matches!(f, MetaFlag::Invalidate));
+                match mode.unwrap_or(b'S') {
+                    b'S' | b'R' if !compare && !invalid => Class::Write,
+                    _ => Class::WriteOnce,
+                }
+            }
+            MetaRequest::Delete(_) if compare => Class::WriteOnce,
+            MetaRequest::Delete(_) => Class::Write,
+            MetaRequest::Arith(_) => Class::WriteOnce,
+        }
+    }
+}
+
+/// The flags of an `ms` sent to a failover server: its TTL (`T`, absent
+/// meaning "never") capped at `cap`, as for `set`.
+fn capped_ttl<'a>(flags: &[MetaFlag<'a>], cap: Duration) -> Vec<MetaFlag<'a>> {
+    let now = SystemTime::now();
+    let ttl = flags.iter().find_map(|f| match f {
+        MetaFlag::Ttl(t) => Some(*t),
+        _ => None,
+    });
+    let capped = Expiry::from_exptime(ttl.unwrap_or(0))
+        .capped(cap, now)
+        .exptime_at(now);
+    let mut out: Vec<MetaFlag<'a>> = flags
+        .iter()
+        .filter(|f| !matches!(f, MetaFlag::Ttl(_)))
+        .copied()
+        .collect();
+    out.push(MetaFlag::Ttl(capped));
+    out
+}
+
 impl Client {
-    /// Runs one meta command on the key's server (with failover, like the
-    /// classic commands: `mg` as a read, `ms`/`md` as idempotent writes,
-    /// `ma` as a write that is never sent twice).
+    /// Runs one meta command on the key's server, with failover as the
+    /// retry decision allows for its class (see the README's failure
+    /// model): `mg` as a read; `ms` and `md` as idempotent writes unless a
+    /// cas or mode makes them conditional; `ma` never sent twice. An `ms`
+    /// on a failover server gets its TTL capped, as `set` does.
+    ///
+    /// Flag tokens are checked before anything is sent: an opaque token or
+    /// mode holding a space, a control byte or DEL, an opaque token over 31
+    /// bytes, or more than 16 flags is [`ErrorKind::InvalidInput`].
     ///
     /// With [`MetaFlag::Quiet`], `mn` is sent after the command so that a
     /// hidden reply cannot leave the caller waiting.
     pub fn meta(&self, key: impl AsRef<[u8]>, request: MetaRequest<'_>) -> Result<MetaReply> {
         let key = key.as_ref();
-        let (flags, retry, quiet_code) = match request {
-            MetaRequest::Get(f) => (f, Retry::Read, MetaCode::En),
-            MetaRequest::Set(data, f) => {
+        let flags = request.flags();
+        if let Err(problem) = check_meta_flags(flags) {
+            return Err(Error::new(ErrorKind::InvalidInput, problem));
+        }
+        let quiet_code = match request {
+            MetaRequest::Get(_) => MetaCode::En,
+            MetaRequest::Set(data, _) => {
                 self.check_value(data)?;
-                (f, Retry::Write, MetaCode::Hd)
+                MetaCode::Hd
             }
-            MetaRequest::Delete(f) => (f, Retry::Write, MetaCode::Hd),
-            MetaRequest::Arith(f) => (f, Retry::WriteOnce, MetaCode::Hd),
+            MetaRequest::Delete(_) | MetaRequest::Arith(_) => MetaCode::Hd,
         };
         let quiet = flags.contains(&MetaFlag::Quiet);
-        self.run(key, retry, |conn, _| {
+        let cap = self.inner.config.failover_ttl;
+        self.run(key, request.class(), |conn, failover| {
             let buf = conn.begin();
             match request {
                 MetaRequest::Get(f) => encode::meta_get(buf, key, f),
-                MetaRequest::Set(data, f) => encode::meta_set(buf, key, data, f),
+                MetaRequest::Set(data, f) => match cap.filter(|_| failover) {
+                    Some(cap) => encode::meta_set(buf, key, data, &capped_ttl(f, cap)),
+                    None => encode::meta_set(buf, key, data, f),
+                },
                 MetaRequest::Delete(f) => encode::meta_delete(buf, key, f),
                 MetaRequest::Arith(f) => encode::meta_arith(buf, key, f),
             }
@@ -204,11 +279,11 @@ impl Client {
     {
         let key = key.as_ref();
         if let Err(p) = check_key(key) {
-            return Err(super::key_error(key, p).into());
+            return Err(key_error(key, p).into());
         }
         let ttl = ttl.into();
         let lease = Expiry::In(self.inner.config.lease_ttl).exptime();
-        let deadline = Instant::now() + self.inner.config.lease_wait;
+        let deadline = Instant::now().checked_add(self.inner.config.lease_wait);
         let mut pause = Duration::from_millis(2);
         let get = [
             MetaFlag::Value,
@@ -249,7 +324,7 @@ impl Client {
                 };
             }
             // Another caller holds the lease on a missing value: wait.
-            if Instant::now() >= deadline {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
                 return compute().map(|v| (v, Origin::Computed));
             }
             std::thread::sleep(pause);
@@ -271,17 +346,51 @@ impl Client {
             Some(c) => MetaFlag::CompareCas(c),
             None => MetaFlag::Mode(b'E'),
         };
-        let _ = self.run(key, Retry::Write, |conn, failover| {
+        let class = MetaRequest::Set(&data, &[condition]).class();
+        let _ = self.run(key, class, |conn, failover| {
             let flags = [
                 MetaFlag::Ttl(self.exptime(ttl, failover)),
                 MetaFlag::SetFlags(value.flags()),
                 condition,
             ];
             encode::meta_set(conn.begin(), key, &data, &flags);
-            super::round_trip(conn, |r| match r {
+            round_trip(conn, |r| match r {
                 Response::Meta { .. } => Ok(()),
                 other => Err(unexpected(other)),
             })
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_retry_class_follows_the_flags() {
+        use MetaFlag::*;
+        let set = |f: &[MetaFlag<'_>]| MetaRequest::Set(b"v", f).class();
+        assert_eq!(MetaRequest::Get(&[Value]).class(), Class::Read);
+        assert_eq!(set(&[]), Class::Write);
+        assert_eq!(set(&[Mode(b'R')]), Class::Write);
+        assert_eq!(set(&[Mode(b'E')]), Class::WriteOnce);
+        assert_eq!(set(&[Mode(b'A')]), Class::WriteOnce);
+        assert_eq!(set(&[CompareCas(3)]), Class::WriteOnce);
+        assert_eq!(set(&[Invalidate, CompareCas(3)]), Class::WriteOnce);
+        assert_eq!(MetaRequest::Delete(&[]).class(), Class::Write);
+        assert_eq!(MetaRequest::Delete(&[Invalidate]).class(), Class::Write);
+        assert_eq!(MetaRequest::Delete(&[CompareCas(1)]).class(), Class::WriteOnce);
+        assert_eq!(MetaRequest::Arith(&[]).class(), Class::WriteOnce);
+    }
+
+    #[test]
+    fn failover_ms_gets_a_capped_ttl() {
+        let cap = Duration::from_secs(60);
+        assert_eq!(capped_ttl(&[], cap), vec![MetaFlag::Ttl(60)]);
+        assert_eq!(
+            capped_ttl(&[MetaFlag::Ttl(3600), MetaFlag::Quiet], cap),
+            vec![MetaFlag::Quiet, MetaFlag::Ttl(60)]
+        );
+        assert_eq!(capped_ttl(&[MetaFlag::Ttl(5)], cap), vec![MetaFlag::Ttl(5)]);
     }
 }
