@@ -386,8 +386,7 @@ fn main() {
                     "memring",
                     Box::new(|| {
                         b += 1;
-                        let got =
-                            mr_four.get_multi::<Vec<u8>>(&batches_100[b % batches_100.len()]);
+                        let got = mr_four.get_multi::<Vec<u8>>(&batches_100[b % batches_100.len()]);
                         assert!(got.iter().all(|g| matches!(g, Ok(Some(_)))));
                         100
                     }),

@@ -36,6 +36,9 @@ impl Clone for ParseError {
     }
 }
 
+/// The longest TCP keepalive idle time the kernel accepts.
+const MAX_KEEPALIVE_IDLE: Duration = Duration::from_secs(32_767);
+
 /// Settings the client consults per request (the rest live in the pools).
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -175,7 +178,8 @@ impl ClientBuilder {
         self
     }
 
-    /// TCP keepalive idle time; `None` disables keepalive. Defaults to 60 s.
+    /// TCP keepalive idle time; `None` disables keepalive. Defaults to 60 s;
+    /// at most 32,767 s (the kernel's limit), longer ones are clamped.
     pub fn keepalive(mut self, t: Option<Duration>) -> Self {
         self.keepalive = t;
         self
@@ -277,7 +281,9 @@ impl ClientBuilder {
             || self.connect_timeout.is_zero()
             || self.checkout_timeout.is_zero()
         {
-            return invalid("io_timeout, connect_timeout and checkout_timeout must be longer than zero");
+            return invalid(
+                "io_timeout, connect_timeout and checkout_timeout must be longer than zero",
+            );
         }
         if self.max_value_size > MAX_VALUE_SIZE_LIMIT {
             return invalid("max_value_size is above 1 GiB");
@@ -296,7 +302,8 @@ impl ClientBuilder {
             connect_timeout: clamp(self.connect_timeout),
             io_timeout: clamp(self.io_timeout),
             nodelay: self.nodelay,
-            keepalive: self.keepalive.map(clamp),
+            // Linux refuses a TCP keepalive idle time above 32,767 s.
+            keepalive: self.keepalive.map(|d| d.min(MAX_KEEPALIVE_IDLE)),
             max_value: self.max_value_size,
         };
         let pool = PoolOptions {

@@ -396,7 +396,10 @@ impl Connection {
             None => self.io_timeout,
         };
         if left.is_zero() {
-            return Err(Error::new(ErrorKind::Timeout, "the request's deadline passed"));
+            return Err(Error::new(
+                ErrorKind::Timeout,
+                "the request's deadline passed",
+            ));
         }
         // A socket timeout below a microsecond would read as "none".
         Ok(left.max(Duration::from_millis(1)))

@@ -155,7 +155,11 @@ mod tests {
         assert_eq!(h.status(|| 150, P), Status::Dead);
         assert_eq!(h.status(|| 205, P), Status::Probe);
         h.record_success();
-        assert_eq!(h.status(|| 206, P), Status::Dead, "a success alone does not revive");
+        assert_eq!(
+            h.status(|| 206, P),
+            Status::Dead,
+            "a success alone does not revive"
+        );
         assert!(h.revive());
         assert_eq!(h.status(|| 206, P), Status::Alive);
         assert!(!h.revive());

@@ -51,9 +51,9 @@ mod value;
 pub use builder::{
     ClientBuilder, DEFAULT_MAX_VALUE_SIZE, MAX_SETTING_DURATION, MAX_VALUE_SIZE_LIMIT,
 };
-pub use hints::DEFAULT_REJOIN_HINTS;
 pub use client::{CasOutcome, Client, MetaReply, MetaRequest, Origin, PerServer, Stats};
 pub use error::{Error, ErrorKind, Result};
+pub use hints::DEFAULT_REJOIN_HINTS;
 pub use key::KeyBuilder;
 pub use ring::{Distribution, Ring};
 pub use server::{Endpoint, IntoServers, Server, DEFAULT_PORT, MAX_WEIGHT};

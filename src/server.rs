@@ -259,8 +259,17 @@ mod tests {
     #[test]
     fn rejects_malformed_addresses() {
         for s in [
-            "", "a:0", "a:x", "a:70000", "a:1:0", "a:1:x", "[::1", "[::1]x", ":11211",
-            "a:1:65536", "a:1:4000000000",
+            "",
+            "a:0",
+            "a:x",
+            "a:70000",
+            "a:1:0",
+            "a:1:x",
+            "[::1",
+            "[::1]x",
+            ":11211",
+            "a:1:65536",
+            "a:1:4000000000",
         ] {
             let e = s.parse::<Server>().unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{s:?}");

@@ -344,8 +344,14 @@ mod tests {
         assert_eq!(at.capped(cap, now), Expiry::In(cap));
         assert_eq!(Expiry::from_exptime(0), Expiry::Never);
         assert_eq!(Expiry::from_exptime(-1).exptime_at(now), -1);
-        assert_eq!(Expiry::from_exptime(30), Expiry::In(Duration::from_secs(30)));
-        assert_eq!(Expiry::from_exptime(1_800_000_000).exptime_at(now), 1_800_000_000);
+        assert_eq!(
+            Expiry::from_exptime(30),
+            Expiry::In(Duration::from_secs(30))
+        );
+        assert_eq!(
+            Expiry::from_exptime(1_800_000_000).exptime_at(now),
+            1_800_000_000
+        );
     }
 
     #[test]

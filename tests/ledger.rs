@@ -1,7 +1,9 @@
 //! Load with a ledger: 8 threads, 100,000 mixed operations over 3 real
 //! servers, every written value unique and recorded; one server is killed
-//! and restarted midway. Every read must return a miss or the latest value
-//! acknowledged for that key (or a write still in doubt), never another.
+//! and restarted midway, and one request to another server is lost on the
+//! way (a proxy swallows it). Every read must return a miss or the latest
+//! value acknowledged for that key (or a write still in doubt), never
+//! another.
 //!
 //! Run with `--nocapture` to see the counts.
 
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use memring::Client;
 use support::cluster;
+use support::proxy::Proxy;
 
 const THREADS: usize = 8;
 const OPS_PER_THREAD: usize = 12_500;
@@ -48,7 +51,9 @@ fn next(state: &mut u64) -> u64 {
 #[test]
 fn every_read_is_a_miss_or_the_latest_acknowledged_value() {
     let mut servers = cluster(3);
-    let addrs: Vec<String> = servers.iter().map(|s| s.addr()).collect();
+    let proxy = Proxy::start(&servers[0].addr());
+    let mut addrs: Vec<String> = servers.iter().map(|s| s.addr()).collect();
+    addrs[0] = proxy.addr();
     let client = Client::builder()
         .servers(addrs.as_slice())
         .retry_timeout(Duration::from_millis(200))
@@ -162,6 +167,8 @@ fn every_read_is_a_miss_or_the_latest_acknowledged_value() {
         }
     };
     let all_ops = THREADS * OPS_PER_THREAD;
+    wait_for(all_ops / 5);
+    proxy.drop_requests(1);
     wait_for(all_ops * 2 / 5);
     servers[1].kill();
     killed.store(1, Ordering::Relaxed);
@@ -184,6 +191,7 @@ fn every_read_is_a_miss_or_the_latest_acknowledged_value() {
         t.wrong.len()
     );
     assert_eq!(t.ops, all_ops);
+    assert_eq!(proxy.dropped(), 1, "the lost request was never sent");
     assert!(
         t.wrong.is_empty(),
         "wrong values: {:?}",

@@ -15,7 +15,9 @@ use super::reply::{key_error, round_trip, unexpected};
 use super::retry::Class;
 use super::Client;
 use crate::error::{Error, ErrorKind, Result};
-use crate::protocol::{check_key, check_meta_flags, encode, meta_flag, MetaCode, MetaFlag, Response};
+use crate::protocol::{
+    check_key, check_meta_flags, encode, meta_flag, MetaCode, MetaFlag, Response,
+};
 use crate::value::{Expiry, FromValue, ToValue};
 
 /// A meta command for [`Client::meta`].
@@ -379,7 +381,10 @@ mod tests {
         assert_eq!(set(&[Invalidate, CompareCas(3)]), Class::WriteOnce);
         assert_eq!(MetaRequest::Delete(&[]).class(), Class::Write);
         assert_eq!(MetaRequest::Delete(&[Invalidate]).class(), Class::Write);
-        assert_eq!(MetaRequest::Delete(&[CompareCas(1)]).class(), Class::WriteOnce);
+        assert_eq!(
+            MetaRequest::Delete(&[CompareCas(1)]).class(),
+            Class::WriteOnce
+        );
         assert_eq!(MetaRequest::Arith(&[]).class(), Class::WriteOnce);
     }
 

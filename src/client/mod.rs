@@ -179,9 +179,10 @@ impl Client {
     // ----- the request loop -------------------------------------------
 
     fn node(&self, index: usize) -> Result<&Node> {
-        self.inner.nodes.get(index).ok_or_else(|| {
-            Error::new(ErrorKind::InvalidConfig, "the ring named an unknown server")
-        })
+        self.inner
+            .nodes
+            .get(index)
+            .ok_or_else(|| Error::new(ErrorKind::InvalidConfig, "the ring named an unknown server"))
     }
 
     /// Whether a request of `class` for `key` may use `node` now: in
@@ -189,7 +190,10 @@ impl Client {
     /// failure is kept in `last`.
     fn usable(&self, node: &Node, key: &[u8], class: Class, last: &mut Option<Error>) -> bool {
         let inner = &*self.inner;
-        match node.health.status(|| inner.clock.now(), inner.config.policy) {
+        match node
+            .health
+            .status(|| inner.clock.now(), inner.config.policy)
+        {
             Status::Alive => true,
             Status::Dead => skip_dead(node, key, class),
             Status::Probe => match self.probe(node) {

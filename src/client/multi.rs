@@ -17,7 +17,9 @@
 
 use std::time::Instant;
 
-use super::reply::{check_value_len, key_error, lossy, unexpected, values_step, with_token, Fetched};
+use super::reply::{
+    check_value_len, key_error, lossy, unexpected, values_step, with_token, Fetched,
+};
 use super::retry::{self, Class, Decision, Failure};
 use super::{skip_dead, Client};
 use crate::connection::Connection;
@@ -239,7 +241,11 @@ impl Client {
         // The common case: the key's own server, untried and in service.
         if tried.is_empty() {
             let primary = inner.ring.primary(key)?;
-            if inner.nodes.get(primary).is_some_and(|n| !n.health.is_dead()) {
+            if inner
+                .nodes
+                .get(primary)
+                .is_some_and(|n| !n.health.is_dead())
+            {
                 return Some((primary, false));
             }
         }
@@ -326,10 +332,8 @@ impl Client {
                     }
                 }
             }
-            let groups: Vec<Vec<Vec<Entry>>> = groups
-                .into_iter()
-                .map(|g| Self::waves(batch, g))
-                .collect();
+            let groups: Vec<Vec<Vec<Entry>>> =
+                groups.into_iter().map(|g| Self::waves(batch, g)).collect();
             let waves = groups.iter().map(Vec::len).max().unwrap_or(0);
             for wave in 0..waves {
                 let flights = call.send_wave(&groups, wave);

@@ -136,9 +136,10 @@ pub(crate) fn values_step(
                 data,
                 cas,
             } => on_value(key, Got::Value(data, flags, cas)).map(|()| false),
-            Response::TooLarge { key: Some(key), len } => {
-                on_value(key, Got::TooLarge(len)).map(|()| false)
-            }
+            Response::TooLarge {
+                key: Some(key),
+                len,
+            } => on_value(key, Got::TooLarge(len)).map(|()| false),
             Response::End => Ok(true),
             other => Err(unexpected(other)),
         })?;

@@ -161,15 +161,39 @@ mod tests {
     fn writes_move_on_only_from_a_dead_server() {
         use ErrorKind::*;
         // A live server: stop; unknown only when sent.
-        assert_eq!(decide(Class::Write, fail(true, true, false)), (false, OutcomeUnknown));
-        assert_eq!(decide(Class::Write, fail(true, false, false)), (false, Timeout));
-        assert_eq!(decide(Class::WriteOnce, fail(true, true, false)), (false, OutcomeUnknown));
-        assert_eq!(decide(Class::WriteOnce, fail(true, false, false)), (false, Timeout));
+        assert_eq!(
+            decide(Class::Write, fail(true, true, false)),
+            (false, OutcomeUnknown)
+        );
+        assert_eq!(
+            decide(Class::Write, fail(true, false, false)),
+            (false, Timeout)
+        );
+        assert_eq!(
+            decide(Class::WriteOnce, fail(true, true, false)),
+            (false, OutcomeUnknown)
+        );
+        assert_eq!(
+            decide(Class::WriteOnce, fail(true, false, false)),
+            (false, Timeout)
+        );
         // A dead server: idempotent writes move on; non-idempotent only unsent.
-        assert_eq!(decide(Class::Write, fail(true, true, true)), (true, Timeout));
-        assert_eq!(decide(Class::Write, fail(true, false, true)), (true, Timeout));
-        assert_eq!(decide(Class::WriteOnce, fail(true, false, true)), (true, Timeout));
-        assert_eq!(decide(Class::WriteOnce, fail(true, true, true)), (false, OutcomeUnknown));
+        assert_eq!(
+            decide(Class::Write, fail(true, true, true)),
+            (true, Timeout)
+        );
+        assert_eq!(
+            decide(Class::Write, fail(true, false, true)),
+            (true, Timeout)
+        );
+        assert_eq!(
+            decide(Class::WriteOnce, fail(true, false, true)),
+            (true, Timeout)
+        );
+        assert_eq!(
+            decide(Class::WriteOnce, fail(true, true, true)),
+            (false, OutcomeUnknown)
+        );
     }
 
     #[test]
@@ -180,8 +204,14 @@ mod tests {
             exhausted(Class::Write, last(), true, none).kind(),
             ErrorKind::OutcomeUnknown
         );
-        assert_eq!(exhausted(Class::Write, last(), false, none).kind(), ErrorKind::Connect);
-        assert_eq!(exhausted(Class::Read, last(), true, none).kind(), ErrorKind::Connect);
+        assert_eq!(
+            exhausted(Class::Write, last(), false, none).kind(),
+            ErrorKind::Connect
+        );
+        assert_eq!(
+            exhausted(Class::Read, last(), true, none).kind(),
+            ErrorKind::Connect
+        );
         assert_eq!(
             exhausted(Class::Read, None, false, none).kind(),
             ErrorKind::NoServerAvailable

@@ -321,7 +321,10 @@ impl Decoder {
         let len = parse_u64(len).ok_or(DecodeError::Malformed("bad VA length"))?;
         if len > self.max_value as u64 {
             impossible(len, self.max_value)?;
-            return Ok(Decoded::Complete(Response::TooLarge { key: None, len }, header));
+            return Ok(Decoded::Complete(
+                Response::TooLarge { key: None, len },
+                header,
+            ));
         }
         let (data, used) = match self.block(buf, header, len)? {
             Some(d) => d,
@@ -428,9 +431,7 @@ fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
         }
         at += 8;
     }
-    rest.iter()
-        .position(|&b| b == needle)
-        .map(|p| at + p)
+    rest.iter().position(|&b| b == needle).map(|p| at + p)
 }
 
 /// Refuses a declared length no memcached could send.
@@ -576,7 +577,10 @@ HD c200194 W\r\nME k exp=-1 la=0\r\nVA 2 kYmlu b\r\nhi\r\n";
         }
         assert!(matches!(
             Decoder::new(2).decode(b"VA 3\r\n"),
-            Ok(Decoded::Complete(Response::TooLarge { key: None, len: 3 }, 6))
+            Ok(Decoded::Complete(
+                Response::TooLarge { key: None, len: 3 },
+                6
+            ))
         ));
         assert!(D.decode(b"VA x\r\n").is_err());
         assert!(D.decode(b"VA 3\r\nbarXX").is_err());

@@ -252,7 +252,9 @@ pub fn check_meta_flags(flags: &[MetaFlag<'_>]) -> Result<(), String> {
                 }
             }
             MetaFlag::Mode(m) if bad(m) => {
-                return Err(format!("meta mode byte 0x{m:02x} is not a printable letter"));
+                return Err(format!(
+                    "meta mode byte 0x{m:02x} is not a printable letter"
+                ));
             }
             _ => {}
         }

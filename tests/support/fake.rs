@@ -25,6 +25,8 @@ pub enum Step {
     Reset,
     /// Never answer; keep the connection open until the server is dropped.
     Stall,
+    /// Set this flag (once the steps before it were written).
+    Signal(Arc<AtomicBool>),
 }
 
 /// What the script sees: which connection (0-based, in accept order),
@@ -183,6 +185,7 @@ fn serve(
                     reset(&s);
                     return;
                 }
+                Step::Signal(flag) => flag.store(true, Ordering::SeqCst),
                 Step::Stall => {
                     while !stop.load(Ordering::SeqCst) {
                         thread::sleep(Duration::from_millis(20));

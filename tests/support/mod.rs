@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fake;
+pub mod proxy;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
