@@ -45,6 +45,9 @@ pub(crate) struct Connection {
     /// The read and write timeouts currently set on the socket.
     read_timeout: Duration,
     write_timeout: Duration,
+    /// When the connection was checked out for the current request (just
+    /// before it is encoded and sent): its deadline runs from here.
+    started: Instant,
     /// When the current request must be answered by: set when it is sent.
     deadline: Option<Instant>,
     /// Whether the current request has read from the socket yet.
@@ -140,6 +143,7 @@ impl Connection {
             io_timeout: opts.io_timeout,
             read_timeout: opts.io_timeout,
             write_timeout: opts.io_timeout,
+            started: Instant::now(),
             deadline: None,
             reading: false,
             long_write: false,
@@ -156,8 +160,10 @@ impl Connection {
         self.broken
     }
 
-    /// How long the connection has been idle at `now`.
-    pub fn idle(&self, now: Instant) -> Duration {
+    /// Checks the connection out at `now` for a request: returns how long
+    /// it had been idle; the request's deadline will run from `now`.
+    pub fn checkout(&mut self, now: Instant) -> Duration {
+        self.started = now;
         now.saturating_duration_since(self.last_used)
     }
 
@@ -200,12 +206,12 @@ impl Connection {
         self.sent
     }
 
-    /// Writes the whole request buffer. The request's deadline starts now:
-    /// the write and the whole reply must be done within the I/O timeout.
+    /// Writes the whole request buffer. The request's deadline is set: the
+    /// write and the whole reply must be done within the I/O timeout of the
+    /// checkout (microseconds before the send; no clock read here).
     pub fn send(&mut self) -> Result<()> {
-        let now = Instant::now();
-        self.deadline = now.checked_add(self.io_timeout);
-        self.last_used = now;
+        self.deadline = self.started.checked_add(self.io_timeout);
+        self.last_used = self.started;
         self.long_write = false;
         if self.write_timeout != self.io_timeout {
             self.set_write_timeout(self.io_timeout)?;

@@ -143,7 +143,10 @@ impl ServerPool {
         let now = Instant::now();
         let usable = match slot.conn.as_mut() {
             None => false,
-            Some(c) => self.idle_timeout.is_none_or(|t| c.idle(now) <= t) && c.check_idle(),
+            Some(c) => {
+                let idle = c.checkout(now);
+                self.idle_timeout.is_none_or(|t| idle <= t) && c.check_idle()
+            }
         };
         if !usable {
             slot.conn = None;

@@ -102,8 +102,6 @@ impl<B: Batch> Call<'_, B> {
         if server_failure {
             node.health
                 .record_failure(inner.clock.now(), inner.config.policy);
-        } else {
-            node.health.record_success();
         }
         let server_dead = node.health.is_dead();
         let class = self.batch.class();
