@@ -224,7 +224,7 @@ impl Connection {
                 let left = self.remaining()?;
                 self.set_write_timeout(left)?;
             }
-            match (&self.sock).write(&self.wbuf[pos..]) {
+            match (&self.sock).write(self.wbuf.get(pos..).unwrap_or_default()) {
                 Ok(0) => return Err(Error::new(ErrorKind::Io, "connection closed while writing")),
                 Ok(n) => {
                     self.sent = true;
@@ -257,10 +257,11 @@ impl Connection {
     where
         F: FnOnce(Response<'_>) -> Result<R>,
     {
-        if !self.discard()? {
+        if (self.skip != 0 || self.crlf_due) && !self.discard()? {
             return Ok(Err(f));
         }
-        match self.decoder.decode(&self.rbuf[self.start..self.end]) {
+        let buffered = self.rbuf.get(self.start..self.end).unwrap_or_default();
+        match self.decoder.decode(buffered) {
             Ok(Decoded::Complete(r, n)) => {
                 if let Response::TooLarge { len, .. } = r {
                     self.skip = len;
@@ -376,7 +377,7 @@ impl Connection {
 
     fn read_some(&mut self) -> Result<()> {
         loop {
-            match (&self.sock).read(&mut self.rbuf[self.end..]) {
+            match (&self.sock).read(self.rbuf.get_mut(self.end..).unwrap_or_default()) {
                 Ok(0) => {
                     let detail = if self.start == self.end {
                         "server closed the connection"

@@ -258,14 +258,7 @@ fn a_reply_above_the_read_limit_is_value_too_large_and_the_connection_is_kept() 
 /// The number of connections the server has accepted so far, this
 /// `stats` connection included.
 fn connections(mc: &Memcached) -> u64 {
-    let stats = String::from_utf8(mc.raw(b"stats\r\n")).unwrap();
-    stats
-        .lines()
-        .find_map(|l| l.strip_prefix("STAT total_connections "))
-        .unwrap()
-        .trim()
-        .parse::<u64>()
-        .unwrap()
+    mc.stat("total_connections")
 }
 
 #[test]

@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use memring::{Client, Distribution, ErrorKind, Ring};
-use support::{cluster, Memcached};
+use support::{cluster, wait_until, Memcached};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -35,17 +35,6 @@ fn holder(servers: &[Memcached], key: &str) -> Option<usize> {
 }
 
 /// Polls `cond` every 20 ms for at most `limit`.
-fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    cond()
-}
-
 fn killed_server_keys_move_to_their_neighbour_and_return(dist: Distribution) {
     let mut servers = cluster(3);
     let client = client_for(&servers, dist);

@@ -14,7 +14,7 @@ use memring::protocol::MetaFlag;
 use memring::{Client, Distribution, ErrorKind, Expiry, MetaRequest, Server};
 use support::fake::{correct, FakeServer, Request, Step};
 use support::proxy::Proxy;
-use support::{cluster, Memcached};
+use support::{cluster, wait_until, Memcached};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -23,28 +23,6 @@ fn key_on(client: &Client, label: &str, prefix: &str) -> String {
     (0..)
         .map(|i| format!("{prefix}:{i}"))
         .find(|k| client.server_for(k).unwrap().label() == label)
-        .unwrap()
-}
-
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
-fn stat(mc: &Memcached, name: &str) -> u64 {
-    let stats = String::from_utf8(mc.raw(b"stats\r\n")).unwrap();
-    stats
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("STAT {name} ")))
-        .unwrap()
-        .trim()
-        .parse()
         .unwrap()
 }
 
@@ -136,7 +114,7 @@ fn a_server_that_comes_back_never_serves_what_changed_while_it_was_away() {
     assert!(!servers[0].holds(&k1));
     assert!(!servers[0].holds(&k2));
     assert!(servers[0].holds(&canary));
-    assert_eq!(stat(&servers[0], "cmd_flush"), 0);
+    assert_eq!(servers[0].stat("cmd_flush"), 0);
     assert_eq!(client.rejoin_hints(0), (0, false));
 }
 
@@ -147,7 +125,7 @@ fn past_the_hint_bound_a_returning_server_is_flushed() {
     assert!(!servers[0].holds(&k1));
     assert!(!servers[0].holds(&k2));
     assert!(!servers[0].holds(&canary), "flushed as a whole");
-    assert_eq!(stat(&servers[0], "cmd_flush"), 1);
+    assert_eq!(servers[0].stat("cmd_flush"), 1);
     assert_eq!(client.get::<String>(&k2).unwrap(), None);
 }
 
@@ -260,7 +238,7 @@ fn meta_flag_tokens_cannot_inject_commands() {
     let mc = Memcached::start();
     let client = Client::new(mc.addr().as_str()).unwrap();
     client.set("canary", "alive", HOUR).unwrap();
-    let flushes = stat(&mc, "cmd_flush");
+    let flushes = mc.stat("cmd_flush");
     let tokens: [&[u8]; 6] = [
         b"x\r\nflush_all",
         b"x\nflush_all",
@@ -287,7 +265,7 @@ fn meta_flag_tokens_cannot_inject_commands() {
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
     }
-    assert_eq!(stat(&mc, "cmd_flush"), flushes);
+    assert_eq!(mc.stat("cmd_flush"), flushes);
     assert_eq!(
         client.get::<String>("canary").unwrap().as_deref(),
         Some("alive")

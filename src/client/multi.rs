@@ -78,15 +78,23 @@ struct Flight<'e> {
     cursor: usize,
 }
 
-/// The state of one multi-key call: each key's result, the servers it was
-/// tried on, whether its request may have been sent, its last failure.
+/// What a multi-key call knows about one key between attempts: the
+/// servers it was tried on, whether its request may have been sent, and its
+/// last failure.
+#[derive(Default)]
+struct KeyState {
+    tried: Vec<usize>,
+    sent: bool,
+    last: Option<Error>,
+}
+
+/// The state of one multi-key call: each key's result and state, and the
+/// keys still to send.
 struct Call<'c, B: Batch> {
     client: &'c Client,
     batch: &'c B,
     out: Vec<Option<Result<B::Out>>>,
-    tried: Vec<Vec<usize>>,
-    sent: Vec<bool>,
-    last: Vec<Option<Error>>,
+    keys: Vec<KeyState>,
     todo: Vec<usize>,
 }
 
@@ -107,23 +115,24 @@ impl<B: Batch> Call<'_, B> {
         let class = self.batch.class();
         for en in entries {
             let i = en.index;
-            if self.out.get(i).is_none_or(Option::is_some) {
-                continue;
-            }
-            self.sent[i] |= sent_now;
+            let (Some(slot @ None), Some(state)) = (self.out.get_mut(i), self.keys.get_mut(i))
+            else {
+                continue; // answered already
+            };
+            state.sent |= sent_now;
             let failure = Failure {
                 server_failure,
-                sent: self.sent[i],
+                sent: state.sent,
                 server_dead,
             };
             match retry::after_failure(class, e.duplicate(), failure) {
-                Decision::Stop(err) => self.out[i] = Some(Err(err)),
+                Decision::Stop(err) => *slot = Some(Err(err)),
                 Decision::Next(err) => {
                     if class.is_write() {
                         node.hints.record(self.batch.key(i), &node.health);
                     }
-                    self.tried[i].push(server);
-                    self.last[i] = Some(err);
+                    state.tried.push(server);
+                    state.last = Some(err);
                     self.todo.push(i);
                 }
             }
@@ -170,8 +179,7 @@ impl<B: Batch> Call<'_, B> {
     fn read_wave(&mut self, mut flights: Vec<Flight<'_>>) {
         loop {
             let mut i = 0;
-            while i < flights.len() {
-                let f = &mut flights[i];
+            while let Some(f) = flights.get_mut(i) {
                 match self
                     .batch
                     .step(&mut f.conn, f.entries, &mut self.out, &mut f.cursor)
@@ -215,7 +223,9 @@ impl<B: Batch> Call<'_, B> {
             };
             let now = Instant::now();
             for i in (0..flights.len()).rev() {
-                let f = &mut flights[i];
+                let Some(f) = flights.get_mut(i) else {
+                    continue;
+                };
                 let result = if ready.get(i) == Some(&true) {
                     f.conn.read_ready()
                 } else if f.conn.deadline().is_some_and(|d| d <= now) {
@@ -270,6 +280,14 @@ impl Client {
     /// Splits one server's entries into waves of at most `MAX_BATCH`
     /// commands and about `WAVE_BYTES` bytes.
     fn waves<B: Batch>(batch: &B, entries: Vec<Entry>) -> Vec<Vec<Entry>> {
+        if entries.is_empty() {
+            return Vec::new();
+        }
+        if entries.len() <= MAX_BATCH
+            && entries.iter().map(|e| batch.cost(e.index)).sum::<usize>() <= WAVE_BYTES
+        {
+            return vec![entries];
+        }
         let mut waves = Vec::new();
         let mut wave: Vec<Entry> = Vec::new();
         let mut bytes = 0;
@@ -294,18 +312,16 @@ impl Client {
             client: self,
             batch,
             out: (0..n).map(|_| None).collect(),
-            tried: vec![Vec::new(); n],
-            sent: vec![false; n],
-            last: (0..n).map(|_| None).collect(),
+            keys: (0..n).map(|_| KeyState::default()).collect(),
             todo: Vec::with_capacity(n),
         };
-        for i in 0..n {
+        for (i, slot) in call.out.iter_mut().enumerate() {
             let key = batch.key(i);
             let checked = check_key(key)
                 .map_err(|p| key_error(key, p))
                 .and_then(|()| batch.check(i));
             match checked {
-                Err(e) => call.out[i] = Some(Err(e)),
+                Err(e) => *slot = Some(Err(e)),
                 Ok(()) => call.todo.push(i),
             }
         }
@@ -319,12 +335,15 @@ impl Client {
             let mut groups: Vec<Vec<Entry>> =
                 (0..servers).map(|_| Vec::with_capacity(share)).collect();
             for i in std::mem::take(&mut call.todo) {
-                match self.pick(batch.key(i), &call.tried[i], class) {
-                    Some((s, failover)) => groups[s].push(Entry { index: i, failover }),
+                let (Some(slot), Some(state)) = (call.out.get_mut(i), call.keys.get_mut(i)) else {
+                    continue;
+                };
+                let picked = self.pick(batch.key(i), &state.tried, class);
+                match picked.and_then(|(s, failover)| Some((groups.get_mut(s)?, failover))) {
+                    Some((group, failover)) => group.push(Entry { index: i, failover }),
                     None => {
-                        let last = call.last[i].take();
-                        let sent = call.sent[i];
-                        call.out[i] = Some(Err(retry::exhausted(class, last, sent, || {
+                        let last = state.last.take();
+                        *slot = Some(Err(retry::exhausted(class, last, state.sent, || {
                             self.no_server(batch.key(i))
                         })));
                     }
@@ -338,10 +357,11 @@ impl Client {
                 call.read_wave(flights);
             }
         }
+        // Keys whose last attempt failed with attempts used up.
         for i in std::mem::take(&mut call.todo) {
-            if call.out[i].is_none() {
-                let last = call.last[i].take();
-                call.out[i] = Some(Err(retry::exhausted(class, last, call.sent[i], || {
+            if let (Some(slot @ None), Some(state)) = (call.out.get_mut(i), call.keys.get_mut(i)) {
+                let last = state.last.take();
+                *slot = Some(Err(retry::exhausted(class, last, state.sent, || {
                     Error::new(ErrorKind::NoServerAvailable, "no attempt left")
                 })));
             }

@@ -106,7 +106,19 @@ pub fn meta_flag(flags: &[u8], letter: u8) -> Option<&[u8]> {
     flags
         .split(|&b| b == b' ')
         .find(|t| t.first() == Some(&letter))
-        .map(|t| &t[1..])
+        .map(|t| t.get(1..).unwrap_or_default())
+}
+
+/// Splits at the first space: the part before it and, if there was one, the
+/// part after it.
+fn split_space(b: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match b.iter().position(|&c| c == b' ') {
+        Some(i) => (
+            b.get(..i).unwrap_or_default(),
+            Some(b.get(i + 1..).unwrap_or_default()),
+        ),
+        None => (b, None),
+    }
 }
 
 impl Response<'_> {
@@ -215,7 +227,7 @@ impl Decoder {
 
     /// Decodes the first reply in `buf`.
     pub fn decode<'a>(&self, buf: &'a [u8]) -> Result<Decoded<'a>, DecodeError> {
-        let window = &buf[..buf.len().min(self.max_line + 2)];
+        let window = buf.get(..self.max_line + 2).unwrap_or(buf);
         let Some(nl) = find_byte(window, b'\n') else {
             if buf.len() > self.max_line + 1 {
                 return Err(DecodeError::LineTooLong {
@@ -224,15 +236,15 @@ impl Decoder {
             }
             return Ok(Decoded::Incomplete);
         };
-        if nl == 0 || buf[nl - 1] != b'\r' {
+        let Some(line) = nl
+            .checked_sub(1)
+            .and_then(|cr| buf.get(..=cr))
+            .and_then(|l| l.strip_suffix(b"\r"))
+        else {
             return Err(DecodeError::Malformed("line not terminated by \\r\\n"));
-        }
-        let line = &buf[..nl - 1];
-        let used = nl + 1;
-        let (word, rest) = match line.iter().position(|&b| b == b' ') {
-            Some(i) => (&line[..i], Some(&line[i + 1..])),
-            None => (line, None),
         };
+        let used = nl + 1;
+        let (word, rest) = split_space(line);
         let simple = |r: Response<'a>| -> Result<Decoded<'a>, DecodeError> {
             if rest.is_some() {
                 return Err(DecodeError::Malformed("unexpected text after reply word"));
@@ -256,10 +268,8 @@ impl Decoder {
             )),
             b"STAT" => {
                 let rest = rest.ok_or(DecodeError::Malformed("STAT without a name"))?;
-                let (name, value) = match rest.iter().position(|&b| b == b' ') {
-                    Some(i) => (&rest[..i], &rest[i + 1..]),
-                    None => (rest, &b""[..]),
-                };
+                let (name, value) = split_space(rest);
+                let value = value.unwrap_or_default();
                 if name.is_empty() {
                     return Err(DecodeError::Malformed("STAT without a name"));
                 }
@@ -302,7 +312,7 @@ impl Decoder {
                 simple(Response::Number(n))
             }
             _ => Err(DecodeError::Unknown(
-                String::from_utf8_lossy(&word[..word.len().min(32)]).into_owned(),
+                String::from_utf8_lossy(word.get(..32).unwrap_or(word)).into_owned(),
             )),
         }
     }
@@ -314,10 +324,8 @@ impl Decoder {
         fields: &'a [u8],
         header: usize,
     ) -> Result<Decoded<'a>, DecodeError> {
-        let (len, flags) = match fields.iter().position(|&b| b == b' ') {
-            Some(i) => (&fields[..i], &fields[i + 1..]),
-            None => (fields, &b""[..]),
-        };
+        let (len, flags) = split_space(fields);
+        let flags = flags.unwrap_or_default();
         let len = parse_u64(len).ok_or(DecodeError::Malformed("bad VA length"))?;
         if len > self.max_value as u64 {
             impossible(len, self.max_value)?;
@@ -355,16 +363,17 @@ impl Decoder {
                 limit: self.max_value,
             });
         }
-        let end = header + len as usize;
-        if buf.len() < end + 2 {
+        let end = header.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
+        let (Some(data), Some(crlf)) = (buf.get(header..end), buf.get(end..end.saturating_add(2)))
+        else {
             return Ok(None);
-        }
-        if &buf[end..end + 2] != b"\r\n" {
+        };
+        if crlf != b"\r\n" {
             return Err(DecodeError::Malformed(
                 "data block not followed by \\r\\n (length mismatch)",
             ));
         }
-        Ok(Some((&buf[header..end], end + 2)))
+        Ok(Some((data, end + 2)))
     }
 
     fn value<'a>(

@@ -36,16 +36,16 @@ impl StoreCommand {
 
 /// Writes the decimal form of `n` into `tmp` and returns it.
 pub(crate) fn digits(mut n: u64, tmp: &mut [u8; 20]) -> &[u8] {
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (n % 10) as u8;
+    let mut start = tmp.len();
+    for slot in tmp.iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
         n /= 10;
+        start -= 1;
         if n == 0 {
             break;
         }
     }
-    &tmp[i..]
+    tmp.get(start..).unwrap_or_default()
 }
 
 /// Appends the decimal form of `n`.
@@ -359,15 +359,13 @@ pub fn base64(raw: &[u8]) -> String {
     const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(raw.len().div_ceil(3) * 4);
     for chunk in raw.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
+        let byte = |i: usize| chunk.get(i).copied().unwrap_or(0);
+        let b = [byte(0), byte(1), byte(2)];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
-                out.push(ABC[(n >> (18 - 6 * i)) as usize & 63] as char);
+                let sextet = (n >> (18 - 6 * i)) as usize & 63;
+                out.push(ABC.get(sextet).copied().unwrap_or(b'=') as char);
             } else {
                 out.push('=');
             }

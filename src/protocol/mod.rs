@@ -51,8 +51,12 @@ pub fn check_key(key: &[u8]) -> Result<(), KeyProblem> {
     if !has_bad_key_byte(key) {
         return Ok(());
     }
-    match key.iter().position(|&b| b <= b' ' || b == 0x7f) {
-        Some(i) => Err(KeyProblem::BadByte(i, key[i])),
+    match key
+        .iter()
+        .enumerate()
+        .find(|(_, &b)| b <= b' ' || b == 0x7f)
+    {
+        Some((i, &b)) => Err(KeyProblem::BadByte(i, b)),
         None => Ok(()),
     }
 }

@@ -86,7 +86,9 @@ impl FromStr for Distribution {
 /// `md5word(d, a)`: the little-endian u32 at bytes `4a..4a+4` of a digest.
 #[inline]
 pub(crate) fn md5_word(d: &[u8], a: usize) -> u32 {
-    u32::from_le_bytes([d[4 * a], d[4 * a + 1], d[4 * a + 2], d[4 * a + 3]])
+    d.get(4 * a..4 * a + 4)
+        .and_then(|w| w.first_chunk::<4>())
+        .map_or(0, |w| u32::from_le_bytes(*w))
 }
 
 /// The md5 digest of `input` as its four little-endian words
@@ -103,10 +105,18 @@ pub(crate) fn md5_words(input: &[u8]) -> [u32; 4] {
             md5_word(&d, 3),
         ];
     }
+    // One padded block: the input (at most 55 bytes), 0x80, zeros, and the
+    // length in bits in the last eight bytes.
     let mut block = [0u8; 64];
-    block[..input.len()].copy_from_slice(input);
-    block[input.len()] = 0x80;
-    block[56..].copy_from_slice(&(input.len() as u64 * 8).to_le_bytes());
+    if let Some(head) = block.get_mut(..input.len()) {
+        head.copy_from_slice(input);
+    }
+    if let Some(b) = block.get_mut(input.len()) {
+        *b = 0x80;
+    }
+    if let Some(tail) = block.get_mut(56..) {
+        tail.copy_from_slice(&(input.len() as u64 * 8).to_le_bytes());
+    }
     let mut state = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
     md5::block_api::compress(&mut state, &[block]);
     state
@@ -237,7 +247,7 @@ impl Ring {
             Layout::Empty => None,
             Layout::Single => Some(0),
             Layout::Continuum(c) if c.len() == 0 => None,
-            Layout::Continuum(c) => Some(c.servers[c.position(md5_32(key))] as usize),
+            Layout::Continuum(c) => c.servers.get(c.position(md5_32(key))).map(|&s| s as usize),
             Layout::Modulo(b) => b.walk(key).next(),
         }
     }
@@ -300,9 +310,14 @@ impl Seen {
             Seen::Heap(w) => w,
         };
         let (w, bit) = (i / 64, 1u64 << (i % 64));
-        let fresh = words[w] & bit == 0;
-        words[w] |= bit;
-        fresh
+        match words.get_mut(w) {
+            Some(word) => {
+                let fresh = *word & bit == 0;
+                *word |= bit;
+                fresh
+            }
+            None => false,
+        }
     }
 }
 
@@ -344,7 +359,7 @@ impl Iterator for Candidates<'_> {
                     }
                     let i = (*start + *step) % ring.len();
                     *step += 1;
-                    ring.servers[i] as usize
+                    *ring.servers.get(i)? as usize
                 }
                 Walk::Rehash(w) => w.next()?,
             };

@@ -52,15 +52,14 @@ impl Iterator for Walk<'_> {
         if self.pick > 0 {
             // serverhash = crc15(str(serverhash) + str(i)), i = pick - 1
             let (mut a, mut b) = ([0u8; 20], [0u8; 20]);
-            let h = digits(self.hash.into(), &mut a);
-            let i = digits(u64::from(self.pick - 1), &mut b);
-            let mut text = [0u8; 40];
-            text[..h.len()].copy_from_slice(h);
-            text[h.len()..h.len() + i.len()].copy_from_slice(i);
-            self.hash = crc15(&text[..h.len() + i.len()]);
+            let mut text = crc32fast::Hasher::new();
+            text.update(digits(self.hash.into(), &mut a));
+            text.update(digits(u64::from(self.pick - 1), &mut b));
+            self.hash = (text.finalize() >> 16) & 0x7fff;
         }
         self.pick += 1;
-        Some(self.buckets[self.hash as usize % self.buckets.len()] as usize)
+        let at = (self.hash as usize).checked_rem(self.buckets.len())?;
+        self.buckets.get(at).map(|&s| s as usize)
     }
 }
 

@@ -246,6 +246,18 @@ impl Memcached {
         }
     }
 
+    /// One number from the server's `stats` (read on a fresh connection).
+    pub fn stat(&self, name: &str) -> u64 {
+        let stats = String::from_utf8(self.raw(b"stats\r\n")).unwrap();
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("STAT {name} ")))
+            .unwrap_or_else(|| panic!("no stat {name}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
     /// True while the process runs (not killed).
     pub fn is_running(&self) -> bool {
         self.child.is_some()
@@ -274,6 +286,18 @@ impl Drop for Memcached {
             }
         }
     }
+}
+
+/// Polls `cond` every 20 ms for up to `limit`; true once it held.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
 }
 
 /// Starts `n` servers.
