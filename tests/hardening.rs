@@ -209,8 +209,10 @@ fn a_reply_nobody_asked_for_never_answers_the_next_request() {
     let fake = FakeServer::start(move |r: &Request<'_>| {
         vec![
             Step::Send(correct(r.line)),
-            // Right after the real reply, as its own write: a reply to
-            // nothing, which the next `get k` must never take as its own.
+            // Just after the real reply was read (so not in the same read):
+            // a reply to nothing, which the next `get k` must never take as
+            // its own.
+            Step::Sleep(Duration::from_micros(200)),
             Step::Send(b"VALUE k 0 5\r\nWRONG\r\nEND\r\n".to_vec()),
             Step::Signal(flag.clone()),
         ]
