@@ -665,3 +665,55 @@ fn each_step<T>(
     conn.finish();
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(n: usize) -> Vec<Entry> {
+        (0..n)
+            .map(|index| Entry {
+                index,
+                failover: false,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn waves_respect_the_command_count_and_the_byte_budget() {
+        let keys: Vec<String> = (0..2500).map(|i| format!("k{i}")).collect();
+        let batch = KeyBatch {
+            keys: &keys,
+            touch: None,
+        };
+        let waves = Client::waves(&batch, entries(2500));
+        let lens: Vec<usize> = waves.iter().map(Vec::len).collect();
+        assert_eq!(lens, [1024, 1024, 452]);
+
+        let big = vec![0u8; 400 * 1024];
+        let items: Vec<(String, &[u8])> = (0..5).map(|i| (format!("k{i}"), &big[..])).collect();
+        let batch = SetBatch {
+            items: &items,
+            bytes: items.iter().map(|(_, v)| v.to_bytes()).collect(),
+            ttl: Expiry::Never,
+            max_value: usize::MAX,
+        };
+        let waves = Client::waves(&batch, entries(5));
+        let lens: Vec<usize> = waves.iter().map(Vec::len).collect();
+        // Two 400 KiB values fit in 1 MiB, three do not.
+        assert_eq!(lens, [2, 2, 1]);
+        let huge = vec![0u8; 3 << 20];
+        let items = [("a", &huge[..]), ("b", &big[..])];
+        let batch = SetBatch {
+            items: &items,
+            bytes: items.iter().map(|(_, v)| v.to_bytes()).collect(),
+            ttl: Expiry::Never,
+            max_value: usize::MAX,
+        };
+        let lens: Vec<usize> = Client::waves(&batch, entries(2))
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(lens, [1, 1], "a request above the budget goes alone");
+    }
+}
