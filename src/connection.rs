@@ -8,7 +8,6 @@
 //! read would return the answer to an earlier request.
 
 use std::io::{self, Read, Write};
-use std::mem::MaybeUninit;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
@@ -177,17 +176,11 @@ impl Connection {
             self.broken = true;
             return false;
         }
-        let mut probe = [MaybeUninit::<u8>::uninit(); 1];
-        match self
-            .sock
-            .recv_with_flags(&mut probe, libc::MSG_PEEK | libc::MSG_DONTWAIT)
-        {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
-            _ => {
-                self.broken = true;
-                false
-            }
+        if !matches!(crate::sys::readable_now(self.raw_fd()), Ok(false)) {
+            self.broken = true;
+            return false;
         }
+        true
     }
 
     /// Starts a request: marks the connection in flight (broken until the
@@ -431,9 +424,9 @@ impl Connection {
             match self.remaining() {
                 Ok(r) => r,
                 Err(e) => {
-                    let ready = crate::sys::poll_readable(&[self.raw_fd()], Duration::ZERO)
+                    let ready = crate::sys::readable_now(self.raw_fd())
                         .map_err(|e| Error::io(e, "polling socket"))?;
-                    if ready.first() == Some(&true) {
+                    if ready {
                         return Ok(());
                     }
                     return Err(e);

@@ -9,7 +9,7 @@
 //! r2d2 retries in the background.
 //!
 //! `has_broken` only reads the connection's flag: it never blocks. Checkout
-//! does no round trip; it makes one non-blocking `recv(MSG_PEEK)` to spot a
+//! does no round trip; it makes one non-blocking `poll` to spot a
 //! connection the server closed, or one with bytes nobody asked for (a late
 //! or unsolicited reply), and replaces it, so such bytes can never be read
 //! as the answer to the next request.

@@ -7,6 +7,29 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
+/// True when `fd` can be read from now, without waiting: bytes, end of
+/// file, or an error are pending. One `poll` with a zero timeout (it takes
+/// no socket lock, unlike a peeking `recv`).
+pub(crate) fn readable_now(fd: RawFd) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: `pfd` is one live, exclusively borrowed `pollfd` for the
+        // duration of the call; the kernel writes only its `revents`.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        if n >= 0 {
+            return Ok(pfd.revents != 0);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// Waits up to `timeout` until one of `fds` can be read from (or has
 /// failed or hung up, which a read then reports). Returns, per fd, whether
 /// it is ready; all false when the time ran out.
