@@ -7,7 +7,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use memring::{Client, Distribution, ErrorKind, Ring};
+use memring::protocol::{MetaCode, MetaFlag};
+use memring::{Client, Distribution, ErrorKind, MetaRequest, Ring};
 use support::{cluster, wait_until, Memcached};
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -146,17 +147,42 @@ fn writes_during_failover_get_a_capped_ttl() {
         .map(|i| format!("stay:{i}"))
         .find(|k| ring.primary(k.as_bytes()) == Some(neighbour))
         .unwrap();
+    let on_zero_via_neighbour = |prefix: &str| {
+        (0..)
+            .map(|i| format!("{prefix}:{i}"))
+            .find(|k| {
+                ring.primary(k.as_bytes()) == Some(0)
+                    && ring.candidates(k.as_bytes()).nth(1) == Some(neighbour)
+            })
+            .unwrap()
+    };
+    let (meta_ttl, meta_never) = (
+        on_zero_via_neighbour("ms-ttl"),
+        on_zero_via_neighbour("ms-never"),
+    );
     servers[0].kill();
     client.set(&key, "v", HOUR).unwrap();
     client.set(&other, "v", HOUR).unwrap();
     let capped = ttl_on(&servers[neighbour], &key);
     assert!((1..=20).contains(&capped), "failover copy ttl {capped}");
+    // `ms` obeys the same cap, with a TTL and without one ("never").
+    let set = |k: &str, flags: &[MetaFlag<'_>]| {
+        let r = client.meta(k, MetaRequest::Set(b"v", flags)).unwrap();
+        assert_eq!(r.code, MetaCode::Hd);
+    };
+    set(&meta_ttl, &[MetaFlag::Ttl(3600)]);
+    set(&meta_never, &[]);
+    for k in [&meta_ttl, &meta_never] {
+        let capped = ttl_on(&servers[neighbour], k);
+        assert!((1..=20).contains(&capped), "ms failover copy ttl {capped}");
+    }
     // A key whose own server is up keeps the TTL it was given.
     assert!(ttl_on(&servers[neighbour], &other) > 3000);
 }
 
-/// A hung server (SIGSTOP) keeps its old values; when it resumes, they would
-/// be served again. `flush_on_rejoin` empties it before it takes traffic.
+/// A hung server (SIGSTOP) keeps its old values; when it resumes, the keys
+/// written meanwhile are deleted on it before it takes traffic (or, with
+/// `flush_on_rejoin`, it is emptied).
 fn hung_server_returns(flush_on_rejoin: bool) -> Option<String> {
     let servers = cluster(2);
     let addrs: Vec<String> = servers.iter().map(Memcached::addr).collect();

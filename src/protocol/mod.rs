@@ -16,6 +16,7 @@ pub const MAX_KEY_LEN: usize = 250;
 
 /// Why a key cannot be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum KeyProblem {
     /// The key is empty.
     Empty,
