@@ -411,3 +411,45 @@ fn extreme_settings_in_a_child() {
         ErrorKind::NoServerAvailable
     );
 }
+
+#[test]
+fn the_deadline_bounds_a_write_to_a_server_that_reads_slowly() {
+    use std::io::Read;
+    // A server that takes in 4 KiB every 10 ms: every write makes a little
+    // progress, so only a deadline for the whole request can end it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let done = Arc::new(AtomicBool::new(false));
+    let stop = done.clone();
+    let reader = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut buf = [0u8; 4096];
+        while !stop.load(Ordering::SeqCst) {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                _ => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    });
+    let io_timeout = Duration::from_millis(300);
+    let client = Client::builder()
+        .servers(addr.as_str())
+        .io_timeout(io_timeout)
+        .max_value_size(64 << 20)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let e = client.set("big", vec![0u8; 32 << 20], HOUR).unwrap_err();
+    let took = started.elapsed();
+    done.store(true, Ordering::SeqCst);
+    assert_eq!(e.kind(), ErrorKind::OutcomeUnknown, "{e}");
+    let cause = std::error::Error::source(&e)
+        .and_then(|c| c.downcast_ref::<memring::Error>())
+        .map(memring::Error::kind);
+    assert_eq!(cause, Some(ErrorKind::Timeout), "{e}");
+    // At 400 KB/s the write alone would take over a minute.
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    drop(client);
+    reader.join().unwrap();
+}
