@@ -44,9 +44,12 @@ pub(crate) struct Connection {
     /// The read and write timeouts currently set on the socket.
     read_timeout: Duration,
     write_timeout: Duration,
-    /// When the connection was checked out for the current request (just
-    /// before it is encoded and sent): its deadline runs from here.
+    /// When the connection was checked out (just before the first request
+    /// is encoded and sent): that request's deadline runs from here.
     started: Instant,
+    /// True until the first request after the checkout is sent; later
+    /// requests on the same checkout read the clock when they are sent.
+    fresh: bool,
     /// When the current request must be answered by: set when it is sent.
     deadline: Option<Instant>,
     /// Whether the current request has read from the socket yet.
@@ -143,6 +146,7 @@ impl Connection {
             read_timeout: opts.io_timeout,
             write_timeout: opts.io_timeout,
             started: Instant::now(),
+            fresh: true,
             deadline: None,
             reading: false,
             long_write: false,
@@ -163,6 +167,7 @@ impl Connection {
     /// it had been idle; the request's deadline will run from `now`.
     pub fn checkout(&mut self, now: Instant) -> Duration {
         self.started = now;
+        self.fresh = true;
         now.saturating_duration_since(self.last_used)
     }
 
@@ -200,9 +205,13 @@ impl Connection {
     }
 
     /// Writes the whole request buffer. The request's deadline is set: the
-    /// write and the whole reply must be done within the I/O timeout of the
-    /// checkout (microseconds before the send; no clock read here).
+    /// write and the whole reply must be done within the I/O timeout. For
+    /// the first request of a checkout it runs from the checkout,
+    /// microseconds before (no clock read); later ones read the clock.
     pub fn send(&mut self) -> Result<()> {
+        if !std::mem::take(&mut self.fresh) {
+            self.started = Instant::now();
+        }
         self.deadline = self.started.checked_add(self.io_timeout);
         self.last_used = self.started;
         self.long_write = false;

@@ -453,3 +453,43 @@ fn the_deadline_bounds_a_write_to_a_server_that_reads_slowly() {
     drop(client);
     reader.join().unwrap();
 }
+
+#[test]
+fn thousands_of_keys_written_by_multi_key_calls_are_deleted_on_rejoin() {
+    let servers = cluster(2);
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr()).collect();
+    let client = Client::builder()
+        .servers(addrs.as_slice())
+        .io_timeout(Duration::from_millis(300))
+        .retry_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let keys: Vec<String> = (0..6000)
+        .map(|i| format!("bulk:{i}"))
+        .filter(|k| client.server_for(k).unwrap().label() == addrs[0])
+        .take(2500)
+        .collect();
+    assert_eq!(keys.len(), 2500);
+    let items: Vec<(&str, &str)> = keys.iter().map(|k| (k.as_str(), "old")).collect();
+    assert!(client.set_multi(&items, HOUR).iter().all(Result::is_ok));
+    servers[0].pause();
+    for _ in 0..2 {
+        let _ = client.get::<String>(&keys[0]);
+    }
+    assert!(client.is_marked_dead(0));
+    let items: Vec<(&str, &str)> = keys.iter().map(|k| (k.as_str(), "new")).collect();
+    assert!(client.set_multi(&items, HOUR).iter().all(Result::is_ok));
+    assert!(client.delete_multi(&keys[..10]).iter().all(Result::is_ok));
+    assert_eq!(client.rejoin_hints(0), (2500, false));
+    servers[0].resume();
+    assert!(wait_until(Duration::from_secs(10), || {
+        let _ = client.get::<String>(&keys[0]);
+        !client.is_marked_dead(0)
+    }));
+    assert_eq!(client.rejoin_hints(0), (0, false));
+    // Every remembered key was deleted on the server, in pipelined batches.
+    assert_eq!(servers[0].stat("delete_hits"), 2500);
+    for r in client.get_multi::<String>(&keys) {
+        assert_ne!(r.unwrap().as_deref(), Some("old"));
+    }
+}
