@@ -133,6 +133,13 @@ pub(crate) fn md5_32(key: &[u8]) -> u32 {
 pub(crate) struct Continuum {
     hashes: Vec<u32>,
     servers: Vec<u32>,
+    /// `index[b]`: the first point whose hash has `b` as its top `bits`
+    /// bits (`index[2^bits]` = the number of points). A key's point lies in
+    /// its bucket's range, so a lookup searches a point or two instead of
+    /// the whole continuum.
+    index: Vec<u32>,
+    /// How far a hash is shifted right to give its bucket.
+    shift: u32,
     /// `hash_ring` takes the first point strictly above the key's hash;
     /// ketama the first at or above it.
     strictly_above: bool,
@@ -155,9 +162,31 @@ impl Continuum {
             }
             points = kept;
         }
+        let hashes: Vec<u32> = points.iter().map(|p| (p >> 32) as u32).collect();
+        // About one point per bucket, at most 2^16 buckets (256 KiB).
+        let bits = hashes
+            .len()
+            .max(2)
+            .next_power_of_two()
+            .trailing_zeros()
+            .min(16);
+        let shift = 32 - bits;
+        let mut index = Vec::with_capacity((1 << bits) + 1);
+        let mut at = 0;
+        for bucket in 0..=(1u64 << bits) {
+            while hashes
+                .get(at)
+                .is_some_and(|&h| u64::from(h >> shift) < bucket)
+            {
+                at += 1;
+            }
+            index.push(u32::try_from(at).unwrap_or(u32::MAX));
+        }
         Continuum {
-            hashes: points.iter().map(|p| (p >> 32) as u32).collect(),
+            hashes,
             servers: points.iter().map(|&p| p as u32).collect(),
+            index,
+            shift,
             strictly_above,
         }
     }
@@ -166,13 +195,23 @@ impl Continuum {
         (u64::from(hash) << 32) | server as u64
     }
 
+    /// The position of the first point at or above `h` (strictly above for
+    /// `hash_ring`), wrapping to 0 past the last.
     #[inline]
     fn position(&self, h: u32) -> usize {
-        let p = if self.strictly_above {
-            self.hashes.partition_point(|&x| x <= h)
-        } else {
-            self.hashes.partition_point(|&x| x < h)
+        // Every point before the bucket's range is below `h`, every point
+        // after it above: the answer is inside the range.
+        let bucket = (h >> self.shift) as usize;
+        let (lo, hi) = match self.index.get(bucket..bucket + 2) {
+            Some(&[lo, hi]) => (lo as usize, hi as usize),
+            _ => (0, self.hashes.len()),
         };
+        let range = self.hashes.get(lo..hi).unwrap_or_default();
+        // `hash_ring` wants the first point above `h`, ketama at or above:
+        // compare with `h + 1` for the former (no point exceeds u32::MAX).
+        let below = u64::from(h) + u64::from(self.strictly_above);
+        let within = range.iter().filter(|&&x| u64::from(x) < below).count();
+        let p = lo + within;
         if p == self.hashes.len() {
             0
         } else {
@@ -242,6 +281,7 @@ impl Ring {
 
     /// The index (in the server list) of the server that holds `key`, or
     /// `None` when the ring is empty.
+    #[inline]
     pub fn primary(&self, key: &[u8]) -> Option<usize> {
         match &self.layout {
             Layout::Empty => None,
