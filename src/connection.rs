@@ -130,6 +130,11 @@ impl Connection {
                     .map_err(|e| connect_error("cannot connect".into(), e))?
             }
         };
+        Connection::over(sock, opts)
+    }
+
+    /// A connection over a connected socket.
+    fn over(sock: Socket, opts: &ConnOptions) -> Result<Connection> {
         let timeouts = || -> io::Result<()> {
             sock.set_read_timeout(Some(opts.io_timeout))?;
             sock.set_write_timeout(Some(opts.io_timeout))
@@ -452,5 +457,101 @@ impl Connection {
             self.read_timeout = remaining;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    /// A connection to the other end of a socket pair, refusing values over
+    /// `max_value` bytes.
+    fn pair(max_value: usize) -> (Connection, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        let opts = ConnOptions {
+            connect_timeout: Duration::from_secs(1),
+            io_timeout: Duration::from_secs(5),
+            nodelay: true,
+            keepalive: None,
+            max_value,
+        };
+        let sock = Socket::from(std::os::fd::OwnedFd::from(a));
+        (Connection::over(sock, &opts).unwrap(), b)
+    }
+
+    /// Sends `get`, has the peer answer `reply` (from a thread, so a large
+    /// reply arrives over many reads), and collects what was read.
+    fn exchange(conn: &mut Connection, peer: &UnixStream, reply: Vec<u8>) -> Result<Vec<String>> {
+        conn.begin().extend_from_slice(b"get x\r\n");
+        conn.send()?;
+        let mut writer = peer.try_clone().unwrap();
+        let t = std::thread::spawn(move || {
+            for chunk in reply.chunks(4093) {
+                writer.write_all(chunk).unwrap();
+            }
+        });
+        let mut seen = Vec::new();
+        loop {
+            let end = conn.next(|r| {
+                Ok(match r {
+                    Response::End => None,
+                    Response::Value { key, data, .. } => {
+                        Some(format!("{}={}", String::from_utf8_lossy(key), data.len()))
+                    }
+                    Response::TooLarge { key, len } => Some(format!(
+                        "{}>{len}",
+                        String::from_utf8_lossy(key.unwrap_or_default())
+                    )),
+                    other => Some(other.name().to_owned()),
+                })
+            });
+            match end {
+                Ok(Some(s)) => seen.push(s),
+                Ok(None) => break,
+                Err(e) => {
+                    t.join().unwrap();
+                    return Err(e);
+                }
+            }
+        }
+        t.join().unwrap();
+        conn.finish();
+        Ok(seen)
+    }
+
+    fn value(key: &str, len: usize) -> Vec<u8> {
+        let mut v = format!("VALUE {key} 0 {len}\r\n").into_bytes();
+        v.extend((0..len).map(|i| b"END\r\nVALUE"[i % 10]));
+        v.extend_from_slice(b"\r\n");
+        v
+    }
+
+    #[test]
+    fn a_value_over_the_limit_is_skipped_and_the_stream_stays_in_step() {
+        let (mut conn, peer) = pair(1000);
+        for big in [1001, 16 * 1024, 300_000] {
+            let mut reply = value("a", 10);
+            reply.extend(value("big", big));
+            reply.extend(value("c", 1000));
+            reply.extend_from_slice(b"END\r\n");
+            let seen = exchange(&mut conn, &peer, reply).unwrap();
+            assert_eq!(seen, ["a=10", format!("big>{big}").as_str(), "c=1000"]);
+            assert!(!conn.is_broken(), "clean after a skipped value of {big}");
+            assert!(conn.check_idle());
+        }
+        // The buffer never grew to hold a skipped value.
+        assert!(conn.rbuf.len() <= INITIAL_BUF);
+    }
+
+    #[test]
+    fn a_skipped_value_must_end_in_crlf() {
+        let (mut conn, peer) = pair(10);
+        let mut reply = b"VALUE big 0 20\r\n".to_vec();
+        reply.extend_from_slice(&[b'x'; 20]);
+        reply.extend_from_slice(b"XXEND\r\n");
+        let e = exchange(&mut conn, &peer, reply).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Protocol, "{e}");
+        assert!(conn.is_broken());
     }
 }
