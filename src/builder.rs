@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use scheduled_thread_pool::ScheduledThreadPool;
 
+use crate::auth::Credentials;
 use crate::connection::ConnOptions;
 use crate::error::{Error, ErrorKind, Result};
 use crate::health::Policy;
@@ -86,6 +87,7 @@ pub struct ClientBuilder {
     max_value_size: usize,
     lease_ttl: Duration,
     lease_wait: Duration,
+    credentials: Option<Credentials>,
 }
 
 impl Default for ClientBuilder {
@@ -110,6 +112,7 @@ impl Default for ClientBuilder {
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
             lease_ttl: Duration::from_secs(30),
             lease_wait: Duration::from_secs(2),
+            credentials: None,
         }
     }
 }
@@ -261,6 +264,25 @@ impl ClientBuilder {
         self
     }
 
+    /// Logs in on every new connection with memcached's ASCII
+    /// authentication (servers started with `-Y authfile`, memcached
+    /// 1.5.15+), before the connection is used. A refused login is
+    /// [`ErrorKind::AuthFailed`] and marks the server dead at once. The
+    /// password never appears in `Debug` output or in errors. Defaults to
+    /// none.
+    ///
+    /// ```no_run
+    /// let client = memring::Client::builder()
+    ///     .servers("10.0.0.1:11211")
+    ///     .credentials("app", "s3cret")
+    ///     .build()?;
+    /// # Ok::<(), memring::Error>(())
+    /// ```
+    pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.credentials = Some(Credentials::new(user.into(), password.into()));
+        self
+    }
+
     /// Checks every setting and makes the pools; `Client` builds on this.
     pub(crate) fn into_parts(self) -> Result<(Vec<Server>, Vec<ServerPool>, Config)> {
         let invalid = |m: &str| Err(Error::new(ErrorKind::InvalidConfig, m.to_owned()));
@@ -285,6 +307,9 @@ impl ClientBuilder {
                 "io_timeout, connect_timeout and checkout_timeout must be longer than zero",
             );
         }
+        if let Some(problem) = self.credentials.as_ref().and_then(Credentials::problem) {
+            return invalid(problem);
+        }
         if self.max_value_size > MAX_VALUE_SIZE_LIMIT {
             return invalid("max_value_size is above 1 GiB");
         }
@@ -305,6 +330,7 @@ impl ClientBuilder {
             // Linux refuses a TCP keepalive idle time above 32,767 s.
             keepalive: self.keepalive.map(|d| d.min(MAX_KEEPALIVE_IDLE)),
             max_value: self.max_value_size,
+            credentials: self.credentials,
         };
         let pool = PoolOptions {
             max_size: self.pool_size,

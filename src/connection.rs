@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, SockAddr, Socket, TcpKeepalive, Type};
 
+use crate::auth::Credentials;
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::decode::DEFAULT_MAX_LINE;
 use crate::protocol::{Decoded, Decoder, Response};
@@ -26,6 +27,8 @@ pub(crate) struct ConnOptions {
     pub nodelay: bool,
     pub keepalive: Option<Duration>,
     pub max_value: usize,
+    /// Sent on every new connection before it is used (`memcached -Y`).
+    pub credentials: Option<Credentials>,
 }
 
 const INITIAL_BUF: usize = 16 * 1024;
@@ -130,7 +133,34 @@ impl Connection {
                     .map_err(|e| connect_error("cannot connect".into(), e))?
             }
         };
-        Connection::over(sock, opts)
+        let mut conn = Connection::over(sock, opts)?;
+        if let Some(c) = &opts.credentials {
+            conn.authenticate(c)?;
+        }
+        Ok(conn)
+    }
+
+    /// Logs in (ASCII authentication) before the connection is used. A
+    /// refusal is [`ErrorKind::AuthFailed`].
+    fn authenticate(&mut self, credentials: &Credentials) -> Result<()> {
+        credentials.encode(self.begin());
+        self.send()?;
+        self.next(|r| match r {
+            Response::Stored => Ok(()),
+            Response::ClientError(m) => Err(Error::new(
+                ErrorKind::AuthFailed,
+                format!(
+                    "the server refused the credentials: {}",
+                    String::from_utf8_lossy(m.get(..100).unwrap_or(m))
+                ),
+            )),
+            other => Err(Error::new(
+                ErrorKind::Protocol,
+                format!("unexpected reply {} to the login", other.name()),
+            )),
+        })?;
+        self.finish();
+        Ok(())
     }
 
     /// A connection over a connected socket.
@@ -475,6 +505,7 @@ mod tests {
             nodelay: true,
             keepalive: None,
             max_value,
+            credentials: None,
         };
         let sock = Socket::from(std::os::fd::OwnedFd::from(a));
         (Connection::over(sock, &opts).unwrap(), b)

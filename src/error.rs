@@ -56,6 +56,11 @@ pub enum ErrorKind {
     /// A non-idempotent write was sent, then the connection failed before
     /// the reply arrived: the server may or may not have applied it.
     OutcomeUnknown,
+    /// The server refused the credentials (ASCII authentication,
+    /// `memcached -Y`), or requires credentials and none are set. The
+    /// server is marked dead at once, so a misconfiguration costs one
+    /// attempt per `retry_timeout`, not one per request.
+    AuthFailed,
 }
 
 impl ErrorKind {
@@ -76,6 +81,7 @@ impl ErrorKind {
             ErrorKind::PoolTimeout => "no connection free within the checkout timeout",
             ErrorKind::NoServerAvailable => "no server available",
             ErrorKind::OutcomeUnknown => "write outcome unknown",
+            ErrorKind::AuthFailed => "authentication failed",
         }
     }
 }
@@ -200,11 +206,16 @@ impl Error {
     }
 
     /// True for failures of the server or the network (connect, timeout,
-    /// I/O, malformed reply), the kind that fails over to another server.
+    /// I/O, malformed reply, refused login), the kind that fails over to
+    /// another server.
     pub fn is_server_failure(&self) -> bool {
         matches!(
             self.inner.kind,
-            ErrorKind::Connect | ErrorKind::Timeout | ErrorKind::Io | ErrorKind::Protocol
+            ErrorKind::Connect
+                | ErrorKind::Timeout
+                | ErrorKind::Io
+                | ErrorKind::Protocol
+                | ErrorKind::AuthFailed
         )
     }
 

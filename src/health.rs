@@ -116,6 +116,14 @@ impl Health {
             && self.dead_until.swap(0, Ordering::AcqRel) != 0
     }
 
+    /// Marks the server dead at once (a refused login: retrying sooner
+    /// cannot help).
+    pub fn mark_dead(&self, now: u64, policy: Policy) {
+        self.failures.store(policy.failure_limit, Ordering::Relaxed);
+        let until = now.saturating_add(policy.retry_millis());
+        self.dead_until.store(until.max(1), Ordering::Release);
+    }
+
     /// Records a failure. Returns true when this marked the server dead.
     pub fn record_failure(&self, now: u64, policy: Policy) -> bool {
         let n = self

@@ -22,6 +22,7 @@
 //! - [`ring`]: pure routing (ketama, hash_ring, modulo), failover order.
 //! - `health`: per-server failure counts and dead-until times (atomics).
 //! - `hints`: keys to delete on a dead server before it serves again.
+//! - `auth`: ASCII authentication credentials (redacted in `Debug`).
 //! - `pool`: one r2d2 pool per server.
 //! - `connection`: a socket, its buffers, its deadline and the `broken`
 //!   flag.
@@ -39,6 +40,7 @@
     )
 )]
 
+mod auth;
 mod builder;
 mod client;
 mod connection;

@@ -220,7 +220,6 @@ impl Client {
             return Err(key_error(key, p));
         }
         let inner = &*self.inner;
-        let policy = inner.config.policy;
         let mut attempts = 0;
         let mut last: Option<Error> = None;
         let mut sent = false;
@@ -250,7 +249,7 @@ impl Client {
             sent |= sent_now;
             let server_failure = e.is_server_failure();
             if server_failure {
-                node.health.record_failure(inner.clock.now(), policy);
+                self.record_failure(node, &e);
             } else {
                 // The server is alive and answered.
                 node.health.record_success();
@@ -271,6 +270,17 @@ impl Client {
             }
         }
         Err(retry::exhausted(class, last, sent, || self.no_server(key)))
+    }
+
+    /// Counts a server failure against `node`; a refused login marks it
+    /// dead at once.
+    fn record_failure(&self, node: &Node, e: &Error) {
+        let (now, policy) = (self.inner.clock.now(), self.inner.config.policy);
+        if e.kind() == ErrorKind::AuthFailed {
+            node.health.mark_dead(now, policy);
+        } else {
+            node.health.record_failure(now, policy);
+        }
     }
 
     fn no_server(&self, key: &[u8]) -> Error {
@@ -322,8 +332,7 @@ impl Client {
                 Ok(())
             }
             Err(e) => {
-                node.health
-                    .record_failure(self.inner.clock.now(), self.inner.config.policy);
+                self.record_failure(node, &e);
                 Err(e.at(node.pool.server().label()))
             }
         }

@@ -108,8 +108,7 @@ impl<B: Batch> Call<'_, B> {
         let e = e.at(node.pool.server().label());
         let server_failure = e.is_server_failure();
         if server_failure {
-            node.health
-                .record_failure(inner.clock.now(), inner.config.policy);
+            self.client.record_failure(node, &e);
         }
         let server_dead = node.health.is_dead();
         let class = self.batch.class();

@@ -54,6 +54,10 @@ pub(crate) fn unexpected(r: Response<'_>) -> Error {
         Response::ClientError(m) if m.starts_with(b"cannot increment or decrement") => {
             Error::new(ErrorKind::NonNumeric, lossy(m))
         }
+        Response::ClientError(m) if m.starts_with(b"unauthenticated") => Error::new(
+            ErrorKind::AuthFailed,
+            "the server requires authentication (memcached -Y): set ClientBuilder::credentials",
+        ),
         Response::ClientError(m) => Error::new(ErrorKind::ClientError, lossy(m)),
         Response::ServerError(m) if m.starts_with(b"object too large") => {
             Error::new(ErrorKind::ValueTooLarge, format!("server: {}", lossy(m)))

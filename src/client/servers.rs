@@ -30,10 +30,7 @@ impl Client {
                 let r = node.pool.get().and_then(|mut c| op(&mut c));
                 match &r {
                     Ok(_) => node.health.record_success(),
-                    Err(e) if e.is_server_failure() => {
-                        node.health
-                            .record_failure(inner.clock.now(), inner.config.policy);
-                    }
+                    Err(e) if e.is_server_failure() => self.record_failure(node, e),
                     Err(_) => {}
                 }
                 (label.to_owned(), r.map_err(|e| e.at(label)))
