@@ -1,6 +1,9 @@
 //! Three local memcached servers, one killed mid-run: operations carry on,
 //! only the dead server's keys move (each to its next ring neighbour), and
-//! they return when the server is restarted.
+//! they return when the server is restarted. Until the server is marked
+//! dead (`failure_limit` failures), a write to it fails with its own error
+//! instead of being acknowledged by a neighbour while the server may still
+//! hold the old value: expect one failed `set` below.
 //!
 //! `cargo run --example failover` (needs the `memcached` binary; as root it
 //! runs memcached with `-u root`).
