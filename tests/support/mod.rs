@@ -258,6 +258,15 @@ impl Memcached {
             .unwrap()
     }
 
+    /// `total_connections` once it has settled. memcached counts a
+    /// connection when a worker thread takes it up, which can lag behind
+    /// the accept on a loaded machine (the start-up readiness check's
+    /// connection, say). Reads until only this call's own connection was
+    /// added between two reads; the result includes the two it made last.
+    pub fn settled_connections(&self) -> u64 {
+        settle(|| self.stat("total_connections"))
+    }
+
     /// True while the process runs (not killed).
     pub fn is_running(&self) -> bool {
         self.child.is_some()
@@ -286,6 +295,21 @@ impl Drop for Memcached {
             }
         }
     }
+}
+
+/// Reads a connection counter (`read` opens one connection itself) until
+/// two reads 20 ms apart differ by exactly that one connection.
+pub fn settle(mut read: impl FnMut() -> u64) -> u64 {
+    let mut last = read();
+    for _ in 0..250 {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = read();
+        if now == last + 1 {
+            return now;
+        }
+        last = now;
+    }
+    panic!("the connection count did not settle");
 }
 
 /// Polls `cond` every 20 ms for up to `limit`; true once it held.
