@@ -78,6 +78,14 @@ fn every_read_is_a_miss_or_the_latest_acknowledged_value() {
                 let mut tally = Tally::default();
                 let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ (t as u64 + 1);
                 for seq in 0..OPS_PER_THREAD {
+                    if seq == OPS_PER_THREAD / 2 {
+                        // Half-way, wait for the kill: however slowly the
+                        // main thread runs on a loaded machine, half of the
+                        // load happens with the server down or restarting.
+                        while killed.load(Ordering::Relaxed) == 0 {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    }
                     let k = (next(&mut rng) % KEYS_PER_THREAD as u64) as usize;
                     let key = format!("ledger:{t}:{k}");
                     let slot = ledger.entry(k).or_default();
@@ -172,7 +180,10 @@ fn every_read_is_a_miss_or_the_latest_acknowledged_value() {
     wait_for(all_ops * 2 / 5);
     servers[1].kill();
     killed.store(1, Ordering::Relaxed);
-    wait_for(all_ops * 3 / 5);
+    // Every worker still has half its operations to do: the kill lasts for
+    // a fifth of the load at least.
+    let at_kill = progress.load(Ordering::Relaxed);
+    wait_for(at_kill + all_ops / 5);
     servers[1].restart();
     killed.store(2, Ordering::Relaxed);
     for w in workers {
