@@ -47,14 +47,13 @@ pub(crate) struct Connection {
     /// The read and write timeouts currently set on the socket.
     read_timeout: Duration,
     write_timeout: Duration,
-    /// When the connection was checked out (just before the first request
-    /// is encoded and sent): that request's deadline runs from here.
+    /// When the current request started: the checkout (just before it is
+    /// encoded and sent) for the first request of a checkout, the send for
+    /// later ones. Its deadline is `started + io_timeout`.
     started: Instant,
     /// True until the first request after the checkout is sent; later
     /// requests on the same checkout read the clock when they are sent.
     fresh: bool,
-    /// When the current request must be answered by: set when it is sent.
-    deadline: Option<Instant>,
     /// Whether the current request has read from the socket yet.
     reading: bool,
     /// Whether the current request took more than one write (and so the
@@ -182,7 +181,6 @@ impl Connection {
             write_timeout: opts.io_timeout,
             started: Instant::now(),
             fresh: true,
-            deadline: None,
             reading: false,
             long_write: false,
             skip: 0,
@@ -212,11 +210,10 @@ impl Connection {
     /// way the connection is marked broken and `false` is returned. One
     /// non-blocking syscall, no round trip.
     pub fn check_idle(&mut self) -> bool {
-        if self.broken || self.start != self.end || self.skip != 0 || self.crlf_due {
-            self.broken = true;
-            return false;
-        }
-        if !matches!(crate::sys::readable_now(self.raw_fd()), Ok(false)) {
+        if self.broken
+            || !self.drained()
+            || !matches!(crate::sys::readable_now(self.raw_fd()), Ok(false))
+        {
             self.broken = true;
             return false;
         }
@@ -247,7 +244,6 @@ impl Connection {
         if !std::mem::take(&mut self.fresh) {
             self.started = Instant::now();
         }
-        self.deadline = self.started.checked_add(self.io_timeout);
         self.last_used = self.started;
         self.long_write = false;
         if self.write_timeout != self.io_timeout {
@@ -274,9 +270,11 @@ impl Connection {
         Ok(())
     }
 
-    /// When the reply to the request in flight is due.
+    /// When the reply to the request in flight is due: `io_timeout` after
+    /// it was started (see [`send`](Self::send)); `None` if that cannot be
+    /// represented.
     pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
+        self.started.checked_add(self.io_timeout)
     }
 
     /// The socket, for waiting on several connections at once.
@@ -361,7 +359,7 @@ impl Connection {
     /// the server sent more than was asked for, so the connection stays
     /// broken.
     pub fn finish(&mut self) {
-        if self.start == self.end && self.skip == 0 && !self.crlf_due {
+        if self.drained() {
             self.broken = false;
             self.start = 0;
             self.end = 0;
@@ -372,7 +370,11 @@ impl Connection {
         if self.wbuf.capacity() > KEEP_BUF {
             self.wbuf = Vec::with_capacity(INITIAL_BUF);
         }
-        self.deadline = None;
+    }
+
+    /// True when no byte of the reply is buffered or still to skip.
+    fn drained(&self) -> bool {
+        self.start == self.end && self.skip == 0 && !self.crlf_due
     }
 
     /// Reads more of the reply, waiting at most until the deadline.
@@ -435,7 +437,7 @@ impl Connection {
 
     /// Time left until the deadline; a timeout error when none is left.
     fn remaining(&self) -> Result<Duration> {
-        let left = match self.deadline {
+        let left = match self.deadline() {
             Some(d) => d.saturating_duration_since(Instant::now()),
             None => self.io_timeout,
         };

@@ -21,10 +21,9 @@ use super::reply::{
     check_value_len, key_error, lossy, unexpected, values_step, with_token, Fetched,
 };
 use super::retry::{self, Class, Decision, Failure};
-use super::{skip_dead, Client};
+use super::Client;
 use crate::connection::Connection;
 use crate::error::{Error, ErrorKind, Result};
-use crate::health::Status;
 use crate::pool::PooledConn;
 use crate::protocol::{check_key, encode, Response, StoreCommand};
 use crate::value::{CasToken, Expiry, FromValue, ToValue};
@@ -261,15 +260,9 @@ impl Client {
                 continue;
             }
             let node = inner.nodes.get(s)?;
-            let usable = match node
-                .health
-                .status(|| inner.clock.now(), inner.config.policy)
-            {
-                Status::Alive => true,
-                Status::Dead => skip_dead(node, key, class),
-                Status::Probe => self.probe(node).is_ok() || skip_dead(node, key, class),
-            };
-            if usable {
+            // A failed probe leaves no error for the key: if no server is
+            // left it is told no server was available.
+            if self.usable(node, key, class, &mut None) {
                 return Some((s, rank > 0));
             }
         }
