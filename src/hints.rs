@@ -39,6 +39,22 @@ struct State {
     overflow: bool,
 }
 
+impl State {
+    /// Remembers `key`; past `limit` keys, remembers only that the bound
+    /// overflowed.
+    fn remember<K: AsRef<[u8]> + Into<Box<[u8]>>>(&mut self, key: K, limit: usize) {
+        if self.overflow || self.keys.contains(key.as_ref()) {
+            return;
+        }
+        if self.keys.len() >= limit {
+            self.overflow = true;
+            self.keys = HashSet::new();
+        } else {
+            self.keys.insert(key.into());
+        }
+    }
+}
+
 /// The hints of one server.
 #[derive(Debug)]
 pub(crate) struct Hints {
@@ -67,15 +83,7 @@ impl Hints {
         if !health.is_dead() {
             return false;
         }
-        if s.overflow || s.keys.contains(key) {
-            return true;
-        }
-        if s.keys.len() >= self.limit {
-            s.overflow = true;
-            s.keys = HashSet::new();
-        } else {
-            s.keys.insert(key.into());
-        }
+        s.remember(key, self.limit);
         true
     }
 
@@ -116,15 +124,7 @@ impl Hints {
                     Pending::Flush => s.overflow = true,
                     Pending::Delete(keys) => {
                         for k in keys {
-                            if s.overflow {
-                                break;
-                            }
-                            if s.keys.len() >= self.limit {
-                                s.overflow = true;
-                                s.keys = HashSet::new();
-                            } else {
-                                s.keys.insert(k);
-                            }
+                            s.remember(k, self.limit);
                         }
                     }
                 }
