@@ -327,16 +327,9 @@ impl Decoder {
         let (len, flags) = split_space(fields);
         let flags = flags.unwrap_or_default();
         let len = parse_u64(len).ok_or(DecodeError::Malformed("bad VA length"))?;
-        if len > self.max_value as u64 {
-            impossible(len, self.max_value)?;
-            return Ok(Decoded::Complete(
-                Response::TooLarge { key: None, len },
-                header,
-            ));
-        }
-        let (data, used) = match self.block(buf, header, len)? {
-            Some(d) => d,
-            None => return Ok(Decoded::Incomplete),
+        let (data, used) = match self.block(buf, header, len, None)? {
+            Ok(d) => d,
+            Err(early) => return Ok(early),
         };
         Ok(Decoded::Complete(
             Response::Meta {
@@ -348,32 +341,42 @@ impl Decoder {
         ))
     }
 
-    /// The data block of `len` bytes after a header of `header` bytes:
-    /// checked against the limit before anything else, then sliced by
-    /// length and required to end in `\r\n`.
+    /// The data block of `len` bytes after a header of `header` bytes (of
+    /// the `VALUE` for `key`, or of a `VA`), and the bytes used. The length
+    /// is checked before anything else: above [`MAX_ITEM_SIZE`] it is an
+    /// error; above the limit the reply is `Err(TooLarge)`, the header
+    /// alone. Then the block is sliced by length and must end in `\r\n`;
+    /// `Err(Incomplete)` while it has not all arrived.
     fn block<'a>(
         &self,
         buf: &'a [u8],
         header: usize,
         len: u64,
-    ) -> Result<Option<(&'a [u8], usize)>, DecodeError> {
-        if len > self.max_value as u64 {
+        key: Option<&'a [u8]>,
+    ) -> Result<Result<(&'a [u8], usize), Decoded<'a>>, DecodeError> {
+        if len > MAX_ITEM_SIZE {
             return Err(DecodeError::ValueTooLarge {
                 declared: len,
                 limit: self.max_value,
             });
         }
+        if len > self.max_value as u64 {
+            return Ok(Err(Decoded::Complete(
+                Response::TooLarge { key, len },
+                header,
+            )));
+        }
         let end = header.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
         let (Some(data), Some(crlf)) = (buf.get(header..end), buf.get(end..end.saturating_add(2)))
         else {
-            return Ok(None);
+            return Ok(Err(Decoded::Incomplete));
         };
         if crlf != b"\r\n" {
             return Err(DecodeError::Malformed(
                 "data block not followed by \\r\\n (length mismatch)",
             ));
         }
-        Ok(Some((data, end + 2)))
+        Ok(Ok((data, end + 2)))
     }
 
     fn value<'a>(
@@ -399,16 +402,9 @@ impl Decoder {
         if it.next().is_some() {
             return Err(DecodeError::Malformed("extra fields in VALUE header"));
         }
-        if len > self.max_value as u64 {
-            impossible(len, self.max_value)?;
-            let r = Response::TooLarge {
-                key: Some(key),
-                len,
-            };
-            return Ok(Decoded::Complete(r, header));
-        }
-        let Some((data, used)) = self.block(buf, header, len)? else {
-            return Ok(Decoded::Incomplete);
+        let (data, used) = match self.block(buf, header, len, Some(key))? {
+            Ok(d) => d,
+            Err(early) => return Ok(early),
         };
         Ok(Decoded::Complete(
             Response::Value {
@@ -441,17 +437,6 @@ fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
         at += 8;
     }
     rest.iter().position(|&b| b == needle).map(|p| at + p)
-}
-
-/// Refuses a declared length no memcached could send.
-fn impossible(len: u64, limit: usize) -> Result<(), DecodeError> {
-    if len > MAX_ITEM_SIZE {
-        return Err(DecodeError::ValueTooLarge {
-            declared: len,
-            limit,
-        });
-    }
-    Ok(())
 }
 
 /// Parses a strictly decimal u64 (no sign, no spaces, no overflow).
