@@ -254,19 +254,9 @@ impl Client {
                 // The server is alive and answered.
                 node.health.record_success();
             }
-            let failure = Failure {
-                server_failure,
-                sent,
-                server_dead: node.health.is_dead(),
-            };
-            match retry::after_failure(class, e, failure) {
+            match decide(node, key, class, e, server_failure, sent) {
                 Decision::Stop(e) => return Err(e),
-                Decision::Next(e) => {
-                    if class.is_write() {
-                        node.hints.record(key, &node.health);
-                    }
-                    last = Some(e);
-                }
+                Decision::Next(e) => last = Some(e),
             }
         }
         Err(retry::exhausted(class, last, sent, || self.no_server(key)))
@@ -352,6 +342,29 @@ impl Client {
     fn check_value(&self, data: &[u8]) -> Result<()> {
         reply::check_value_len(data.len(), self.inner.config.max_value_size)
     }
+}
+
+/// The retry decision for `key` after an attempt on `node` failed with `e`
+/// (the failure already counted). A write that moves on leaves a hint for
+/// the server's rejoin.
+fn decide(
+    node: &Node,
+    key: &[u8],
+    class: Class,
+    e: Error,
+    server_failure: bool,
+    sent: bool,
+) -> Decision {
+    let failure = Failure {
+        server_failure,
+        sent,
+        server_dead: node.health.is_dead(),
+    };
+    let decision = retry::after_failure(class, e, failure);
+    if matches!(decision, Decision::Next(_)) && class.is_write() {
+        node.hints.record(key, &node.health);
+    }
+    decision
 }
 
 /// A dead server is skipped: a write leaves a hint for its rejoin. True

@@ -20,8 +20,8 @@ use std::time::Instant;
 use super::reply::{
     check_value_len, key_error, lossy, unexpected, values_step, with_token, Fetched,
 };
-use super::retry::{self, Class, Decision, Failure};
-use super::Client;
+use super::retry::{self, Class, Decision};
+use super::{decide, Client};
 use crate::connection::Connection;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::PooledConn;
@@ -109,7 +109,6 @@ impl<B: Batch> Call<'_, B> {
         if server_failure {
             self.client.record_failure(node, &e);
         }
-        let server_dead = node.health.is_dead();
         let class = self.batch.class();
         for en in entries {
             let i = en.index;
@@ -118,17 +117,10 @@ impl<B: Batch> Call<'_, B> {
                 continue; // answered already
             };
             state.sent |= sent_now;
-            let failure = Failure {
-                server_failure,
-                sent: state.sent,
-                server_dead,
-            };
-            match retry::after_failure(class, e.duplicate(), failure) {
+            let key = self.batch.key(i);
+            match decide(node, key, class, e.duplicate(), server_failure, state.sent) {
                 Decision::Stop(err) => *slot = Some(Err(err)),
                 Decision::Next(err) => {
-                    if class.is_write() {
-                        node.hints.record(self.batch.key(i), &node.health);
-                    }
                     state.tried.push(server);
                     state.last = Some(err);
                     self.todo.push(i);
