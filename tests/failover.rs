@@ -263,7 +263,8 @@ fn all_servers_down_fails_fast_and_names_them() {
     let started = Instant::now();
     let e = client.get::<String>("k").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NoServerAvailable, "{e}");
-    assert!(started.elapsed() < Duration::from_millis(50));
+    // No connect attempt, no timeout waited out.
+    assert!(started.elapsed() < Duration::from_secs(1));
     let text = e.to_string();
     assert!(
         text.contains("127.0.0.1:1") && text.contains("127.0.0.1:2"),

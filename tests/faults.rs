@@ -399,7 +399,8 @@ fn a_hung_server_times_out_then_is_skipped_then_returns() {
     // Skipped now: served by the next server on the ring, at once.
     let started = Instant::now();
     assert_eq!(client.get::<String>(&key).unwrap(), None);
-    assert!(started.elapsed() < Duration::from_millis(100));
+    // Not after a timeout on the dead server.
+    assert!(started.elapsed() < IO_TIMEOUT);
     client.set(&key, "moved", Duration::from_secs(60)).unwrap();
     assert!(servers[1].holds(&key));
     servers[0].resume();

@@ -151,12 +151,12 @@ fn large_batches_do_not_deadlock() {
 
 #[test]
 fn servers_are_asked_in_parallel() {
-    // Three servers that each take 300 ms to answer: one round trip in
-    // total takes about 300 ms; asking them in turn would take 900 ms.
+    // Three servers that each take a second to answer: one round trip in
+    // total takes about a second; asking them in turn would take three.
     let slow = || {
         FakeServer::start(|r: &Request<'_>| {
             vec![
-                Step::Sleep(Duration::from_millis(300)),
+                Step::Sleep(Duration::from_secs(1)),
                 Step::Send(correct(r.line)),
             ]
         })
@@ -168,16 +168,21 @@ fn servers_are_asked_in_parallel() {
         .io_timeout(Duration::from_secs(2))
         .build()
         .unwrap();
-    let keys: Vec<String> = (0..60).map(|i| format!("p{i}")).collect();
-    // Every server gets some keys.
+    // Every server gets some keys, whatever share of the ring its port gave it.
+    let mut keys: Vec<String> = Vec::new();
     for a in &addrs {
-        assert!(keys.iter().any(|k| c.server_for(k).unwrap().label() == a));
+        keys.extend(
+            (0..)
+                .map(|i| format!("p{i}"))
+                .filter(|k| c.server_for(k).unwrap().label() == a)
+                .take(20),
+        );
     }
     let started = Instant::now();
     let got = c.get_multi::<String>(&keys);
     let took = started.elapsed();
     assert!(got.iter().all(|g| matches!(g, Ok(None))));
-    assert!(took < Duration::from_millis(750), "took {took:?}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
     // And each server got its whole batch as one request.
     for f in &fakes {
         assert_eq!(f.log.lock().unwrap().len(), 1);
