@@ -15,8 +15,8 @@ use socket2::{Domain, SockAddr, Socket, TcpKeepalive, Type};
 
 use crate::auth::Credentials;
 use crate::error::{Error, ErrorKind, Result};
-use crate::protocol::decode::DEFAULT_MAX_LINE;
-use crate::protocol::{Decoded, Decoder, Response};
+use crate::core::inbox::{self, Inbox};
+use crate::protocol::Response;
 use crate::server::{Endpoint, Server};
 
 /// Socket settings, from the builder.
@@ -32,17 +32,14 @@ pub(crate) struct ConnOptions {
 }
 
 const INITIAL_BUF: usize = 16 * 1024;
-/// Buffers that grew past this for a large value shrink back afterwards,
-/// so idle pooled connections stay small.
+/// A write buffer that grew past this for a large value shrinks back
+/// afterwards, so idle pooled connections stay small.
 const KEEP_BUF: usize = 256 * 1024;
 
 pub(crate) struct Connection {
     sock: Socket,
-    rbuf: Vec<u8>,
-    start: usize,
-    end: usize,
+    inbox: Inbox,
     wbuf: Vec<u8>,
-    decoder: Decoder,
     io_timeout: Duration,
     /// The read and write timeouts currently set on the socket.
     read_timeout: Duration,
@@ -59,10 +56,6 @@ pub(crate) struct Connection {
     /// Whether the current request took more than one write (and so the
     /// first read must look at the clock).
     long_write: bool,
-    /// Bytes of a too-large data block still to discard, and whether its
-    /// closing `\r\n` is still to come.
-    skip: u64,
-    crlf_due: bool,
     broken: bool,
     sent: bool,
     last_used: Instant,
@@ -171,11 +164,8 @@ impl Connection {
         timeouts().map_err(|e| connect_error("cannot set socket timeouts".into(), e))?;
         Ok(Connection {
             sock,
-            rbuf: vec![0; INITIAL_BUF],
-            start: 0,
-            end: 0,
+            inbox: Inbox::new(opts.max_value),
             wbuf: Vec::with_capacity(INITIAL_BUF),
-            decoder: Decoder::new(opts.max_value),
             io_timeout: opts.io_timeout,
             read_timeout: opts.io_timeout,
             write_timeout: opts.io_timeout,
@@ -183,8 +173,6 @@ impl Connection {
             fresh: true,
             reading: false,
             long_write: false,
-            skip: 0,
-            crlf_due: false,
             broken: false,
             sent: false,
             last_used: Instant::now(),
@@ -283,32 +271,13 @@ impl Connection {
         self.sock.as_raw_fd()
     }
 
-    /// Decodes one reply from the bytes already read, without I/O: hands it
-    /// to `f` and returns `Ok(Ok(f's value))`, or gives `f` back as
-    /// `Ok(Err(f))` when more bytes are needed. A `VALUE` or `VA` above the
-    /// size limit reaches `f` as [`Response::TooLarge`]; its data block is
-    /// then skipped as it arrives, so the stream stays in step.
+    /// Decodes one reply from the bytes already read, without I/O (see
+    /// [`Inbox::try_next`]).
     pub fn try_next<R, F>(&mut self, f: F) -> Result<std::result::Result<R, F>>
     where
         F: FnOnce(Response<'_>) -> Result<R>,
     {
-        if (self.skip != 0 || self.crlf_due) && !self.discard()? {
-            return Ok(Err(f));
-        }
-        let buffered = self.rbuf.get(self.start..self.end).unwrap_or_default();
-        match self.decoder.decode(buffered) {
-            Ok(Decoded::Complete(r, n)) => {
-                if let Response::TooLarge { len, .. } = r {
-                    self.skip = len;
-                    self.crlf_due = true;
-                }
-                let out = f(r);
-                self.start += n;
-                out.map(Ok)
-            }
-            Ok(Decoded::Incomplete) => Ok(Err(f)),
-            Err(e) => Err(Error::new(ErrorKind::Protocol, "").with_source(e)),
-        }
+        self.inbox.try_next(f)
     }
 
     /// Reads until one complete reply is buffered and hands it to `f`,
@@ -325,48 +294,14 @@ impl Connection {
         }
     }
 
-    /// Drops the buffered bytes of a too-large data block. True when none
-    /// is left to skip.
-    fn discard(&mut self) -> Result<bool> {
-        if self.skip > 0 {
-            let have = self.end - self.start;
-            let n = usize::try_from(self.skip).map_or(have, |s| s.min(have));
-            self.start += n;
-            self.skip -= n as u64;
-            if self.skip > 0 {
-                return Ok(false);
-            }
-        }
-        if self.crlf_due {
-            match self.rbuf.get(self.start..self.start + 2) {
-                Some(b"\r\n") if self.start + 2 <= self.end => {
-                    self.start += 2;
-                    self.crlf_due = false;
-                }
-                _ if self.end - self.start < 2 => return Ok(false),
-                _ => {
-                    return Err(Error::new(
-                        ErrorKind::Protocol,
-                        "data block not followed by \\r\\n (length mismatch)",
-                    ))
-                }
-            }
-        }
-        Ok(true)
-    }
-
     /// Ends a request whose reply was read completely. Bytes left over mean
     /// the server sent more than was asked for, so the connection stays
     /// broken.
     pub fn finish(&mut self) {
         if self.drained() {
             self.broken = false;
-            self.start = 0;
-            self.end = 0;
         }
-        if self.rbuf.len() > KEEP_BUF && self.end == 0 {
-            self.rbuf = vec![0; INITIAL_BUF];
-        }
+        self.inbox.reset();
         if self.wbuf.capacity() > KEEP_BUF {
             self.wbuf = Vec::with_capacity(INITIAL_BUF);
         }
@@ -374,59 +309,27 @@ impl Connection {
 
     /// True when no byte of the reply is buffered or still to skip.
     fn drained(&self) -> bool {
-        self.start == self.end && self.skip == 0 && !self.crlf_due
+        self.inbox.drained()
     }
 
     /// Reads more of the reply, waiting at most until the deadline.
     pub fn fill(&mut self) -> Result<()> {
-        self.make_room();
         self.arm_deadline()?;
         self.read_some()
     }
 
     /// Reads what the socket has, for a socket known to be readable.
     pub fn read_ready(&mut self) -> Result<()> {
-        self.make_room();
         self.reading = true;
         self.read_some()
     }
 
-    fn make_room(&mut self) {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
-        if self.end == self.rbuf.len() {
-            if self.start > 0 {
-                self.rbuf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            } else {
-                // The decoder bounds a reply to a line plus a value of at
-                // most max_value bytes, so growth stops there.
-                let cap = self
-                    .decoder
-                    .max_value()
-                    .saturating_add(DEFAULT_MAX_LINE + 4);
-                let grown = (self.rbuf.len() * 2).min(cap.max(self.rbuf.len() + 1));
-                self.rbuf.resize(grown, 0);
-            }
-        }
-    }
-
     fn read_some(&mut self) -> Result<()> {
         loop {
-            match (&self.sock).read(self.rbuf.get_mut(self.end..).unwrap_or_default()) {
-                Ok(0) => {
-                    let detail = if self.start == self.end {
-                        "server closed the connection"
-                    } else {
-                        "server closed the connection mid-reply"
-                    };
-                    return Err(Error::new(ErrorKind::Io, detail));
-                }
+            match (&self.sock).read(self.inbox.spare()) {
+                Ok(0) => return Err(inbox::closed(!self.inbox.is_empty())),
                 Ok(n) => {
-                    self.end += n;
+                    self.inbox.filled(n);
                     return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -574,7 +477,7 @@ mod tests {
             assert!(conn.check_idle());
         }
         // The buffer never grew to hold a skipped value.
-        assert!(conn.rbuf.len() <= INITIAL_BUF);
+        assert!(conn.inbox.capacity() <= INITIAL_BUF);
     }
 
     #[test]

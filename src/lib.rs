@@ -44,6 +44,7 @@ mod auth;
 mod builder;
 mod client;
 mod connection;
+mod core;
 mod error;
 mod health;
 mod hints;
