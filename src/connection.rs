@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, SockAddr, Socket, TcpKeepalive, Type};
 
 use crate::auth::Credentials;
-use crate::error::{Error, ErrorKind, Result};
 use crate::core::inbox::{self, Inbox};
+use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::Response;
 use crate::server::{Endpoint, Server};
 

@@ -18,7 +18,6 @@
 use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use crate::error::Result;
 use crate::health::Health;
 
 /// The default number of keys remembered per dead server.
@@ -93,42 +92,33 @@ impl Hints {
         (s.keys.len(), s.overflow)
     }
 
-    /// Brings a dead server back: hands what is pending to `replay` until
-    /// nothing is left, then revives the server under the lock. If `replay`
-    /// fails, what it was given is remembered again and the server stays
-    /// dead. With `flush` the server is emptied whatever is pending.
-    pub fn rejoin(
-        &self,
-        health: &Health,
-        flush: bool,
-        mut replay: impl FnMut(&Pending) -> Result<()>,
-    ) -> Result<()> {
-        let mut first = true;
-        loop {
-            let pending = {
-                let mut s = self.lock();
-                if s.overflow || (flush && first) {
-                    *s = State::default();
-                    Pending::Flush
-                } else if s.keys.is_empty() {
-                    health.revive();
-                    return Ok(());
-                } else {
-                    Pending::Delete(s.keys.drain().collect())
+    /// What must happen on the server next before it serves again, taken
+    /// out of the hints; `first_flush` empties it whatever is pending.
+    /// `None` when nothing is left: the server was revived, under the lock,
+    /// so that no write can leave a hint the rejoin would miss.
+    pub fn take(&self, health: &Health, first_flush: bool) -> Option<Pending> {
+        let mut s = self.lock();
+        if s.overflow || first_flush {
+            *s = State::default();
+            Some(Pending::Flush)
+        } else if s.keys.is_empty() {
+            health.revive();
+            None
+        } else {
+            Some(Pending::Delete(s.keys.drain().collect()))
+        }
+    }
+
+    /// Remembers again what [`take`](Self::take) gave out, after the
+    /// rejoin failed to carry it out.
+    pub fn restore(&self, pending: Pending) {
+        let mut s = self.lock();
+        match pending {
+            Pending::Flush => s.overflow = true,
+            Pending::Delete(keys) => {
+                for k in keys {
+                    s.remember(k, self.limit);
                 }
-            };
-            first = false;
-            if let Err(e) = replay(&pending) {
-                let mut s = self.lock();
-                match pending {
-                    Pending::Flush => s.overflow = true,
-                    Pending::Delete(keys) => {
-                        for k in keys {
-                            s.remember(k, self.limit);
-                        }
-                    }
-                }
-                return Err(e);
             }
         }
     }
@@ -137,7 +127,6 @@ impl Hints {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::{Error, ErrorKind};
     use crate::health::Policy;
     use std::time::Duration;
 
@@ -158,14 +147,9 @@ mod tests {
         assert!(hints.record(b"a", &h));
         assert!(hints.record(b"b", &h));
         assert!(hints.record(b"a", &h));
-        let mut seen = Vec::new();
-        hints
-            .rejoin(&h, false, |p| {
-                seen.push(format!("{p:?}"));
-                Ok(())
-            })
-            .unwrap();
-        assert_eq!(seen.len(), 1);
+        assert!(matches!(hints.take(&h, false), Some(Pending::Delete(k)) if k.len() == 2));
+        assert!(h.is_dead(), "not before the deletes are done");
+        assert_eq!(hints.take(&h, false), None);
         assert!(!h.is_dead());
         assert!(!hints.record(b"c", &h), "alive: nothing to remember");
         assert_eq!(hints.len(), (0, false));
@@ -178,20 +162,14 @@ mod tests {
         hints.record(b"a", &h);
         hints.record(b"b", &h);
         assert_eq!(hints.len(), (0, true));
-        let mut got = None;
-        hints
-            .rejoin(&h, false, |p| {
-                got = Some(p == &Pending::Flush);
-                Ok(())
-            })
-            .unwrap();
-        assert_eq!(got, Some(true));
+        assert_eq!(hints.take(&h, false), Some(Pending::Flush));
+        assert_eq!(hints.take(&h, false), None);
 
         let h = dead();
         let hints = Hints::new(5);
         hints.record(b"a", &h);
-        let r = hints.rejoin(&h, false, |_| Err(Error::new(ErrorKind::Timeout, "t")));
-        assert!(r.is_err());
+        let pending = hints.take(&h, false).unwrap();
+        hints.restore(pending);
         assert!(h.is_dead());
         assert_eq!(hints.len(), (1, false));
     }

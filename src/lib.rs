@@ -56,10 +56,13 @@ mod server;
 mod sys;
 mod value;
 
+pub use crate::core::meta::{MetaReply, MetaRequest, Origin};
+pub use crate::core::reply::CasOutcome;
+pub use crate::core::request::{PerServer, Stats};
 pub use builder::{
     ClientBuilder, DEFAULT_MAX_VALUE_SIZE, MAX_SETTING_DURATION, MAX_VALUE_SIZE_LIMIT,
 };
-pub use client::{CasOutcome, Client, MetaReply, MetaRequest, Origin, PerServer, Stats};
+pub use client::Client;
 pub use error::{Error, ErrorKind, Result};
 pub use hints::DEFAULT_REJOIN_HINTS;
 pub use key::KeyBuilder;

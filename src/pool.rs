@@ -120,11 +120,6 @@ impl ServerPool {
         }
     }
 
-    /// The server this pool connects to.
-    pub fn server(&self) -> &Server {
-        &self.server
-    }
-
     /// Checks out a connected connection, connecting on this thread when
     /// the slot is empty or its connection went stale.
     pub fn get(&self) -> Result<PooledConn> {

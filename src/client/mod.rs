@@ -1,58 +1,39 @@
-//! [`Client`]: the memcached commands. Each command checks its input, asks
-//! the ring for the key's servers, and runs on the first usable one through
-//! [`Client::run`], which tracks health and follows the one retry decision
-//! in `retry`. Parsing lives in `protocol`, hashing in `ring`, sockets in
-//! `connection`.
+//! [`Client`], the blocking driver: r2d2 pools and blocking sockets. What a
+//! request means (key check, routing, failover, health, hints, encoding,
+//! replies) lives in `core`; this module moves the bytes: it follows the
+//! core's [`Plan`] for each request, sends on a pooled connection and feeds
+//! the replies to the core's reader.
 //!
-//! - `retry`: the failover decision (pure).
-//! - `reply`: which reply answers what, and the reply-reading loops.
 //! - `keyed`: the single-key commands.
-//! - `multi`: the multi-key commands.
+//! - `multi`: the multi-key commands (one `poll` over every server's
+//!   connection).
 //! - `meta`: meta commands and cache-aside with leases.
 //! - `servers`: per-server commands (`flush_all`, `version`, `stats`).
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
-use crate::builder::{ClientBuilder, Config};
+use crate::builder::ClientBuilder;
 use crate::connection::Connection;
+use crate::core::plan::Step;
+use crate::core::reply::{in_step_after, Reply};
+use crate::core::request::Request;
+use crate::core::Core;
 use crate::error::{Error, ErrorKind, Result};
-use crate::health::{Clock, Health, Status};
-use crate::hints::{Hints, Pending};
-use crate::pool::ServerPool;
-use crate::protocol::{check_key, encode, Response};
-use crate::ring::{Distribution, Ring};
+use crate::pool::{PooledConn, ServerPool};
+use crate::ring::Distribution;
 use crate::server::{IntoServers, Server};
-use crate::value::Expiry;
 
 mod keyed;
 mod meta;
 mod multi;
-mod reply;
-mod retry;
 mod servers;
 
-pub use keyed::CasOutcome;
-pub use meta::{MetaReply, MetaRequest, Origin};
-pub use servers::{PerServer, Stats};
-
-use reply::{key_error, round_trip, unexpected};
-use retry::{Class, Decision, Failure};
-
-/// One server: its pool, its health and the keys to delete on it when it
-/// rejoins.
-struct Node {
-    pool: ServerPool,
-    health: Health,
-    hints: Hints,
-}
+#[cfg(doc)]
+use crate::core::plan::Plan;
 
 struct Inner {
-    nodes: Vec<Node>,
-    servers: Vec<Server>,
-    ring: Ring,
-    config: Config,
-    clock: Clock,
+    core: Core,
+    pools: Vec<ServerPool>,
 }
 
 /// A memcached client: one connection pool per server, keys routed by a
@@ -77,8 +58,8 @@ pub struct Client {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("servers", &self.inner.servers)
-            .field("distribution", &self.inner.config.distribution)
+            .field("servers", &self.inner.core.servers)
+            .field("distribution", &self.inner.core.config.distribution)
             .finish_non_exhaustive()
     }
 }
@@ -94,22 +75,10 @@ impl ClientBuilder {
     /// weight above [`MAX_WEIGHT`](crate::MAX_WEIGHT).
     pub fn build(self) -> Result<Client> {
         let (servers, pools, config) = self.into_parts()?;
-        let ring = Ring::new(config.distribution, &servers);
-        let nodes = pools
-            .into_iter()
-            .map(|pool| Node {
-                pool,
-                health: Health::new(),
-                hints: Hints::new(config.rejoin_hints),
-            })
-            .collect();
         Ok(Client {
             inner: Arc::new(Inner {
-                nodes,
-                servers,
-                ring,
-                config,
-                clock: Clock::new(),
+                core: Core::new(servers, config),
+                pools,
             }),
         })
     }
@@ -130,266 +99,122 @@ impl Client {
 
     /// The servers, in the order given.
     pub fn servers(&self) -> &[Server] {
-        &self.inner.servers
+        &self.inner.core.servers
     }
 
     /// The distribution in use.
     pub fn distribution(&self) -> Distribution {
-        self.inner.config.distribution
+        self.inner.core.config.distribution
     }
 
     /// The server that holds `key` when every server is up (no I/O).
     pub fn server_for(&self, key: impl AsRef<[u8]>) -> Option<&Server> {
-        self.inner
-            .ring
-            .primary(key.as_ref())
-            .and_then(|i| self.inner.servers.get(i))
+        self.inner.core.server_for(key.as_ref())
     }
 
     /// The servers `key` would be tried on now, in order: its failover
     /// order with servers currently marked dead left out (no I/O).
     pub fn live_candidates(&self, key: impl AsRef<[u8]>) -> Vec<&Server> {
-        self.inner
-            .ring
-            .candidates(key.as_ref())
-            .filter_map(|i| Some((self.inner.nodes.get(i)?, self.inner.servers.get(i)?)))
-            .filter(|(n, _)| !n.health.is_dead())
-            .map(|(_, s)| s)
-            .collect()
+        self.inner.core.live_candidates(key.as_ref())
     }
 
     /// True when `server` (by its position in the list) is marked dead.
     pub fn is_marked_dead(&self, server: usize) -> bool {
-        self.inner
-            .nodes
-            .get(server)
-            .is_some_and(|n| n.health.is_dead())
+        self.inner.core.is_marked_dead(server)
     }
 
     /// How many keys are remembered for deletion on `server` (by its
     /// position in the list) when it rejoins, and whether the bound
     /// overflowed so that it will be flushed instead.
     pub fn rejoin_hints(&self, server: usize) -> (usize, bool) {
+        self.inner.core.rejoin_hints(server)
+    }
+
+    // ----- the driver ------------------------------------------------------
+
+    fn core(&self) -> &Core {
+        &self.inner.core
+    }
+
+    /// A connection to `server` from its pool.
+    fn conn(&self, server: usize) -> Result<PooledConn> {
         self.inner
-            .nodes
+            .pools
             .get(server)
-            .map_or((0, false), |n| n.hints.len())
+            .ok_or_else(|| {
+                Error::new(ErrorKind::InvalidConfig, "the ring named an unknown server")
+            })?
+            .get()
     }
 
-    // ----- the request loop -------------------------------------------
-
-    fn node(&self, index: usize) -> Result<&Node> {
-        self.inner
-            .nodes
-            .get(index)
-            .ok_or_else(|| Error::new(ErrorKind::InvalidConfig, "the ring named an unknown server"))
-    }
-
-    /// Whether a request of `class` for `key` may use `node` now: in
-    /// service, or dead with its retry time up and probed back. A probe's
-    /// failure is kept in `last`.
-    fn usable(&self, node: &Node, key: &[u8], class: Class, last: &mut Option<Error>) -> bool {
-        let inner = &*self.inner;
-        match node
-            .health
-            .status(|| inner.clock.now(), inner.config.policy)
-        {
-            Status::Alive => true,
-            Status::Dead => skip_dead(node, key, class),
-            Status::Probe => match self.probe(node) {
-                Ok(()) => true,
-                Err(e) => {
-                    *last = Some(e);
-                    skip_dead(node, key, class)
-                }
-            },
-        }
-    }
-
-    /// Runs `op` for `key` on its first usable server, failing over along
-    /// the ring as the retry decision allows. `op` gets the connection and
-    /// whether this server is not the key's primary (so writes can cap
-    /// their TTL).
-    fn run<T>(
-        &self,
-        key: &[u8],
-        class: Class,
-        mut op: impl FnMut(&mut Connection, bool) -> Result<T>,
-    ) -> Result<T> {
-        if let Err(p) = check_key(key) {
-            return Err(key_error(key, p));
-        }
-        let inner = &*self.inner;
-        let mut attempts = 0;
-        let mut last: Option<Error> = None;
-        let mut sent = false;
-        for (rank, index) in inner.ring.candidates(key).enumerate() {
-            if attempts == inner.config.max_attempts {
-                break;
-            }
-            let node = self.node(index)?;
-            if !self.usable(node, key, class, &mut last) {
-                continue;
-            }
-            attempts += 1;
-            let label = node.pool.server().label();
-            let (e, sent_now) = match node.pool.get() {
-                Err(e) if e.kind() == ErrorKind::PoolTimeout => {
-                    return Err(retry::give_up(class, e, sent));
-                }
-                Err(e) => (e, false),
-                Ok(mut conn) => match op(&mut conn, rank > 0) {
-                    Ok(v) => {
-                        node.health.record_success();
-                        return Ok(v);
+    /// Runs `req` as its plan says: on the key's first usable server,
+    /// failing over along the ring as the retry decision allows.
+    fn run<Q: Request>(&self, req: &Q) -> Result<<Q::Reply as Reply>::Out> {
+        let core = self.core();
+        let mut plan = core.plan(req.key(), req.class())?;
+        loop {
+            match plan.next() {
+                Step::Try { server, failover } => {
+                    let (e, sent) = match self.conn(server) {
+                        Err(e) => (e, false),
+                        Ok(mut conn) => {
+                            req.encode(core, failover, conn.begin());
+                            match exchange(&mut conn, req.reply()) {
+                                Ok(v) => {
+                                    plan.succeeded(server);
+                                    return Ok(v);
+                                }
+                                Err(e) => (e, conn.sent()),
+                            }
+                        }
+                    };
+                    if let Some(e) = plan.failed(server, e, sent) {
+                        return Err(e);
                     }
-                    Err(e) => (e.at(label), conn.sent()),
-                },
-            };
-            sent |= sent_now;
-            let server_failure = e.is_server_failure();
-            if server_failure {
-                self.record_failure(node, &e);
-            } else {
-                // The server is alive and answered.
-                node.health.record_success();
-            }
-            match decide(node, key, class, e, server_failure, sent) {
-                Decision::Stop(e) => return Err(e),
-                Decision::Next(e) => last = Some(e),
+                }
+                Step::Probe(server) => plan.probed(self.probe(server)),
+                Step::Fail(e) => return Err(e),
             }
         }
-        Err(retry::exhausted(class, last, sent, || self.no_server(key)))
     }
 
-    /// Counts a server failure against `node`; a refused login marks it
-    /// dead at once.
-    fn record_failure(&self, node: &Node, e: &Error) {
-        let (now, policy) = (self.inner.clock.now(), self.inner.config.policy);
-        if e.kind() == ErrorKind::AuthFailed {
-            node.health.mark_dead(now, policy);
-        } else {
-            node.health.record_failure(now, policy);
+    /// Brings a dead server back: the requests of its rejoin, in turn, on
+    /// one connection.
+    fn probe(&self, server: usize) -> Result<()> {
+        let mut conn = self.conn(server)?;
+        let mut rejoin = self.core().rejoin(server);
+        while let Some(reader) = rejoin.next(conn.begin()) {
+            if let Err(e) = exchange(&mut conn, reader) {
+                rejoin.failed();
+                return Err(e);
+            }
         }
+        Ok(())
     }
+}
 
-    fn no_server(&self, key: &[u8]) -> Error {
-        let names: Vec<&str> = self
-            .inner
-            .ring
-            .candidates(key)
-            .filter_map(|i| self.inner.servers.get(i))
-            .map(Server::label)
-            .collect();
-        Error::new(
-            ErrorKind::NoServerAvailable,
-            format!(
-                "every server for this key is marked dead: {}",
-                names.join(", ")
-            ),
-        )
-    }
-
-    /// Checks a dead server whose retry time is up and brings it back: one
-    /// `version`, then the deletes of the keys changed while it was away
-    /// (pipelined), or one `flush_all` if too many changed or
-    /// `flush_on_rejoin` is set. Only then does it take traffic again.
-    fn probe(&self, node: &Node) -> Result<()> {
-        let flush = self.inner.config.flush_on_rejoin;
-        let result = node.pool.get().and_then(|mut conn| {
-            if !flush {
-                encode::version(conn.begin());
-                round_trip(&mut conn, |r| match r {
-                    Response::Version(_) => Ok(()),
-                    other => Err(unexpected(other)),
-                })?;
+/// Sends the request in the connection's buffer and feeds the replies to
+/// `reader` until it is answered. The connection goes back to its pool
+/// only if the stream is in step.
+fn exchange<R: Reply>(conn: &mut Connection, mut reader: R) -> Result<R::Out> {
+    conn.send()?;
+    loop {
+        match conn.next(|r| reader.feed(r)) {
+            Ok(Some(out)) => {
+                if reader.in_step() {
+                    conn.finish();
+                }
+                return Ok(out);
             }
-            node.hints
-                .rejoin(&node.health, flush, |pending| match pending {
-                    Pending::Flush => {
-                        encode::flush_all(conn.begin(), None);
-                        round_trip(&mut conn, |r| match r {
-                            Response::Ok => Ok(()),
-                            other => Err(unexpected(other)),
-                        })
-                    }
-                    Pending::Delete(keys) => delete_all(&mut conn, keys),
-                })
-        });
-        match result {
-            Ok(()) => {
-                node.health.record_success();
-                Ok(())
-            }
+            Ok(None) => {}
             Err(e) => {
-                self.record_failure(node, &e);
-                Err(e.at(node.pool.server().label()))
+                if in_step_after(&e) {
+                    conn.finish();
+                }
+                return Err(e);
             }
         }
     }
-
-    /// The exptime to send; on a failover server the TTL is capped.
-    fn exptime(&self, ttl: Expiry, failover: bool) -> i64 {
-        match (failover, self.inner.config.failover_ttl) {
-            (true, Some(cap)) => {
-                let now = SystemTime::now();
-                ttl.capped(cap, now).exptime_at(now)
-            }
-            _ => ttl.exptime_with(SystemTime::now),
-        }
-    }
-
-    fn check_value(&self, data: &[u8]) -> Result<()> {
-        reply::check_value_len(data.len(), self.inner.config.max_value_size)
-    }
-}
-
-/// The retry decision for `key` after an attempt on `node` failed with `e`
-/// (the failure already counted). A write that moves on leaves a hint for
-/// the server's rejoin.
-fn decide(
-    node: &Node,
-    key: &[u8],
-    class: Class,
-    e: Error,
-    server_failure: bool,
-    sent: bool,
-) -> Decision {
-    let failure = Failure {
-        server_failure,
-        sent,
-        server_dead: node.health.is_dead(),
-    };
-    let decision = retry::after_failure(class, e, failure);
-    if matches!(decision, Decision::Next(_)) && class.is_write() {
-        node.hints.record(key, &node.health);
-    }
-    decision
-}
-
-/// A dead server is skipped: a write leaves a hint for its rejoin. True
-/// (use it after all) only when a write finds it back in service.
-fn skip_dead(node: &Node, key: &[u8], class: Class) -> bool {
-    class.is_write() && !node.hints.record(key, &node.health)
-}
-
-/// Deletes `keys` on one connection, pipelined in batches.
-fn delete_all(conn: &mut Connection, keys: &[Box<[u8]>]) -> Result<()> {
-    for chunk in keys.chunks(multi::MAX_BATCH) {
-        let buf = conn.begin();
-        for k in chunk {
-            encode::delete(buf, k, false);
-        }
-        conn.send()?;
-        for _ in chunk {
-            conn.next(|r| match r {
-                Response::Deleted | Response::NotFound => Ok(()),
-                other => Err(unexpected(other)),
-            })?;
-        }
-        conn.finish();
-    }
-    Ok(())
 }
 
 #[cfg(test)]

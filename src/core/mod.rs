@@ -1,6 +1,178 @@
 //! What a request means, without I/O: shared by the blocking client and
 //! the async client, which only move bytes.
 //!
+//! - [`Core`]: the servers, the ring, each server's health and rejoin
+//!   hints, and the settings consulted per request.
+//! - `plan`: the attempts of one single-key request: which server next,
+//!   when to probe, what a failure means (the retry decision in `retry`).
+//! - `rejoin`: the requests that bring a dead server back.
+//! - `request`: each single-key command: its encoding, retry class and
+//!   reply reader.
+//! - `reply`: reply readers and the error each reply means.
+//! - `multi`: multi-key commands: grouping by server, waves, per-key
+//!   retry.
+//! - `meta`: meta commands and the lease protocol of `get_or_set`.
 //! - `inbox`: read bytes, the reply decoder, skipping of too-large values.
+//!
+//! Data flows one way: a client asks the core what to send where, moves
+//! the bytes, feeds the replies back to the core's readers, and reports
+//! how the attempt ended.
+
+use std::time::SystemTime;
+
+use crate::builder::Config;
+use crate::error::{Error, ErrorKind, Result};
+use crate::health::{Clock, Health};
+use crate::hints::Hints;
+use crate::ring::Ring;
+use crate::server::Server;
+use crate::value::Expiry;
 
 pub(crate) mod inbox;
+pub(crate) mod meta;
+pub(crate) mod multi;
+pub(crate) mod plan;
+pub(crate) mod rejoin;
+pub(crate) mod reply;
+pub(crate) mod request;
+pub(crate) mod retry;
+
+/// One server's shared state: its health and the keys to delete on it
+/// when it rejoins.
+#[derive(Debug)]
+pub(crate) struct NodeState {
+    pub health: Health,
+    pub hints: Hints,
+}
+
+/// Everything a request consults besides sockets.
+#[derive(Debug)]
+pub(crate) struct Core {
+    pub nodes: Vec<NodeState>,
+    pub servers: Vec<Server>,
+    pub ring: Ring,
+    pub config: Config,
+    pub clock: Clock,
+}
+
+impl Core {
+    pub fn new(servers: Vec<Server>, config: Config) -> Core {
+        let ring = Ring::new(config.distribution, &servers);
+        let nodes = servers
+            .iter()
+            .map(|_| NodeState {
+                health: Health::new(),
+                hints: Hints::new(config.rejoin_hints),
+            })
+            .collect();
+        Core {
+            nodes,
+            servers,
+            ring,
+            config,
+            clock: Clock::new(),
+        }
+    }
+
+    pub fn node(&self, index: usize) -> Result<&NodeState> {
+        self.nodes
+            .get(index)
+            .ok_or_else(|| Error::new(ErrorKind::InvalidConfig, "the ring named an unknown server"))
+    }
+
+    /// `host:port` (or the socket path) of a server.
+    pub fn label(&self, index: usize) -> &str {
+        self.servers.get(index).map_or("?", Server::label)
+    }
+
+    // ----- what both clients answer without I/O ----------------------------
+
+    /// The server that holds `key` when every server is up.
+    pub fn server_for(&self, key: &[u8]) -> Option<&Server> {
+        self.ring.primary(key).and_then(|i| self.servers.get(i))
+    }
+
+    /// The servers `key` would be tried on now, in failover order, dead
+    /// ones left out.
+    pub fn live_candidates(&self, key: &[u8]) -> Vec<&Server> {
+        self.ring
+            .candidates(key)
+            .filter_map(|i| Some((self.nodes.get(i)?, self.servers.get(i)?)))
+            .filter(|(n, _)| !n.health.is_dead())
+            .map(|(_, s)| s)
+            .collect()
+    }
+
+    pub fn is_marked_dead(&self, server: usize) -> bool {
+        self.nodes.get(server).is_some_and(|n| n.health.is_dead())
+    }
+
+    pub fn rejoin_hints(&self, server: usize) -> (usize, bool) {
+        self.nodes.get(server).map_or((0, false), |n| n.hints.len())
+    }
+
+    // ----- health --------------------------------------------------------
+
+    /// Counts a server failure; a refused login marks it dead at once.
+    pub fn record_failure(&self, server: usize, e: &Error) {
+        let Some(node) = self.nodes.get(server) else {
+            return;
+        };
+        let (now, policy) = (self.clock.now(), self.config.policy);
+        if e.kind() == ErrorKind::AuthFailed {
+            node.health.mark_dead(now, policy);
+        } else {
+            node.health.record_failure(now, policy);
+        }
+    }
+
+    pub fn record_success(&self, server: usize) {
+        if let Some(node) = self.nodes.get(server) {
+            node.health.record_success();
+        }
+    }
+
+    /// Records how a per-server command (or a probe) on `server` ended;
+    /// a server failure counts against it. Returns the result labelled.
+    pub fn settle<T>(&self, server: usize, r: Result<T>) -> Result<T> {
+        match &r {
+            Ok(_) => self.record_success(server),
+            Err(e) if e.is_server_failure() => self.record_failure(server, e),
+            Err(_) => {}
+        }
+        r.map_err(|e| e.at(self.label(server)))
+    }
+
+    pub fn no_server(&self, key: &[u8]) -> Error {
+        let names: Vec<&str> = self
+            .ring
+            .candidates(key)
+            .filter_map(|i| self.servers.get(i))
+            .map(Server::label)
+            .collect();
+        Error::new(
+            ErrorKind::NoServerAvailable,
+            format!(
+                "every server for this key is marked dead: {}",
+                names.join(", ")
+            ),
+        )
+    }
+
+    // ----- what is sent ------------------------------------------------------
+
+    /// The exptime to send; on a failover server the TTL is capped.
+    pub fn exptime(&self, ttl: Expiry, failover: bool) -> i64 {
+        match (failover, self.config.failover_ttl) {
+            (true, Some(cap)) => {
+                let now = SystemTime::now();
+                ttl.capped(cap, now).exptime_at(now)
+            }
+            _ => ttl.exptime_with(SystemTime::now),
+        }
+    }
+
+    pub fn check_value(&self, data: &[u8]) -> Result<()> {
+        reply::check_value_len(data.len(), self.config.max_value_size)
+    }
+}

@@ -1,0 +1,703 @@
+//! Multi-key commands, without I/O. Keys are grouped by server; each
+//! server's batch is one buffer, sent with one write, and every server's
+//! batch is sent before any reply is read, so servers work in parallel (as
+//! libmemcached's mget does). How the bytes move is the client's business.
+//!
+//! A wave holds at most [`MAX_BATCH`] commands and about [`WAVE_BYTES`] of
+//! encoded requests per server, which bounds the replies waiting in the
+//! socket (so rules out a write/read deadlock) and the memory a call
+//! copies.
+//!
+//! A failing server does not fail the call: its keys that got no answer
+//! follow the same retry decision as single-key requests, per key, and
+//! whatever still fails is reported for that key alone.
+
+use std::borrow::Cow;
+
+use super::plan::{decide, skip_dead};
+use super::reply::{check_value_len, key_error, lossy, unexpected, Fetched, Got, Reply};
+use super::retry::{self, Class, Decision};
+use super::Core;
+use crate::error::{Error, ErrorKind, Result};
+use crate::health::Status;
+use crate::protocol::{check_key, encode, Response, StoreCommand};
+use crate::value::{Expiry, ToValue};
+
+/// Most commands sent to one server before its replies are read.
+pub(crate) const MAX_BATCH: usize = 1024;
+
+/// Most bytes of encoded requests sent to one server per wave (a single
+/// larger request goes alone).
+pub(crate) const WAVE_BYTES: usize = 1024 * 1024;
+
+/// One key of a server's batch: its position in the caller's list, and
+/// whether this server is a failover for it (so writes cap their TTL).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Entry {
+    pub index: usize,
+    pub failover: bool,
+}
+
+/// The answers read for a batch: (position in the caller's list, result).
+pub(crate) type Answers<T> = Vec<(usize, Result<T>)>;
+
+/// What a multi-key command does for its keys.
+pub(crate) trait Batch {
+    type Out;
+    type Reader: Reply<Out = Answers<Self::Out>> + BatchReader + Send + 'static;
+    fn class(&self) -> Class;
+    fn key(&self, index: usize) -> &[u8];
+    /// Checks what is sent for this key beyond the key itself.
+    fn check(&self, _index: usize) -> Result<()> {
+        Ok(())
+    }
+    /// About how many request bytes this key adds to a batch.
+    fn cost(&self, index: usize) -> usize {
+        self.key(index).len() + 16
+    }
+    fn encode(&self, core: &Core, buf: &mut Vec<u8>, entries: &[Entry]);
+    /// The reader of the replies to `entries`.
+    fn reader(&self, entries: &[Entry]) -> Self::Reader;
+}
+
+/// A batch reader can hand over what it read before its connection failed.
+pub(crate) trait BatchReader: Reply {
+    fn salvage(&mut self) -> Self::Out;
+}
+
+/// What a multi-key call knows about one key between attempts: the
+/// servers it was tried on, whether its request may have been sent, and its
+/// last failure.
+#[derive(Debug, Default)]
+struct KeyState {
+    tried: Vec<usize>,
+    sent: bool,
+    last: Option<Error>,
+}
+
+/// Where a key goes next.
+enum Pick {
+    To(usize, bool),
+    Probe(usize),
+    Nowhere,
+}
+
+/// What the client must do next for a multi-key call.
+#[derive(Debug)]
+pub(crate) enum Round {
+    /// Probe this dead server, report with [`Call::probed`], ask again.
+    Probe(usize),
+    /// Send these batches: `waves[s][w]` is server `s`'s wave `w`. Send
+    /// every server's wave `w` before reading its replies.
+    Send(Vec<Vec<Vec<Entry>>>),
+    /// Every key has its result: see [`Call::finish`].
+    Done,
+}
+
+impl Round {
+    /// The number of waves in a [`Round::Send`].
+    pub fn wave_count(waves: &[Vec<Vec<Entry>>]) -> usize {
+        waves.iter().map(Vec::len).max().unwrap_or(0)
+    }
+}
+
+/// The state of one multi-key call: each key's result and state, and the
+/// keys still to send.
+#[derive(Debug)]
+pub(crate) struct Call<'c, B: Batch> {
+    core: &'c Core,
+    batch: &'c B,
+    out: Vec<Option<Result<B::Out>>>,
+    keys: Vec<KeyState>,
+    todo: Vec<usize>,
+    rounds: u32,
+    probed: Vec<usize>,
+}
+
+impl<'c, B: Batch> Call<'c, B> {
+    /// A call for `n` keys; invalid keys get their error at once.
+    pub fn new(core: &'c Core, batch: &'c B, n: usize) -> Call<'c, B> {
+        let mut call = Call {
+            core,
+            batch,
+            out: (0..n).map(|_| None).collect(),
+            keys: (0..n).map(|_| KeyState::default()).collect(),
+            todo: Vec::with_capacity(n),
+            rounds: 0,
+            probed: Vec::new(),
+        };
+        for (i, slot) in call.out.iter_mut().enumerate() {
+            let key = batch.key(i);
+            let checked = check_key(key)
+                .map_err(|p| key_error(key, p))
+                .and_then(|()| batch.check(i));
+            match checked {
+                Err(e) => *slot = Some(Err(e)),
+                Ok(()) => call.todo.push(i),
+            }
+        }
+        call
+    }
+
+    pub fn batch(&self) -> &B {
+        self.batch
+    }
+
+    /// The first usable server for `key` that it has not been tried on.
+    fn pick(&self, key: &[u8], tried: &[usize]) -> Pick {
+        let core = self.core;
+        let class = self.batch.class();
+        // The common case: the key's own server, untried and in service.
+        if tried.is_empty() {
+            if let Some(primary) = core.ring.primary(key) {
+                if core.nodes.get(primary).is_some_and(|n| !n.health.is_dead()) {
+                    return Pick::To(primary, false);
+                }
+            }
+        }
+        for (rank, s) in core.ring.candidates(key).enumerate() {
+            if tried.contains(&s) {
+                continue;
+            }
+            let Some(node) = core.nodes.get(s) else {
+                return Pick::Nowhere;
+            };
+            let status = node.health.status(|| core.clock.now(), core.config.policy);
+            match status {
+                Status::Alive => return Pick::To(s, rank > 0),
+                Status::Probe if !self.probed.contains(&s) => return Pick::Probe(s),
+                Status::Dead | Status::Probe => {
+                    if skip_dead(node, key, class) {
+                        return Pick::To(s, rank > 0);
+                    }
+                }
+            }
+        }
+        Pick::Nowhere
+    }
+
+    /// How the probe asked for by [`Round::Probe`] ended.
+    pub fn probed(&mut self, server: usize, result: Result<()>) {
+        self.probed.push(server);
+        let _ = self.core.settle(server, result);
+    }
+
+    /// Plans what comes next.
+    pub fn next_round(&mut self) -> Round {
+        if self.todo.is_empty() || self.rounds == self.core.config.max_attempts {
+            return Round::Done;
+        }
+        let servers = self.core.nodes.len();
+        let share = self.todo.len() / servers.max(1) + 8;
+        let mut groups: Vec<Vec<Entry>> = (0..servers).map(|_| Vec::with_capacity(share)).collect();
+        let mut nowhere = Vec::new();
+        for &i in &self.todo {
+            let tried = self.keys.get(i).map_or(&[][..], |k| &k.tried[..]);
+            match self.pick(self.batch.key(i), tried) {
+                Pick::To(s, failover) => match groups.get_mut(s) {
+                    Some(g) => g.push(Entry { index: i, failover }),
+                    None => nowhere.push(i),
+                },
+                // A key is not sent before its server is known: the probe
+                // comes first, then the round is planned again.
+                Pick::Probe(s) => return Round::Probe(s),
+                Pick::Nowhere => nowhere.push(i),
+            }
+        }
+        self.rounds += 1;
+        self.todo.clear();
+        let class = self.batch.class();
+        for i in nowhere {
+            let (Some(slot), Some(state)) = (self.out.get_mut(i), self.keys.get_mut(i)) else {
+                continue;
+            };
+            let (core, key) = (self.core, self.batch.key(i));
+            *slot = Some(Err(retry::exhausted(
+                class,
+                state.last.take(),
+                state.sent,
+                || core.no_server(key),
+            )));
+        }
+        let batch = self.batch;
+        Round::Send(groups.into_iter().map(|g| waves(batch, g)).collect())
+    }
+
+    /// Records the answers read from `server`.
+    pub fn answered(&mut self, answers: Answers<B::Out>) {
+        for (i, r) in answers {
+            if let Some(slot) = self.out.get_mut(i) {
+                *slot = Some(r);
+            }
+        }
+    }
+
+    /// `server` answered every entry of its batch.
+    pub fn succeeded(&self, server: usize) {
+        self.core.record_success(server);
+    }
+
+    /// A server failed for these entries (`sent` when any byte may have
+    /// reached it): those not answered follow the retry decision.
+    pub fn fail(&mut self, server: usize, entries: &[Entry], e: Error, sent: bool) {
+        let core = self.core;
+        let Some(node) = core.nodes.get(server) else {
+            return;
+        };
+        let e = e.at(core.label(server));
+        let server_failure = e.is_server_failure();
+        if server_failure {
+            core.record_failure(server, &e);
+        }
+        let class = self.batch.class();
+        for en in entries {
+            let i = en.index;
+            let (Some(slot @ None), Some(state)) = (self.out.get_mut(i), self.keys.get_mut(i))
+            else {
+                continue; // answered already
+            };
+            state.sent |= sent;
+            let key = self.batch.key(i);
+            match decide(node, key, class, e.duplicate(), server_failure, state.sent) {
+                Decision::Stop(err) => *slot = Some(Err(err)),
+                Decision::Next(err) => {
+                    state.tried.push(server);
+                    state.last = Some(err);
+                    self.todo.push(i);
+                }
+            }
+        }
+    }
+
+    /// The results, one per key in the caller's order.
+    pub fn finish(mut self) -> Vec<Result<B::Out>> {
+        let class = self.batch.class();
+        // Keys whose last attempt failed with attempts used up.
+        for i in std::mem::take(&mut self.todo) {
+            if let (Some(slot @ None), Some(state)) = (self.out.get_mut(i), self.keys.get_mut(i)) {
+                let last = state.last.take();
+                *slot = Some(Err(retry::exhausted(class, last, state.sent, || {
+                    Error::new(ErrorKind::NoServerAvailable, "no attempt left")
+                })));
+            }
+        }
+        self.out
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(Error::new(ErrorKind::NoServerAvailable, "no attempt left"))
+                })
+            })
+            .collect()
+    }
+}
+
+/// Splits one server's entries into waves of at most `MAX_BATCH` commands
+/// and about `WAVE_BYTES` bytes.
+fn waves<B: Batch>(batch: &B, entries: Vec<Entry>) -> Vec<Vec<Entry>> {
+    if entries.is_empty() {
+        return Vec::new();
+    }
+    if entries.len() <= MAX_BATCH
+        && entries.iter().map(|e| batch.cost(e.index)).sum::<usize>() <= WAVE_BYTES
+    {
+        return vec![entries];
+    }
+    let mut waves = Vec::new();
+    let mut wave: Vec<Entry> = Vec::new();
+    let mut bytes = 0;
+    for e in entries {
+        let cost = batch.cost(e.index);
+        if !wave.is_empty() && (wave.len() == MAX_BATCH || bytes + cost > WAVE_BYTES) {
+            waves.push(std::mem::take(&mut wave));
+            bytes = 0;
+        }
+        bytes += cost;
+        wave.push(e);
+    }
+    if !wave.is_empty() {
+        waves.push(wave);
+    }
+    waves
+}
+
+// ----- the batches -----------------------------------------------------------
+
+/// `get_multi` / `gets_multi`.
+#[derive(Debug)]
+pub(crate) struct GetBatch<'a, K> {
+    pub keys: &'a [K],
+    pub with_cas: bool,
+}
+
+impl<K: AsRef<[u8]>> Batch for GetBatch<'_, K> {
+    type Out = Option<Fetched>;
+    type Reader = ValuesRead;
+
+    fn class(&self) -> Class {
+        Class::Read
+    }
+
+    fn key(&self, index: usize) -> &[u8] {
+        self.keys.get(index).map_or(&[], AsRef::as_ref)
+    }
+
+    fn encode(&self, _core: &Core, buf: &mut Vec<u8>, entries: &[Entry]) {
+        encode::get(
+            buf,
+            self.with_cas,
+            entries.iter().map(|e| self.key(e.index)),
+        );
+    }
+
+    fn reader(&self, entries: &[Entry]) -> ValuesRead {
+        let mut keys = Vec::with_capacity(entries.iter().map(|e| self.key(e.index).len()).sum());
+        let mut ends = Vec::with_capacity(entries.len());
+        for e in entries {
+            keys.extend_from_slice(self.key(e.index));
+            ends.push(keys.len());
+        }
+        ValuesRead {
+            keys,
+            ends,
+            indices: entries.iter().map(|e| e.index).collect(),
+            cursor: 0,
+            out: Vec::with_capacity(entries.len()),
+        }
+    }
+}
+
+/// The reply to a multi-key retrieval. Hits come back in request order and
+/// misses are left out: each `VALUE` answers the next requested key with
+/// its name, and the keys it skipped were misses.
+#[derive(Debug)]
+pub(crate) struct ValuesRead {
+    /// The requested keys, end to end; `ends[i]` is where key `i` ends.
+    keys: Vec<u8>,
+    ends: Vec<usize>,
+    indices: Vec<usize>,
+    cursor: usize,
+    out: Answers<Option<Fetched>>,
+}
+
+impl ValuesRead {
+    fn key(&self, i: usize) -> &[u8] {
+        let start = match i.checked_sub(1) {
+            Some(p) => self.ends.get(p).copied().unwrap_or(0),
+            None => 0,
+        };
+        let end = self.ends.get(i).copied().unwrap_or(start);
+        self.keys.get(start..end).unwrap_or_default()
+    }
+
+    /// Records misses for the entries before `upto`.
+    fn misses(&mut self, upto: usize) {
+        while self.cursor < upto {
+            if let Some(&i) = self.indices.get(self.cursor) {
+                self.out.push((i, Ok(None)));
+            }
+            self.cursor += 1;
+        }
+    }
+}
+
+impl Reply for ValuesRead {
+    type Out = Answers<Option<Fetched>>;
+
+    fn feed(&mut self, r: Response<'_>) -> Result<Option<Self::Out>> {
+        let Some((key, got)) = Got::of(r)? else {
+            self.misses(self.indices.len());
+            return Ok(Some(std::mem::take(&mut self.out)));
+        };
+        let at = (self.cursor..self.indices.len())
+            .find(|&p| self.key(p) == key)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Protocol,
+                    format!(
+                        "reply for key {:?}, which was not asked for (or out of order)",
+                        lossy(key)
+                    ),
+                )
+            })?;
+        self.misses(at);
+        if let Some(&i) = self.indices.get(at) {
+            self.out.push((i, got.fetched().map(Some)));
+        }
+        self.cursor = at + 1;
+        Ok(None)
+    }
+}
+
+impl BatchReader for ValuesRead {
+    fn salvage(&mut self) -> Self::Out {
+        // Only hits are certain: a skipped key may still be on its way.
+        std::mem::take(&mut self.out)
+            .into_iter()
+            .filter(|(_, r)| !matches!(r, Ok(None)))
+            .collect()
+    }
+}
+
+/// `set_multi`.
+#[derive(Debug)]
+pub(crate) struct SetBatch<'a, K, V> {
+    pub items: &'a [(K, V)],
+    /// Each value's bytes, converted once.
+    pub bytes: Vec<Result<Cow<'a, [u8]>>>,
+    pub ttl: Expiry,
+    pub max_value: usize,
+}
+
+impl<'a, K, V: ToValue> SetBatch<'a, K, V> {
+    pub fn new(core: &Core, items: &'a [(K, V)], ttl: Expiry) -> SetBatch<'a, K, V> {
+        SetBatch {
+            items,
+            bytes: items.iter().map(|(_, v)| v.to_bytes()).collect(),
+            ttl,
+            max_value: core.config.max_value_size,
+        }
+    }
+}
+
+fn stored(r: Response<'_>) -> Result<()> {
+    match r {
+        Response::Stored => Ok(()),
+        other => Err(unexpected(other)),
+    }
+}
+
+impl<K: AsRef<[u8]>, V: ToValue> Batch for SetBatch<'_, K, V> {
+    type Out = ();
+    type Reader = LinesRead<()>;
+
+    fn class(&self) -> Class {
+        StoreCommand::Set.class()
+    }
+
+    fn key(&self, index: usize) -> &[u8] {
+        self.items.get(index).map_or(&[], |(k, _)| k.as_ref())
+    }
+
+    fn check(&self, index: usize) -> Result<()> {
+        match self.bytes.get(index) {
+            Some(Ok(b)) => check_value_len(b.len(), self.max_value),
+            Some(Err(e)) => Err(e.duplicate()),
+            None => Err(Error::new(ErrorKind::InvalidInput, "no such item")),
+        }
+    }
+
+    fn cost(&self, index: usize) -> usize {
+        let value = match self.bytes.get(index) {
+            Some(Ok(b)) => b.len(),
+            _ => 0,
+        };
+        self.key(index).len() + value + 48
+    }
+
+    fn encode(&self, core: &Core, buf: &mut Vec<u8>, entries: &[Entry]) {
+        for e in entries {
+            let (Some((key, value)), Some(Ok(data))) =
+                (self.items.get(e.index), self.bytes.get(e.index))
+            else {
+                continue; // refused by `check`, never batched
+            };
+            let exptime = core.exptime(self.ttl, e.failover);
+            encode::store(
+                buf,
+                StoreCommand::Set,
+                key.as_ref(),
+                value.flags(),
+                exptime,
+                data,
+                false,
+            );
+        }
+    }
+
+    fn reader(&self, entries: &[Entry]) -> LinesRead<()> {
+        LinesRead::new(entries, stored)
+    }
+}
+
+/// `delete_multi` and `touch_multi`.
+#[derive(Debug)]
+pub(crate) struct KeyBatch<'a, K> {
+    pub keys: &'a [K],
+    /// `Some(ttl)` for touch, `None` for delete.
+    pub touch: Option<Expiry>,
+}
+
+fn existed(r: Response<'_>) -> Result<bool> {
+    match r {
+        Response::Deleted | Response::Touched => Ok(true),
+        Response::NotFound => Ok(false),
+        other => Err(unexpected(other)),
+    }
+}
+
+impl<K: AsRef<[u8]>> Batch for KeyBatch<'_, K> {
+    type Out = bool;
+    type Reader = LinesRead<bool>;
+
+    fn class(&self) -> Class {
+        Class::Write
+    }
+
+    fn key(&self, index: usize) -> &[u8] {
+        self.keys.get(index).map_or(&[], AsRef::as_ref)
+    }
+
+    fn encode(&self, core: &Core, buf: &mut Vec<u8>, entries: &[Entry]) {
+        for e in entries {
+            let key = self.key(e.index);
+            match self.touch {
+                Some(ttl) => encode::touch(buf, key, core.exptime(ttl, e.failover), false),
+                None => encode::delete(buf, key, false),
+            }
+        }
+    }
+
+    fn reader(&self, entries: &[Entry]) -> LinesRead<bool> {
+        LinesRead::new(entries, existed)
+    }
+}
+
+/// The replies of pipelined one-line commands, one per entry. An error
+/// reply answers its own key; since the stream may be out of step after
+/// it, the keys after it are reported as unknown and the connection is
+/// not used again.
+#[derive(Debug)]
+pub(crate) struct LinesRead<T> {
+    indices: Vec<usize>,
+    parse: fn(Response<'_>) -> Result<T>,
+    out: Answers<T>,
+    in_step: bool,
+}
+
+impl<T> LinesRead<T> {
+    fn new(entries: &[Entry], parse: fn(Response<'_>) -> Result<T>) -> LinesRead<T> {
+        LinesRead {
+            indices: entries.iter().map(|e| e.index).collect(),
+            parse,
+            out: Vec::with_capacity(entries.len()),
+            in_step: true,
+        }
+    }
+}
+
+impl<T> Reply for LinesRead<T> {
+    type Out = Answers<T>;
+
+    fn feed(&mut self, r: Response<'_>) -> Result<Option<Self::Out>> {
+        let answered = self.out.len();
+        let Some(&i) = self.indices.get(answered) else {
+            return Err(Error::new(ErrorKind::Protocol, "a reply nobody asked for"));
+        };
+        let r = (self.parse)(r);
+        let failed = r.is_err();
+        self.out.push((i, r));
+        if failed {
+            self.in_step = false;
+            for &later in self.indices.get(answered + 1..).unwrap_or_default() {
+                self.out.push((
+                    later,
+                    Err(Error::new(
+                        ErrorKind::OutcomeUnknown,
+                        "an earlier command in the same pipeline got an error reply",
+                    )),
+                ));
+            }
+        }
+        if self.out.len() == self.indices.len() {
+            return Ok(Some(std::mem::take(&mut self.out)));
+        }
+        Ok(None)
+    }
+
+    fn in_step(&self) -> bool {
+        self.in_step
+    }
+}
+
+impl<T> BatchReader for LinesRead<T> {
+    fn salvage(&mut self) -> Self::Out {
+        std::mem::take(&mut self.out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(n: usize) -> Vec<Entry> {
+        (0..n)
+            .map(|index| Entry {
+                index,
+                failover: false,
+            })
+            .collect()
+    }
+
+    fn set_batch<'a>(items: &'a [(String, &'a [u8])]) -> SetBatch<'a, String, &'a [u8]> {
+        SetBatch {
+            items,
+            bytes: items.iter().map(|(_, v)| v.to_bytes()).collect(),
+            ttl: Expiry::Never,
+            max_value: usize::MAX,
+        }
+    }
+
+    #[test]
+    fn waves_respect_the_command_count_and_the_byte_budget() {
+        let keys: Vec<String> = (0..2500).map(|i| format!("k{i}")).collect();
+        let batch = KeyBatch {
+            keys: &keys,
+            touch: None,
+        };
+        let lens: Vec<usize> = waves(&batch, entries(2500)).iter().map(Vec::len).collect();
+        assert_eq!(lens, [1024, 1024, 452]);
+
+        let big = vec![0u8; 400 * 1024];
+        let items: Vec<(String, &[u8])> = (0..5).map(|i| (format!("k{i}"), &big[..])).collect();
+        let lens: Vec<usize> = waves(&set_batch(&items), entries(5))
+            .iter()
+            .map(Vec::len)
+            .collect();
+        // Two 400 KiB values fit in 1 MiB, three do not.
+        assert_eq!(lens, [2, 2, 1]);
+        let huge = vec![0u8; 3 << 20];
+        let items = [("a".to_string(), &huge[..]), ("b".to_string(), &big[..])];
+        let lens: Vec<usize> = waves(&set_batch(&items), entries(2))
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(lens, [1, 1], "a request above the budget goes alone");
+    }
+
+    #[test]
+    fn values_match_requested_keys_in_order_and_skipped_keys_are_misses() {
+        let keys = ["a", "b", "a", "c"];
+        let batch = GetBatch {
+            keys: &keys,
+            with_cas: false,
+        };
+        let mut r = batch.reader(&entries(4));
+        let v = |key: &'static [u8]| Response::Value {
+            key,
+            flags: 0,
+            data: b"x",
+            cas: None,
+        };
+        assert!(r.feed(v(b"b")).unwrap().is_none());
+        assert!(r.feed(v(b"c")).unwrap().is_none());
+        let got = r.feed(Response::End).unwrap().unwrap();
+        let hits: Vec<(usize, bool)> = got
+            .iter()
+            .map(|(i, r)| (*i, matches!(r, Ok(Some(_)))))
+            .collect();
+        assert_eq!(hits, [(0, false), (1, true), (2, false), (3, true)]);
+        let mut r = batch.reader(&entries(4));
+        assert!(r.feed(v(b"zz")).is_err(), "a key nobody asked for");
+    }
+}

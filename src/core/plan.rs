@@ -1,0 +1,193 @@
+//! The attempts of one single-key request, as a state machine: the client
+//! asks [`Plan::next`] what to do, does it, and reports back. Which server
+//! is next, when a dead one is probed, whether a failure moves the request
+//! on or ends it: all decided here, for both clients.
+
+use super::retry::{self, Class, Decision, Failure};
+use super::{Core, NodeState};
+use crate::error::{Error, ErrorKind, Result};
+use crate::health::Status;
+use crate::ring::Candidates;
+
+/// What the client must do next for a request.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// Send the request to this server. `failover` is true when it is not
+    /// the key's own server (writes then cap their TTL).
+    Try { server: usize, failover: bool },
+    /// Probe this dead server (see `rejoin`), then report with
+    /// [`Plan::probed`] and ask again.
+    Probe(usize),
+    /// The request ends with this error.
+    Fail(Error),
+}
+
+/// The state of one single-key request between attempts.
+#[derive(Debug)]
+pub(crate) struct Plan<'a> {
+    core: &'a Core,
+    key: &'a [u8],
+    class: Class,
+    candidates: Candidates<'a>,
+    rank: usize,
+    attempts: u32,
+    last: Option<Error>,
+    sent: bool,
+    /// The candidate waiting for its probe's result.
+    probing: Option<(usize, usize)>,
+    probed: Option<(usize, usize, Result<()>)>,
+}
+
+impl Core {
+    /// The attempts of a request of `class` for `key`. The key is checked
+    /// here, before anything is sent.
+    pub fn plan<'a>(&'a self, key: &'a [u8], class: Class) -> Result<Plan<'a>> {
+        if let Err(p) = crate::protocol::check_key(key) {
+            return Err(super::reply::key_error(key, p));
+        }
+        Ok(Plan {
+            core: self,
+            key,
+            class,
+            candidates: self.ring.candidates(key),
+            rank: 0,
+            attempts: 0,
+            last: None,
+            sent: false,
+            probing: None,
+            probed: None,
+        })
+    }
+}
+
+impl Plan<'_> {
+    pub fn next(&mut self) -> Step {
+        if let Some((server, rank, result)) = self.probed.take() {
+            let usable = match result {
+                Ok(()) => true,
+                Err(e) => {
+                    self.last = Some(e);
+                    self.core
+                        .node(server)
+                        .is_ok_and(|n| skip_dead(n, self.key, self.class))
+                }
+            };
+            if usable {
+                return self.attempt(server, rank);
+            }
+        }
+        loop {
+            if self.attempts == self.core.config.max_attempts {
+                return self.exhausted();
+            }
+            let Some(server) = self.candidates.next() else {
+                return self.exhausted();
+            };
+            let rank = self.rank;
+            self.rank += 1;
+            let node = match self.core.node(server) {
+                Ok(n) => n,
+                Err(e) => return Step::Fail(e),
+            };
+            let core = self.core;
+            match node.health.status(|| core.clock.now(), core.config.policy) {
+                Status::Alive => return self.attempt(server, rank),
+                Status::Dead => {
+                    if skip_dead(node, self.key, self.class) {
+                        return self.attempt(server, rank);
+                    }
+                }
+                Status::Probe => {
+                    self.probing = Some((server, rank));
+                    return Step::Probe(server);
+                }
+            }
+        }
+    }
+
+    fn attempt(&mut self, server: usize, rank: usize) -> Step {
+        self.attempts += 1;
+        Step::Try {
+            server,
+            failover: rank > 0,
+        }
+    }
+
+    fn exhausted(&mut self) -> Step {
+        let (core, key) = (self.core, self.key);
+        Step::Fail(retry::exhausted(
+            self.class,
+            self.last.take(),
+            self.sent,
+            || core.no_server(key),
+        ))
+    }
+
+    /// How the probe asked for by [`Step::Probe`] ended.
+    pub fn probed(&mut self, result: Result<()>) {
+        if let Some((server, rank)) = self.probing.take() {
+            let result = self.core.settle(server, result);
+            self.probed = Some((server, rank, result));
+        }
+    }
+
+    /// The attempt on `server` succeeded.
+    pub fn succeeded(&self, server: usize) {
+        self.core.record_success(server);
+    }
+
+    /// The attempt on `server` failed with `e`; `sent` when any byte of it
+    /// may have reached the server. Returns the error that ends the
+    /// request, or `None` to ask [`next`](Self::next) again.
+    pub fn failed(&mut self, server: usize, e: Error, sent: bool) -> Option<Error> {
+        self.sent |= sent;
+        let e = e.at(self.core.label(server));
+        if e.kind() == ErrorKind::PoolTimeout {
+            return Some(retry::give_up(self.class, e, self.sent));
+        }
+        let server_failure = e.is_server_failure();
+        if server_failure {
+            self.core.record_failure(server, &e);
+        } else {
+            // The server is alive and answered.
+            self.core.record_success(server);
+        }
+        let node = self.core.node(server).ok()?;
+        match decide(node, self.key, self.class, e, server_failure, self.sent) {
+            Decision::Stop(e) => Some(e),
+            Decision::Next(e) => {
+                self.last = Some(e);
+                None
+            }
+        }
+    }
+}
+
+/// The retry decision for `key` after an attempt on `node` failed with `e`
+/// (the failure already counted). A write that moves on leaves a hint for
+/// the server's rejoin.
+pub(crate) fn decide(
+    node: &NodeState,
+    key: &[u8],
+    class: Class,
+    e: Error,
+    server_failure: bool,
+    sent: bool,
+) -> Decision {
+    let failure = Failure {
+        server_failure,
+        sent,
+        server_dead: node.health.is_dead(),
+    };
+    let decision = retry::after_failure(class, e, failure);
+    if matches!(decision, Decision::Next(_)) && class.is_write() {
+        node.hints.record(key, &node.health);
+    }
+    decision
+}
+
+/// A dead server is skipped: a write leaves a hint for its rejoin. True
+/// (use it after all) only when a write finds it back in service.
+pub(crate) fn skip_dead(node: &NodeState, key: &[u8], class: Class) -> bool {
+    class.is_write() && !node.hints.record(key, &node.health)
+}

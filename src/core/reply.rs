@@ -1,0 +1,418 @@
+//! Interpreting replies, without I/O: which reply answers which command,
+//! which error replies become which [`ErrorKind`], and the [`Reply`]
+//! readers a driver feeds decoded replies to until a request is answered.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::protocol::{KeyProblem, MetaCode, Response, MAX_KEY_LEN};
+use crate::value::{CasToken, FromValue};
+
+/// Reads the reply to one request from the replies a driver decodes, one at
+/// a time, in order.
+pub(crate) trait Reply {
+    /// What the request returns.
+    type Out;
+    /// Takes the next reply: `Ok(Some(out))` once the request is answered,
+    /// `Ok(None)` while more replies belong to it. An error ends it.
+    fn feed(&mut self, r: Response<'_>) -> Result<Option<Self::Out>>;
+    /// False when, after this request's reply, the stream may be out of
+    /// step, so the connection must not be used again.
+    fn in_step(&self) -> bool {
+        true
+    }
+}
+
+/// Whether a connection is still in step after a request ended with `e`:
+/// only for error replies memcached is known to give without leaving
+/// anything behind (a non-numeric `incr`, a value refused as too large,
+/// whose data block was consumed).
+pub(crate) fn in_step_after(e: &Error) -> bool {
+    matches!(e.kind(), ErrorKind::NonNumeric | ErrorKind::ValueTooLarge)
+}
+
+/// A one-line reply, interpreted by a function.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Line<T>(pub fn(Response<'_>) -> Result<T>);
+
+impl<T> Reply for Line<T> {
+    type Out = T;
+    fn feed(&mut self, r: Response<'_>) -> Result<Option<T>> {
+        (self.0)(r).map(Some)
+    }
+}
+
+/// `n` one-line replies, each accepted by a function (the deletes of a
+/// rejoin, pipelined).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lines {
+    pub n: usize,
+    pub accept: fn(Response<'_>) -> Result<()>,
+}
+
+impl Reply for Lines {
+    type Out = ();
+    fn feed(&mut self, r: Response<'_>) -> Result<Option<()>> {
+        (self.accept)(r)?;
+        self.n = self.n.saturating_sub(1);
+        Ok((self.n == 0).then_some(()))
+    }
+}
+
+/// A copy of a key, without allocating, to check the key a reply names.
+#[derive(Clone, Copy)]
+pub(crate) struct KeyCopy {
+    len: u8,
+    bytes: [u8; MAX_KEY_LEN],
+}
+
+impl KeyCopy {
+    /// The key, which must already have passed `check_key`.
+    pub fn new(key: &[u8]) -> KeyCopy {
+        let mut bytes = [0u8; MAX_KEY_LEN];
+        let len = key.len().min(MAX_KEY_LEN);
+        if let (Some(dst), Some(src)) = (bytes.get_mut(..len), key.get(..len)) {
+            dst.copy_from_slice(src);
+        }
+        KeyCopy {
+            len: len as u8,
+            bytes,
+        }
+    }
+
+    pub fn get(&self) -> &[u8] {
+        self.bytes.get(..usize::from(self.len)).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for KeyCopy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", lossy(self.get()))
+    }
+}
+
+/// The reply to a retrieval of one key: at most one `VALUE`, then `END`. A
+/// value above the size limit was skipped and is
+/// [`ErrorKind::ValueTooLarge`].
+#[derive(Debug)]
+pub(crate) struct FetchOne {
+    key: KeyCopy,
+    found: Option<Result<Fetched>>,
+}
+
+impl FetchOne {
+    pub fn new(key: &[u8]) -> FetchOne {
+        FetchOne {
+            key: KeyCopy::new(key),
+            found: None,
+        }
+    }
+}
+
+impl Reply for FetchOne {
+    type Out = Option<Fetched>;
+    fn feed(&mut self, r: Response<'_>) -> Result<Option<Option<Fetched>>> {
+        let Some(got) = Got::of(r)? else {
+            return self.found.take().transpose().map(Some);
+        };
+        let (k, got) = got;
+        if k != self.key.get() {
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                format!("reply for key {:?}, asked for {:?}", lossy(k), self.key),
+            ));
+        }
+        if self.found.is_some() {
+            return Err(Error::new(ErrorKind::Protocol, "two VALUEs for one key"));
+        }
+        self.found = Some(got.fetched());
+        Ok(None)
+    }
+}
+
+/// The reply to a meta command: its status line, and with the quiet flag
+/// the `mn` sent after it.
+#[derive(Debug)]
+pub(crate) struct MetaRead {
+    /// `Some(code)` with the quiet flag: the code a hidden reply stands for.
+    quiet: Option<MetaCode>,
+    got: Option<super::meta::MetaReply>,
+}
+
+impl MetaRead {
+    pub fn new(quiet: Option<MetaCode>) -> MetaRead {
+        MetaRead { quiet, got: None }
+    }
+}
+
+impl Reply for MetaRead {
+    type Out = super::meta::MetaReply;
+    fn feed(&mut self, r: Response<'_>) -> Result<Option<Self::Out>> {
+        use super::meta::MetaReply;
+        match (r, self.quiet) {
+            (
+                Response::Meta {
+                    code: MetaCode::Mn, ..
+                },
+                Some(hidden),
+            ) => Ok(Some(self.got.take().unwrap_or(MetaReply {
+                code: hidden,
+                flags: String::new(),
+                value: None,
+            }))),
+            (Response::Meta { code, flags, data }, quiet) if self.got.is_none() => {
+                let reply = MetaReply {
+                    code,
+                    flags: String::from_utf8_lossy(flags).into_owned(),
+                    value: data.map(<[u8]>::to_vec),
+                };
+                if quiet.is_some() {
+                    self.got = Some(reply);
+                    Ok(None)
+                } else {
+                    Ok(Some(reply))
+                }
+            }
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+}
+
+/// A `stats` reply: `STAT` lines until `END` (or `RESET`).
+#[derive(Debug, Default)]
+pub(crate) struct StatsRead {
+    out: Vec<(String, String)>,
+}
+
+impl Reply for StatsRead {
+    type Out = Vec<(String, String)>;
+    fn feed(&mut self, r: Response<'_>) -> Result<Option<Self::Out>> {
+        match r {
+            Response::Stat { name, value } => {
+                self.out.push((lossy(name), lossy(value)));
+                Ok(None)
+            }
+            Response::End => Ok(Some(std::mem::take(&mut self.out))),
+            Response::Reset => {
+                self.out.push(("reset".into(), "ok".into()));
+                Ok(Some(std::mem::take(&mut self.out)))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// The outcome of `cas`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+#[must_use = "a cas that did not store is not an error: check the outcome"]
+pub enum CasOutcome {
+    /// The value was stored: the token still matched.
+    Stored,
+    /// The item changed since the token was read (`EXISTS`).
+    Exists,
+    /// The item is gone (`NOT_FOUND`).
+    NotFound,
+}
+
+/// What `set` returns for a storage reply.
+pub(crate) fn stored(r: StoreReply) -> Result<()> {
+    match r {
+        StoreReply::Stored => Ok(()),
+        other => Err(other.unexpected("set")),
+    }
+}
+
+/// What `add`, `replace`, `append` and `prepend` return.
+pub(crate) fn stored_if(r: StoreReply) -> Result<bool> {
+    match r {
+        StoreReply::Stored => Ok(true),
+        StoreReply::NotStored => Ok(false),
+        other => Err(other.unexpected("a storage command")),
+    }
+}
+
+/// What `cas` returns.
+pub(crate) fn cas_outcome(r: StoreReply) -> Result<CasOutcome> {
+    match r {
+        StoreReply::Stored => Ok(CasOutcome::Stored),
+        StoreReply::Exists => Ok(CasOutcome::Exists),
+        StoreReply::NotFound => Ok(CasOutcome::NotFound),
+        other => Err(other.unexpected("cas")),
+    }
+}
+
+/// A fetched value as the caller's type.
+pub(crate) fn value<V: FromValue>(f: Option<Fetched>) -> Result<Option<V>> {
+    f.map(|(d, flags, _)| V::from_value(d, flags)).transpose()
+}
+
+/// A fetched value and its cas token.
+pub(crate) fn value_cas<V: FromValue>(f: Option<Fetched>) -> Result<Option<(V, CasToken)>> {
+    f.map(|(d, flags, cas)| with_token(d, flags, cas))
+        .transpose()
+}
+
+/// A retrieved item: value, flags and, for gets/gats, the cas token.
+pub(crate) type Fetched = (Vec<u8>, u32, Option<u64>);
+
+/// The answers a storage command can get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StoreReply {
+    Stored,
+    NotStored,
+    Exists,
+    NotFound,
+}
+
+impl StoreReply {
+    /// Reads a storage command's reply.
+    pub fn parse(r: Response<'_>) -> Result<StoreReply> {
+        match r {
+            Response::Stored => Ok(StoreReply::Stored),
+            Response::NotStored => Ok(StoreReply::NotStored),
+            Response::Exists => Ok(StoreReply::Exists),
+            Response::NotFound => Ok(StoreReply::NotFound),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A valid reply that does not answer this command (say, `EXISTS` to
+    /// `set`): the server and client disagree about the protocol.
+    pub fn unexpected(self, command: &str) -> Error {
+        Error::new(ErrorKind::Protocol, format!("{command} answered {self:?}"))
+    }
+}
+
+/// Up to 200 bytes of `b`, as text, for messages.
+pub(crate) fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b.get(..200).unwrap_or(b)).into_owned()
+}
+
+/// The error for a reply that does not answer the request. Error replies
+/// become their own kinds; anything else means the stream is out of step.
+pub(crate) fn unexpected(r: Response<'_>) -> Error {
+    match r {
+        Response::Error(line) => Error::new(
+            ErrorKind::ClientError,
+            format!("server answered {}", lossy(line)),
+        ),
+        Response::ClientError(m) if m.starts_with(b"cannot increment or decrement") => {
+            Error::new(ErrorKind::NonNumeric, lossy(m))
+        }
+        Response::ClientError(m) if m.starts_with(b"unauthenticated") => Error::new(
+            ErrorKind::AuthFailed,
+            "the server requires authentication (memcached -Y): set ClientBuilder::credentials",
+        ),
+        Response::ClientError(m) => Error::new(ErrorKind::ClientError, lossy(m)),
+        Response::ServerError(m) if m.starts_with(b"object too large") => {
+            Error::new(ErrorKind::ValueTooLarge, format!("server: {}", lossy(m)))
+        }
+        Response::ServerError(m) => Error::new(ErrorKind::ServerError, lossy(m)),
+        Response::TooLarge { len, .. } => too_large(len),
+        other => Error::new(
+            ErrorKind::Protocol,
+            format!("unexpected reply {}", other.name()),
+        ),
+    }
+}
+
+/// A stored value longer than `max_value_size`: an answer, not a failure.
+pub(crate) fn too_large(len: u64) -> Error {
+    Error::new(
+        ErrorKind::ValueTooLarge,
+        format!("the stored value is {len} bytes, above max_value_size; it was skipped"),
+    )
+}
+
+pub(crate) fn key_error(key: &[u8], problem: KeyProblem) -> Error {
+    let shown = lossy(key.get(..40).unwrap_or(key));
+    Error::new(ErrorKind::InvalidKey, format!("{problem} (key {shown:?})"))
+}
+
+/// Refuses a value longer than `limit` before anything is sent.
+pub(crate) fn check_value_len(len: usize, limit: usize) -> Result<()> {
+    if len > limit {
+        return Err(Error::new(
+            ErrorKind::ValueTooLarge,
+            format!("value is {len} bytes, the limit is {limit}"),
+        ));
+    }
+    Ok(())
+}
+
+/// One `VALUE` of a retrieval reply.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Got<'a> {
+    /// The value, its flags and (gets/gats) its cas token.
+    Value(&'a [u8], u32, Option<u64>),
+    /// A value above the size limit, skipped; its declared length.
+    TooLarge(u64),
+}
+
+impl<'a> Got<'a> {
+    /// The `VALUE` in a retrieval reply, with its key; `None` for `END`.
+    /// Anything else is an error.
+    pub fn of(r: Response<'a>) -> Result<Option<(&'a [u8], Got<'a>)>> {
+        match r {
+            Response::Value {
+                key,
+                flags,
+                data,
+                cas,
+            } => Ok(Some((key, Got::Value(data, flags, cas)))),
+            Response::TooLarge {
+                key: Some(key),
+                len,
+            } => Ok(Some((key, Got::TooLarge(len)))),
+            Response::End => Ok(None),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The value as the caller gets it: a copy, or a `ValueTooLarge` error.
+    pub fn fetched(self) -> Result<Fetched> {
+        match self {
+            Got::Value(data, flags, cas) => Ok((data.to_vec(), flags, cas)),
+            Got::TooLarge(len) => Err(too_large(len)),
+        }
+    }
+}
+
+pub(crate) fn with_token<V: FromValue>(
+    d: Vec<u8>,
+    f: u32,
+    cas: Option<u64>,
+) -> Result<(V, CasToken)> {
+    let cas =
+        cas.ok_or_else(|| Error::new(ErrorKind::Protocol, "gets reply without a cas token"))?;
+    Ok((V::from_value(d, f)?, CasToken(cas)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_replies_map_to_kinds() {
+        let k = |r| unexpected(r).kind();
+        assert_eq!(k(Response::Error(b"ERROR")), ErrorKind::ClientError);
+        assert_eq!(
+            k(Response::ClientError(
+                b"cannot increment or decrement non-numeric value"
+            )),
+            ErrorKind::NonNumeric
+        );
+        assert_eq!(
+            k(Response::ServerError(b"object too large for cache")),
+            ErrorKind::ValueTooLarge
+        );
+        assert_eq!(
+            k(Response::ServerError(b"out of memory")),
+            ErrorKind::ServerError
+        );
+        assert_eq!(
+            k(Response::TooLarge { key: None, len: 9 }),
+            ErrorKind::ValueTooLarge
+        );
+        assert_eq!(k(Response::Stored), ErrorKind::Protocol);
+    }
+}

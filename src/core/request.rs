@@ -1,0 +1,368 @@
+//! The single-key commands, without I/O: what each sends, its retry class,
+//! and the reader of its reply. A client runs one through its [`Plan`]:
+//! encode for the server picked, send, feed the replies to the reader.
+//!
+//! [`Plan`]: super::plan::Plan
+
+use super::reply::{unexpected, FetchOne, Line, MetaRead, Reply, StoreReply};
+use super::retry::Class;
+use super::Core;
+use crate::error::Result;
+use crate::protocol::{encode, MetaFlag, Response, StoreCommand};
+use crate::value::Expiry;
+
+/// A request for one key.
+pub(crate) trait Request {
+    type Reply: Reply + Send + 'static;
+    fn key(&self) -> &[u8];
+    fn class(&self) -> Class;
+    /// Writes the request for a server; `failover` when it is not the
+    /// key's own server.
+    fn encode(&self, core: &Core, failover: bool, buf: &mut Vec<u8>);
+    fn reply(&self) -> Self::Reply;
+}
+
+impl StoreCommand {
+    /// The retry class of a storage command: `set` and `replace` may be
+    /// repeated, the others must not be.
+    pub(crate) fn class(self) -> Class {
+        match self {
+            StoreCommand::Set | StoreCommand::Replace => Class::Write,
+            _ => Class::WriteOnce,
+        }
+    }
+}
+
+/// `get`, `gets`, `gat`, `gats`.
+#[derive(Debug)]
+pub(crate) struct Fetch<'a> {
+    pub key: &'a [u8],
+    pub with_cas: bool,
+    pub touch: Option<Expiry>,
+}
+
+impl<'a> Fetch<'a> {
+    pub fn new(key: &'a [u8], with_cas: bool, touch: Option<Expiry>) -> Fetch<'a> {
+        Fetch {
+            key,
+            with_cas,
+            touch,
+        }
+    }
+}
+
+impl Request for Fetch<'_> {
+    type Reply = FetchOne;
+    fn key(&self) -> &[u8] {
+        self.key
+    }
+    fn class(&self) -> Class {
+        // gat changes the TTL, but never the value: it moves like a read.
+        Class::Read
+    }
+    fn encode(&self, core: &Core, failover: bool, buf: &mut Vec<u8>) {
+        match self.touch {
+            None => encode::get(buf, self.with_cas, [self.key]),
+            Some(ttl) => encode::gat(buf, self.with_cas, core.exptime(ttl, failover), [self.key]),
+        }
+    }
+    fn reply(&self) -> FetchOne {
+        FetchOne::new(self.key)
+    }
+}
+
+/// A storage command.
+#[derive(Debug)]
+pub(crate) struct Store<'a> {
+    pub cmd: StoreCommand,
+    pub key: &'a [u8],
+    pub flags: u32,
+    pub data: &'a [u8],
+    pub ttl: Expiry,
+}
+
+impl<'a> Store<'a> {
+    /// A storage command; a value above `max_value_size` is refused here,
+    /// before anything is sent.
+    pub fn new(
+        core: &Core,
+        cmd: StoreCommand,
+        key: &'a [u8],
+        flags: u32,
+        data: &'a [u8],
+        ttl: Expiry,
+    ) -> Result<Store<'a>> {
+        core.check_value(data)?;
+        Ok(Store {
+            cmd,
+            key,
+            flags,
+            data,
+            ttl,
+        })
+    }
+}
+
+impl Request for Store<'_> {
+    type Reply = Line<StoreReply>;
+    fn key(&self) -> &[u8] {
+        self.key
+    }
+    fn class(&self) -> Class {
+        self.cmd.class()
+    }
+    fn encode(&self, core: &Core, failover: bool, buf: &mut Vec<u8>) {
+        let exptime = core.exptime(self.ttl, failover);
+        encode::store(
+            buf, self.cmd, self.key, self.flags, exptime, self.data, false,
+        );
+    }
+    fn reply(&self) -> Line<StoreReply> {
+        Line(StoreReply::parse)
+    }
+}
+
+/// `delete`: true when the key existed.
+#[derive(Debug)]
+pub(crate) struct Delete<'a>(pub &'a [u8]);
+
+fn deleted(r: Response<'_>) -> Result<bool> {
+    match r {
+        Response::Deleted => Ok(true),
+        Response::NotFound => Ok(false),
+        other => Err(unexpected(other)),
+    }
+}
+
+impl Request for Delete<'_> {
+    type Reply = Line<bool>;
+    fn key(&self) -> &[u8] {
+        self.0
+    }
+    fn class(&self) -> Class {
+        Class::Write
+    }
+    fn encode(&self, _: &Core, _: bool, buf: &mut Vec<u8>) {
+        encode::delete(buf, self.0, false);
+    }
+    fn reply(&self) -> Line<bool> {
+        Line(deleted)
+    }
+}
+
+/// `incr` / `decr`: the new value, `None` when the key does not exist.
+#[derive(Debug)]
+pub(crate) struct Arith<'a> {
+    pub up: bool,
+    pub key: &'a [u8],
+    pub delta: u64,
+}
+
+fn number(r: Response<'_>) -> Result<Option<u64>> {
+    match r {
+        Response::Number(n) => Ok(Some(n)),
+        Response::NotFound => Ok(None),
+        other => Err(unexpected(other)),
+    }
+}
+
+impl<'a> Arith<'a> {
+    pub fn new(up: bool, key: &'a [u8], delta: u64) -> Arith<'a> {
+        Arith { up, key, delta }
+    }
+}
+
+impl Request for Arith<'_> {
+    type Reply = Line<Option<u64>>;
+    fn key(&self) -> &[u8] {
+        self.key
+    }
+    fn class(&self) -> Class {
+        Class::WriteOnce
+    }
+    fn encode(&self, _: &Core, _: bool, buf: &mut Vec<u8>) {
+        encode::arith(buf, self.up, self.key, self.delta, false);
+    }
+    fn reply(&self) -> Line<Option<u64>> {
+        Line(number)
+    }
+}
+
+/// `touch`: true when the key exists.
+#[derive(Debug)]
+pub(crate) struct Touch<'a> {
+    pub key: &'a [u8],
+    pub ttl: Expiry,
+}
+
+fn touched(r: Response<'_>) -> Result<bool> {
+    match r {
+        Response::Touched => Ok(true),
+        Response::NotFound => Ok(false),
+        other => Err(unexpected(other)),
+    }
+}
+
+impl<'a> Touch<'a> {
+    pub fn new(key: &'a [u8], ttl: Expiry) -> Touch<'a> {
+        Touch { key, ttl }
+    }
+}
+
+impl Request for Touch<'_> {
+    type Reply = Line<bool>;
+    fn key(&self) -> &[u8] {
+        self.key
+    }
+    fn class(&self) -> Class {
+        Class::Write
+    }
+    fn encode(&self, core: &Core, failover: bool, buf: &mut Vec<u8>) {
+        encode::touch(buf, self.key, core.exptime(self.ttl, failover), false);
+    }
+    fn reply(&self) -> Line<bool> {
+        Line(touched)
+    }
+}
+
+/// An `ms` storing a computed value for `get_or_set`: its TTL computed
+/// for the server it goes to, and a condition (the lease's cas, or add
+/// mode).
+#[derive(Debug)]
+pub(crate) struct LeasedStore<'a> {
+    pub key: &'a [u8],
+    pub data: &'a [u8],
+    pub flags: u32,
+    pub ttl: Expiry,
+    pub condition: MetaFlag<'static>,
+}
+
+impl Request for LeasedStore<'_> {
+    type Reply = MetaRead;
+    fn key(&self) -> &[u8] {
+        self.key
+    }
+    fn class(&self) -> Class {
+        Class::WriteOnce
+    }
+    fn encode(&self, core: &Core, failover: bool, buf: &mut Vec<u8>) {
+        let flags = [
+            MetaFlag::Ttl(core.exptime(self.ttl, failover)),
+            MetaFlag::SetFlags(self.flags),
+            self.condition,
+        ];
+        encode::meta_set(buf, self.key, self.data, &flags);
+    }
+    fn reply(&self) -> MetaRead {
+        MetaRead::new(None)
+    }
+}
+
+/// One result per server, labelled `host:port`, in the order given.
+pub type PerServer<T> = Vec<(String, Result<T>)>;
+
+/// A server's statistics as name/value pairs, in the order it sent them.
+pub type Stats = Vec<(String, String)>;
+
+/// A request for one server rather than one key: `flush_all`, `version`,
+/// `stats`.
+pub(crate) trait ServerRequest {
+    type Reply: Reply + Send + 'static;
+    fn encode(&self, buf: &mut Vec<u8>);
+    fn reply(&self) -> Self::Reply;
+}
+
+/// `flush_all [delay]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FlushAll(Option<u32>);
+
+impl FlushAll {
+    /// The delay follows the exptime rule: over 30 days it is sent as a
+    /// unix time. A zero delay is an immediate flush.
+    pub fn new(delay: Option<std::time::Duration>) -> FlushAll {
+        FlushAll(
+            delay
+                .map(|d| Expiry::In(d).exptime_with(std::time::SystemTime::now))
+                .filter(|&t| t > 0)
+                .map(|t| u32::try_from(t).unwrap_or(u32::MAX)),
+        )
+    }
+}
+
+fn ok(r: Response<'_>) -> Result<()> {
+    match r {
+        Response::Ok => Ok(()),
+        other => Err(unexpected(other)),
+    }
+}
+
+impl ServerRequest for FlushAll {
+    type Reply = Line<()>;
+    fn encode(&self, buf: &mut Vec<u8>) {
+        encode::flush_all(buf, self.0);
+    }
+    fn reply(&self) -> Line<()> {
+        Line(ok)
+    }
+}
+
+/// `version`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Version;
+
+fn version(r: Response<'_>) -> Result<String> {
+    match r {
+        Response::Version(v) => Ok(super::reply::lossy(v)),
+        other => Err(unexpected(other)),
+    }
+}
+
+impl ServerRequest for Version {
+    type Reply = Line<String>;
+    fn encode(&self, buf: &mut Vec<u8>) {
+        encode::version(buf);
+    }
+    fn reply(&self) -> Line<String> {
+        Line(version)
+    }
+}
+
+/// `stats [arg]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StatsOf<'a>(Option<&'a str>);
+
+impl<'a> StatsOf<'a> {
+    /// An argument that cannot travel in a request line (empty, over 200
+    /// bytes, or holding a space or control byte) is refused.
+    pub fn new(arg: Option<&'a str>) -> Result<StatsOf<'a>> {
+        if let Some(a) = arg {
+            if a.is_empty() || a.bytes().any(|b| b <= b' ' || b == 0x7f) || a.len() > 200 {
+                return Err(crate::Error::new(
+                    crate::ErrorKind::InvalidInput,
+                    format!("invalid stats argument {a:?}"),
+                ));
+            }
+        }
+        Ok(StatsOf(arg))
+    }
+}
+
+impl ServerRequest for StatsOf<'_> {
+    type Reply = super::reply::StatsRead;
+    fn encode(&self, buf: &mut Vec<u8>) {
+        encode::stats(buf, self.0);
+    }
+    fn reply(&self) -> super::reply::StatsRead {
+        super::reply::StatsRead::default()
+    }
+}
+
+impl Core {
+    /// The same error for every server (a request refused before sending).
+    pub fn for_each_server<T>(&self, e: &crate::Error) -> PerServer<T> {
+        self.servers
+            .iter()
+            .map(|s| (s.label().to_owned(), Err(e.duplicate().at(s.label()))))
+            .collect()
+    }
+}
