@@ -1,17 +1,14 @@
 //! [`ClientBuilder`]: every setting of a [`Client`](crate::Client), its
 //! default and its bounds. `build` itself lives with the client.
 
-use std::sync::Arc;
 use std::time::Duration;
-
-use scheduled_thread_pool::ScheduledThreadPool;
 
 use crate::auth::Credentials;
 use crate::connection::ConnOptions;
 use crate::error::{Error, ErrorKind, Result};
 use crate::health::Policy;
 use crate::hints::DEFAULT_REJOIN_HINTS;
-use crate::pool::{PoolOptions, ServerPool};
+use crate::pool::PoolOptions;
 use crate::ring::Distribution;
 use crate::server::{IntoServers, Server, MAX_WEIGHT};
 
@@ -39,6 +36,18 @@ impl Clone for ParseError {
 
 /// The longest TCP keepalive idle time the kernel accepts.
 const MAX_KEEPALIVE_IDLE: Duration = Duration::from_secs(32_767);
+
+/// Every setting, checked.
+#[derive(Debug)]
+pub(crate) struct Parts {
+    pub servers: Vec<Server>,
+    pub conn: ConnOptions,
+    pub pool: PoolOptions,
+    /// Connections per server of the async client.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub connections: u32,
+    pub config: Config,
+}
 
 /// Settings the client consults per request (the rest live in the pools).
 #[derive(Debug, Clone)]
@@ -74,6 +83,7 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     io_timeout: Duration,
     pool_size: u32,
+    connections: u32,
     checkout_timeout: Duration,
     idle_timeout: Option<Duration>,
     nodelay: bool,
@@ -99,6 +109,7 @@ impl Default for ClientBuilder {
             connect_timeout: Duration::from_secs(1),
             io_timeout: Duration::from_secs(1),
             pool_size: 8,
+            connections: 2,
             checkout_timeout: Duration::from_secs(1),
             idle_timeout: Some(Duration::from_secs(300)),
             nodelay: true,
@@ -157,6 +168,14 @@ impl ClientBuilder {
     /// Most connections per server. Defaults to 8.
     pub fn pool_size(mut self, n: u32) -> Self {
         self.pool_size = n;
+        self
+    }
+
+    /// Connections per server of the async client (feature `tokio`), each
+    /// pipelining the requests of every task that uses it (default 2). The
+    /// blocking client ignores it.
+    pub fn connections(mut self, n: u32) -> Self {
+        self.connections = n;
         self
     }
 
@@ -283,8 +302,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Checks every setting and makes the pools; `Client` builds on this.
-    pub(crate) fn into_parts(self) -> Result<(Vec<Server>, Vec<ServerPool>, Config)> {
+    /// Checks every setting; each client builds on this.
+    pub(crate) fn into_parts(self) -> Result<Parts> {
         let invalid = |m: &str| Err(Error::new(ErrorKind::InvalidConfig, m.to_owned()));
         if let Some(ParseError(e)) = self.server_error {
             return Err(Error::wrap(
@@ -296,8 +315,14 @@ impl ClientBuilder {
         if self.servers.is_empty() {
             return invalid("no servers given");
         }
-        if self.pool_size == 0 || self.max_attempts == 0 || self.failure_limit == 0 {
-            return invalid("pool_size, max_attempts and failure_limit must be at least 1");
+        if self.pool_size == 0
+            || self.connections == 0
+            || self.max_attempts == 0
+            || self.failure_limit == 0
+        {
+            return invalid(
+                "pool_size, connections, max_attempts and failure_limit must be at least 1",
+            );
         }
         if self.io_timeout.is_zero()
             || self.connect_timeout.is_zero()
@@ -337,18 +362,6 @@ impl ClientBuilder {
             checkout_timeout: clamp(self.checkout_timeout),
             idle_timeout: self.idle_timeout.map(clamp),
         };
-        // One helper thread for all pools: it only creates empty slots.
-        let threads = Arc::new(
-            ScheduledThreadPool::builder()
-                .num_threads(1)
-                .thread_name_pattern("memring-pool-{}")
-                .build(),
-        );
-        let pools = self
-            .servers
-            .iter()
-            .map(|s| ServerPool::new(s.clone(), conn.clone(), &pool, threads.clone()))
-            .collect();
         let config = Config {
             distribution: self.distribution,
             policy: Policy {
@@ -363,6 +376,12 @@ impl ClientBuilder {
             lease_ttl: self.lease_ttl,
             lease_wait: clamp(self.lease_wait),
         };
-        Ok((self.servers, pools, config))
+        Ok(Parts {
+            servers: self.servers,
+            conn,
+            pool,
+            connections: self.connections,
+            config,
+        })
     }
 }

@@ -137,20 +137,7 @@ impl Connection {
     fn authenticate(&mut self, credentials: &Credentials) -> Result<()> {
         credentials.encode(self.begin());
         self.send()?;
-        self.next(|r| match r {
-            Response::Stored => Ok(()),
-            Response::ClientError(m) => Err(Error::new(
-                ErrorKind::AuthFailed,
-                format!(
-                    "the server refused the credentials: {}",
-                    String::from_utf8_lossy(m.get(..100).unwrap_or(m))
-                ),
-            )),
-            other => Err(Error::new(
-                ErrorKind::Protocol,
-                format!("unexpected reply {} to the login", other.name()),
-            )),
-        })?;
+        self.next(crate::core::reply::logged_in)?;
         self.finish();
         Ok(())
     }

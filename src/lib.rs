@@ -40,6 +40,8 @@
     )
 )]
 
+#[cfg(feature = "tokio")]
+pub mod aio;
 mod auth;
 mod builder;
 mod client;

@@ -60,6 +60,21 @@ impl r2d2::ManageConnection for Manager {
     }
 }
 
+/// One pool per server, sharing one helper thread (it only creates empty
+/// slots).
+pub(crate) fn pools(servers: &[Server], conn: &ConnOptions, opts: &PoolOptions) -> Vec<ServerPool> {
+    let threads = Arc::new(
+        ScheduledThreadPool::builder()
+            .num_threads(1)
+            .thread_name_pattern("memring-pool-{}")
+            .build(),
+    );
+    servers
+        .iter()
+        .map(|s| ServerPool::new(s.clone(), conn.clone(), opts, threads.clone()))
+        .collect()
+}
+
 /// The pool of one server.
 pub(crate) struct ServerPool {
     pool: r2d2::Pool<Manager>,

@@ -74,10 +74,11 @@ impl ClientBuilder {
     /// above [`MAX_VALUE_SIZE_LIMIT`](crate::MAX_VALUE_SIZE_LIMIT), or a
     /// weight above [`MAX_WEIGHT`](crate::MAX_WEIGHT).
     pub fn build(self) -> Result<Client> {
-        let (servers, pools, config) = self.into_parts()?;
+        let parts = self.into_parts()?;
+        let pools = crate::pool::pools(&parts.servers, &parts.conn, &parts.pool);
         Ok(Client {
             inner: Arc::new(Inner {
-                core: Core::new(servers, config),
+                core: Core::new(parts.servers, parts.config),
                 pools,
             }),
         })

@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use super::Client;
-use crate::core::multi::{Batch, BatchReader, Call, Entry, GetBatch, KeyBatch, Round, SetBatch};
+use crate::core::multi::{Batch, Call, Entry, GetBatch, KeyBatch, Round, SetBatch};
 use crate::core::reply::{in_step_after, value, value_cas, Reply};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::PooledConn;
@@ -28,8 +28,9 @@ impl<B: Batch> Call<'_, B> {
         match r {
             Ok(()) => self.succeeded(f.server),
             Err(e) => {
-                let partial = f.reader.salvage();
-                self.answered(partial);
+                if let Some(partial) = f.reader.salvage() {
+                    self.answered(partial);
+                }
                 self.fail(f.server, f.entries, e, true);
             }
         }

@@ -44,7 +44,7 @@ pub(crate) type Answers<T> = Vec<(usize, Result<T>)>;
 /// What a multi-key command does for its keys.
 pub(crate) trait Batch {
     type Out;
-    type Reader: Reply<Out = Answers<Self::Out>> + BatchReader + Send + 'static;
+    type Reader: Reply<Out = Answers<Self::Out>> + Send + 'static;
     fn class(&self) -> Class;
     fn key(&self, index: usize) -> &[u8];
     /// Checks what is sent for this key beyond the key itself.
@@ -58,11 +58,6 @@ pub(crate) trait Batch {
     fn encode(&self, core: &Core, buf: &mut Vec<u8>, entries: &[Entry]);
     /// The reader of the replies to `entries`.
     fn reader(&self, entries: &[Entry]) -> Self::Reader;
-}
-
-/// A batch reader can hand over what it read before its connection failed.
-pub(crate) trait BatchReader: Reply {
-    fn salvage(&mut self) -> Self::Out;
 }
 
 /// What a multi-key call knows about one key between attempts: the
@@ -427,15 +422,9 @@ impl Reply for ValuesRead {
         self.cursor = at + 1;
         Ok(None)
     }
-}
 
-impl BatchReader for ValuesRead {
-    fn salvage(&mut self) -> Self::Out {
-        // Only hits are certain: a skipped key may still be on its way.
-        std::mem::take(&mut self.out)
-            .into_iter()
-            .filter(|(_, r)| !matches!(r, Ok(None)))
-            .collect()
+    fn salvage(&mut self) -> Option<Self::Out> {
+        Some(std::mem::take(&mut self.out))
     }
 }
 
@@ -618,11 +607,9 @@ impl<T> Reply for LinesRead<T> {
     fn in_step(&self) -> bool {
         self.in_step
     }
-}
 
-impl<T> BatchReader for LinesRead<T> {
-    fn salvage(&mut self) -> Self::Out {
-        std::mem::take(&mut self.out)
+    fn salvage(&mut self) -> Option<Self::Out> {
+        Some(std::mem::take(&mut self.out))
     }
 }
 

@@ -19,6 +19,11 @@ pub(crate) trait Reply {
     fn in_step(&self) -> bool {
         true
     }
+    /// What was read before the connection failed, for readers whose
+    /// answers are useful one by one (the batches of multi-key calls).
+    fn salvage(&mut self) -> Option<Self::Out> {
+        None
+    }
 }
 
 /// Whether a connection is still in step after a request ended with `e`:
@@ -279,6 +284,25 @@ impl StoreReply {
     /// `set`): the server and client disagree about the protocol.
     pub fn unexpected(self, command: &str) -> Error {
         Error::new(ErrorKind::Protocol, format!("{command} answered {self:?}"))
+    }
+}
+
+/// The reply to a login (`memcached -Y`): `STORED`, or a refusal as
+/// [`ErrorKind::AuthFailed`].
+pub(crate) fn logged_in(r: Response<'_>) -> Result<()> {
+    match r {
+        Response::Stored => Ok(()),
+        Response::ClientError(m) => Err(Error::new(
+            ErrorKind::AuthFailed,
+            format!(
+                "the server refused the credentials: {}",
+                lossy(m.get(..100).unwrap_or(m))
+            ),
+        )),
+        other => Err(Error::new(
+            ErrorKind::Protocol,
+            format!("unexpected reply {} to the login", other.name()),
+        )),
     }
 }
 

@@ -1,0 +1,248 @@
+//! The async client, on tokio (feature `tokio`): the same commands, routing,
+//! failover, health, hints and replies as the blocking [`Client`](crate::Client),
+//! all from the same core; only the way bytes move differs.
+//!
+//! Each server has a few connections (see
+//! [`ClientBuilder::connections`]), each driven by its own tasks and
+//! shared by every caller: requests from concurrent tasks are queued,
+//! written together and answered in order. A caller may drop its future at
+//! any point; the connection still reads (and discards) that reply, so the
+//! next caller always gets its own answer.
+//!
+//! ```no_run
+//! # async fn demo() -> memring::Result<()> {
+//! use std::time::Duration;
+//! let client = memring::Client::builder()
+//!     .servers(["10.0.0.1:11211", "10.0.0.2:11211"])
+//!     .build_async()?;
+//! client.set("user:42", "Ada", Duration::from_secs(60)).await?;
+//! let name: Option<String> = client.get("user:42").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! - `conn`: the pipelined connections.
+//! - `keyed`: single-key and meta commands, `get_or_set`.
+//! - `multi`: multi-key commands.
+//! - `servers`: `flush_all`, `version`, `stats`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::builder::ClientBuilder;
+use crate::core::plan::Step;
+use crate::core::reply::Reply;
+use crate::core::request::Request;
+use crate::core::Core;
+use crate::error::{Error, ErrorKind, Result};
+use crate::ring::Distribution;
+use crate::server::{IntoServers, Server};
+
+mod conn;
+mod keyed;
+mod multi;
+mod servers;
+
+use conn::{Failed, Outcome, ServerConns};
+
+struct Inner {
+    core: Core,
+    conns: Vec<ServerConns>,
+}
+
+/// The async memcached client: cheap to clone (clones share connections
+/// and server health), `Send + Sync`, and its futures are `Send`.
+///
+/// Built by [`ClientBuilder::build_async`]; must be used inside a tokio
+/// runtime.
+///
+/// ```no_run
+/// # async fn demo() -> memring::Result<()> {
+/// let client = memring::aio::Client::new("127.0.0.1:11211")?;
+/// client.set("k", "v", std::time::Duration::from_secs(60)).await?;
+/// assert_eq!(client.get::<String>("k").await?.as_deref(), Some("v"));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("aio::Client")
+            .field("servers", &self.inner.core.servers)
+            .field("distribution", &self.inner.core.config.distribution)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    /// Builds the async client (feature `tokio`). Does not connect; the
+    /// same settings and checks as [`build`](Self::build).
+    pub fn build_async(self) -> Result<Client> {
+        let parts = self.into_parts()?;
+        let conns = parts
+            .servers
+            .iter()
+            .map(|s| ServerConns::new(s.clone(), parts.conn.clone(), parts.connections))
+            .collect();
+        Ok(Client {
+            inner: Arc::new(Inner {
+                core: Core::new(parts.servers, parts.config),
+                conns,
+            }),
+        })
+    }
+}
+
+impl Client {
+    /// An async client for `servers` with every default.
+    pub fn new(servers: impl IntoServers) -> Result<Client> {
+        ClientBuilder::default().servers(servers).build_async()
+    }
+
+    /// The servers, in the order given.
+    pub fn servers(&self) -> &[Server] {
+        &self.inner.core.servers
+    }
+
+    /// The distribution in use.
+    pub fn distribution(&self) -> Distribution {
+        self.inner.core.config.distribution
+    }
+
+    /// The server that holds `key` when every server is up (no I/O).
+    pub fn server_for(&self, key: impl AsRef<[u8]>) -> Option<&Server> {
+        self.inner.core.server_for(key.as_ref())
+    }
+
+    /// The servers `key` would be tried on now, dead ones left out (no I/O).
+    pub fn live_candidates(&self, key: impl AsRef<[u8]>) -> Vec<&Server> {
+        self.inner.core.live_candidates(key.as_ref())
+    }
+
+    /// True when `server` (by its position in the list) is marked dead.
+    pub fn is_marked_dead(&self, server: usize) -> bool {
+        self.inner.core.is_marked_dead(server)
+    }
+
+    /// Keys remembered for deletion on `server` when it rejoins, and
+    /// whether the bound overflowed.
+    pub fn rejoin_hints(&self, server: usize) -> (usize, bool) {
+        self.inner.core.rejoin_hints(server)
+    }
+
+    // ----- the driver ------------------------------------------------------
+
+    fn core(&self) -> &Core {
+        &self.inner.core
+    }
+
+    fn conns(&self, server: usize) -> Result<&ServerConns> {
+        self.inner
+            .conns
+            .get(server)
+            .ok_or_else(|| Error::new(ErrorKind::InvalidConfig, "the ring named an unknown server"))
+    }
+
+    /// Queues a request on `server`; its outcome arrives on the receiver.
+    async fn submit<R>(
+        &self,
+        server: usize,
+        bytes: Vec<u8>,
+        reader: R,
+    ) -> std::result::Result<tokio::sync::oneshot::Receiver<Outcome<R::Out>>, Failed<R::Out>>
+    where
+        R: Reply + Send + 'static,
+        R::Out: Send + 'static,
+    {
+        let conns = self.conns(server).map_err(Failed::unsent)?;
+        let deadline = Instant::now()
+            .checked_add(conns.io_timeout())
+            .unwrap_or_else(Instant::now);
+        conns.submit(bytes, reader, deadline).await
+    }
+
+    /// Sends a request to `server` and waits for its outcome.
+    async fn send<R>(&self, server: usize, bytes: Vec<u8>, reader: R) -> Outcome<R::Out>
+    where
+        R: Reply + Send + 'static,
+        R::Out: Send + 'static,
+    {
+        outcome(self.submit(server, bytes, reader).await?).await
+    }
+
+    /// Runs `req` as its plan says: on the key's first usable server,
+    /// failing over along the ring as the retry decision allows.
+    async fn run<Q>(&self, req: &Q) -> Result<<Q::Reply as Reply>::Out>
+    where
+        Q: Request + Sync,
+        <Q::Reply as Reply>::Out: Send + 'static,
+    {
+        let core = self.core();
+        let mut plan = core.plan(req.key(), req.class())?;
+        loop {
+            match plan.next() {
+                Step::Try { server, failover } => {
+                    let mut buf = Vec::with_capacity(req.key().len() + 32);
+                    req.encode(core, failover, &mut buf);
+                    match self.send(server, buf, req.reply()).await {
+                        Ok(v) => {
+                            plan.succeeded(server);
+                            return Ok(v);
+                        }
+                        Err(f) => {
+                            if let Some(e) = plan.failed(server, f.error, f.sent) {
+                                return Err(e);
+                            }
+                        }
+                    }
+                }
+                Step::Probe(server) => {
+                    let r = self.probe(server).await;
+                    plan.probed(r);
+                }
+                Step::Fail(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Brings a dead server back: the requests of its rejoin, in turn.
+    async fn probe(&self, server: usize) -> Result<()> {
+        let mut rejoin = self.core().rejoin(server);
+        loop {
+            let mut buf = Vec::new();
+            let Some(reader) = rejoin.next(&mut buf) else {
+                return Ok(());
+            };
+            if let Err(f) = self.send(server, buf, reader).await {
+                rejoin.failed();
+                return Err(f.error);
+            }
+        }
+    }
+}
+
+/// Waits for a queued request's outcome. A connection that went away
+/// without answering counts as sent.
+async fn outcome<T>(rx: tokio::sync::oneshot::Receiver<Outcome<T>>) -> Outcome<T> {
+    match rx.await {
+        Ok(o) => o,
+        Err(_) => Err(Failed {
+            error: Error::new(ErrorKind::Io, "the connection dropped the request"),
+            sent: true,
+            partial: None,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_is_clone_send_sync() {
+        fn assert_traits<T: Clone + Send + Sync>() {}
+        assert_traits::<Client>();
+    }
+}

@@ -1,0 +1,121 @@
+//! Multi-key commands of the async client. The core plans each round; here
+//! every server's wave is queued on its connection before any outcome is
+//! awaited, so servers work in parallel, each request against its own
+//! deadline: a hung server costs the others nothing.
+
+use super::{outcome, Client};
+use crate::core::multi::{Batch, Call, GetBatch, KeyBatch, Round, SetBatch};
+use crate::core::reply::{value, value_cas};
+use crate::error::Result;
+use crate::value::{CasToken, Expiry, FromValue, ToValue};
+
+impl Client {
+    async fn multi<B>(&self, batch: &B, n: usize) -> Vec<Result<B::Out>>
+    where
+        B: Batch + Sync,
+        B::Out: Send + 'static,
+    {
+        let core = self.core();
+        let mut call = Call::new(core, batch, n);
+        loop {
+            match call.next_round() {
+                Round::Probe(server) => {
+                    let r = self.probe(server).await;
+                    call.probed(server, r);
+                }
+                Round::Send(groups) => {
+                    for wave in 0..Round::wave_count(&groups) {
+                        let mut queued = Vec::new();
+                        for (s, chunks) in groups.iter().enumerate() {
+                            let Some(entries) = chunks.get(wave) else {
+                                continue;
+                            };
+                            let mut buf = Vec::new();
+                            batch.encode(core, &mut buf, entries);
+                            let q = self.submit(s, buf, batch.reader(entries)).await;
+                            queued.push((s, entries, q));
+                        }
+                        for (s, entries, q) in queued {
+                            let r = match q {
+                                Ok(rx) => outcome(rx).await,
+                                Err(f) => Err(f),
+                            };
+                            match r {
+                                Ok(answers) => {
+                                    call.answered(answers);
+                                    call.succeeded(s);
+                                }
+                                Err(f) => {
+                                    if let Some(partial) = f.partial {
+                                        call.answered(partial);
+                                    }
+                                    call.fail(s, entries, f.error, f.sent);
+                                }
+                            }
+                        }
+                    }
+                }
+                Round::Done => return call.finish(),
+            }
+        }
+    }
+
+    /// Reads many keys at once, as [`crate::Client::get_multi`] does: one
+    /// result per key, in the order given.
+    pub async fn get_multi<V: FromValue>(
+        &self,
+        keys: &[impl AsRef<[u8]> + Sync],
+    ) -> Vec<Result<Option<V>>> {
+        let batch = GetBatch {
+            keys,
+            with_cas: false,
+        };
+        let got = self.multi(&batch, keys.len()).await;
+        got.into_iter().map(|r| r.and_then(value)).collect()
+    }
+
+    /// [`get_multi`](Self::get_multi) with cas tokens (`gets`).
+    pub async fn gets_multi<V: FromValue>(
+        &self,
+        keys: &[impl AsRef<[u8]> + Sync],
+    ) -> Vec<Result<Option<(V, CasToken)>>> {
+        let batch = GetBatch {
+            keys,
+            with_cas: true,
+        };
+        let got = self.multi(&batch, keys.len()).await;
+        got.into_iter().map(|r| r.and_then(value_cas)).collect()
+    }
+
+    /// Stores many key/value pairs at once; one result per pair.
+    #[must_use = "each pair has its own result; a failed one was not stored"]
+    pub async fn set_multi<K, V>(&self, items: &[(K, V)], ttl: impl Into<Expiry>) -> Vec<Result<()>>
+    where
+        K: AsRef<[u8]> + Sync,
+        V: ToValue + Sync,
+    {
+        let batch = SetBatch::new(self.core(), items, ttl.into());
+        self.multi(&batch, items.len()).await
+    }
+
+    /// Deletes many keys at once; `true` where the key existed.
+    #[must_use = "each key has its own result; a failed one may not be deleted"]
+    pub async fn delete_multi(&self, keys: &[impl AsRef<[u8]> + Sync]) -> Vec<Result<bool>> {
+        self.multi(&KeyBatch { keys, touch: None }, keys.len())
+            .await
+    }
+
+    /// Sets a new expiry on many keys at once; `true` where the key exists.
+    #[must_use = "each key has its own result"]
+    pub async fn touch_multi(
+        &self,
+        keys: &[impl AsRef<[u8]> + Sync],
+        ttl: impl Into<Expiry>,
+    ) -> Vec<Result<bool>> {
+        let batch = KeyBatch {
+            keys,
+            touch: Some(ttl.into()),
+        };
+        self.multi(&batch, keys.len()).await
+    }
+}

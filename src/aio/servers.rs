@@ -1,0 +1,55 @@
+//! Per-server commands of the async client: `flush_all`, `version` and
+//! `stats`, sent to every server at once, whatever its health.
+
+use std::time::Duration;
+
+use super::{outcome, Client};
+use crate::core::reply::Reply;
+use crate::core::request::{FlushAll, PerServer, ServerRequest, Stats, StatsOf, Version};
+use crate::error::Result;
+
+impl Client {
+    /// Runs `req` once on every server and returns each server's result, in
+    /// the order given. A success does not bring a dead server back.
+    async fn each_server<Q: ServerRequest>(&self, req: &Q) -> PerServer<<Q::Reply as Reply>::Out>
+    where
+        <Q::Reply as Reply>::Out: Send + 'static,
+    {
+        let core = self.core();
+        let mut queued = Vec::with_capacity(core.servers.len());
+        for server in 0..core.servers.len() {
+            let mut buf = Vec::new();
+            req.encode(&mut buf);
+            queued.push(self.submit(server, buf, req.reply()).await);
+        }
+        let mut out = Vec::with_capacity(queued.len());
+        for (server, q) in queued.into_iter().enumerate() {
+            let r = match q {
+                Ok(rx) => outcome(rx).await,
+                Err(f) => Err(f),
+            };
+            let r = core.settle(server, r.map_err(|f| f.error));
+            out.push((core.label(server).to_owned(), r));
+        }
+        out
+    }
+
+    /// Invalidates every item on every server, now or after `delay`.
+    pub async fn flush_all(&self, delay: Option<Duration>) -> Result<()> {
+        let results = self.each_server(&FlushAll::new(delay)).await;
+        results.into_iter().try_for_each(|(_, r)| r)
+    }
+
+    /// Each server's version string, by server label.
+    pub async fn version(&self) -> PerServer<String> {
+        self.each_server(&Version).await
+    }
+
+    /// Each server's statistics, as [`crate::Client::stats`] returns them.
+    pub async fn stats(&self, arg: Option<&str>) -> PerServer<Stats> {
+        match StatsOf::new(arg) {
+            Ok(req) => self.each_server(&req).await,
+            Err(e) => self.core().for_each_server(&e),
+        }
+    }
+}
