@@ -101,6 +101,12 @@ impl Client {
         ClientBuilder::default().servers(servers).build_async()
     }
 
+    /// A builder with every default; finish it with
+    /// [`build_async`](ClientBuilder::build_async).
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
     /// The servers, in the order given.
     pub fn servers(&self) -> &[Server] {
         &self.inner.core.servers
