@@ -9,23 +9,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use memring::{Client, ErrorKind};
+use memring::ErrorKind;
 use support::fake::{correct, FakeServer, Request, Step};
 use support::Memcached;
 
 const IO_TIMEOUT: Duration = Duration::from_millis(300);
 const MARGIN: Duration = Duration::from_millis(250);
-
-fn single(addr: &str) -> Client {
-    Client::builder()
-        .servers(addr)
-        .io_timeout(IO_TIMEOUT)
-        .connect_timeout(IO_TIMEOUT)
-        .max_attempts(1)
-        .failure_limit(1000)
-        .build()
-        .unwrap()
-}
 
 fn send(b: &[u8]) -> Step {
     Step::Send(b.to_vec())
@@ -224,321 +213,413 @@ fn malformed_cases() -> Vec<(&'static str, Vec<Step>, Option<ErrorKind>)> {
     ]
 }
 
-#[test]
-fn malformed_replies_give_typed_errors_and_the_next_request_succeeds() {
-    let cases = malformed_cases();
-    assert!(cases.len() >= 30);
-    let handles: Vec<_> = cases
-        .into_iter()
-        .map(|(name, steps, want)| {
-            std::thread::spawn(move || {
-                let fake = first_reply_then_correct(steps);
-                let client = single(&fake.addr());
+/// The cases that concern how a client moves bytes, written once and run
+/// through both clients (`sync!` adds `.await` for the async one).
+macro_rules! cases {
+    ($(#[$t:meta])* ; $($kw:tt)?) => {
+        #[allow(unused_imports)]
+        use super::*;
+
+        fn single(addr: &str) -> Client {
+            build!(Client::builder()
+                .servers(addr)
+                .io_timeout(IO_TIMEOUT)
+                .connect_timeout(IO_TIMEOUT)
+                .max_attempts(1)
+                .failure_limit(1000)
+                .connections(1))
+            .unwrap()
+        }
+
+
+        #[allow(dead_code)]
+        $($kw)? fn check_malformed(name: &'static str, steps: Vec<Step>, want: Option<ErrorKind>) {
+            let fake = first_reply_then_correct(steps);
+            let client = single(&fake.addr());
+            let started = Instant::now();
+            let first = sync!(client.get::<String>("k"));
+            assert!(
+                started.elapsed() < IO_TIMEOUT + MARGIN,
+                "{name}: took {:?}",
+                started.elapsed()
+            );
+            match (want, first) {
+                (Some(kind), Err(e)) => {
+                    assert_eq!(e.kind(), kind, "{name}: {e}");
+                    assert_eq!(e.server(), Some(fake.addr().as_str()), "{name}");
+                }
+                (None, Ok(v)) => assert_eq!(v, None, "{name}"),
+                (want, got) => panic!("{name}: wanted {want:?}, got {got:?}"),
+            }
+            // The next request succeeds, on a fresh connection.
+            assert_eq!(
+                sync!(client.get::<String>("k")).unwrap().as_deref(),
+                Some("ok"),
+                "{name}"
+            );
+            assert_eq!(fake.accepted(), 2, "{name}: the bad connection was reused");
+            assert_eq!(
+                sync!(client.get::<String>("k")).unwrap().as_deref(),
+                Some("ok"),
+                "{name}"
+            );
+            assert_eq!(
+                fake.accepted(),
+                2,
+                "{name}: a good connection was not reused"
+            );
+        }
+
+        $(#[$t])*
+        $($kw)? fn malformed_replies_give_typed_errors_and_the_next_request_succeeds() {
+            let cases = malformed_cases();
+            assert!(cases.len() >= 30);
+            let handles: Vec<_> = cases
+                .into_iter()
+                .map(|(name, steps, want)| spawn!(check_malformed(name, steps, want)))
+                .collect();
+            for h in handles {
+                join!(h);
+            }
+        }
+
+        $(#[$t])*
+        $($kw)? fn an_error_reply_to_a_storage_command_drops_the_connection() {
+            let fake = first_reply_then_correct(vec![send(b"CLIENT_ERROR bad data chunk\r\nERROR\r\n")]);
+            let client = single(&fake.addr());
+            let e = sync!(client.set("k", "v", Duration::from_secs(1))).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::ClientError);
+            // The stray ERROR must not answer the next request.
+            sync!(client.set("k", "v", Duration::from_secs(1))).unwrap();
+            assert_eq!(fake.accepted(), 2);
+        }
+
+        $(#[$t])*
+        $($kw)? fn a_late_reply_never_answers_the_next_request() {
+            // get k1 is answered only after the client gave up; by then the client
+            // asks for k2. The late k1 bytes must not be read as k2's value.
+            let fake = FakeServer::start(|r: &Request<'_>| {
+                let key = r.line.split(' ').nth(1).unwrap_or("").to_string();
+                let value = format!("VALUE {key} 0 {}\r\n{key}\r\nEND\r\n", key.len()).into_bytes();
+                if key == "k1" {
+                    vec![Step::Sleep(Duration::from_millis(500)), Step::Send(value)]
+                } else {
+                    vec![Step::Send(value)]
+                }
+            });
+            let client = single(&fake.addr());
+            assert!(sync!(client.get::<String>("k1")).unwrap_err().is_timeout());
+            for _ in 0..5 {
+                assert_eq!(sync!(client.get::<String>("k2")).unwrap().as_deref(), Some("k2"));
+            }
+            // Late bytes arriving on an idle pooled connection are caught before
+            // reuse: a server that sends an unsolicited reply after a good one.
+            let chatty = FakeServer::start(|r: &Request<'_>| {
+                let mut steps = vec![Step::Send(correct(r.line))];
+                if r.conn == 0 {
+                    steps.push(Step::Sleep(Duration::from_millis(50)));
+                    steps.push(Step::Send(b"VALUE k 0 3\r\nbad\r\nEND\r\n".to_vec()));
+                }
+                steps
+            });
+            let client = single(&chatty.addr());
+            assert!(sync!(client.set("k", "ok", Duration::from_secs(1))).is_ok());
+            pause!(Duration::from_millis(150));
+            assert_eq!(sync!(client.get::<String>("k")).unwrap().as_deref(), Some("ok"));
+            assert_eq!(chatty.accepted(), 2);
+        }
+
+        $(#[$t])*
+        $($kw)? fn a_late_multi_get_reply_never_answers_the_next_multi_get() {
+            // Each key's value is its own name, so a misattributed reply shows.
+            let fake = FakeServer::start(|r: &Request<'_>| {
+                let keys: Vec<&str> = r.line.split(' ').skip(1).collect();
+                let mut reply = Vec::new();
+                for k in &keys {
+                    reply.extend_from_slice(format!("VALUE {k} 0 {}\r\n{k}\r\n", k.len()).as_bytes());
+                }
+                reply.extend_from_slice(b"END\r\n");
+                if r.conn == 0 && r.seq == 0 {
+                    vec![Step::Sleep(Duration::from_millis(600)), Step::Send(reply)]
+                } else {
+                    vec![Step::Send(reply)]
+                }
+            });
+            let client = single(&fake.addr());
+            let first = sync!(client.get_multi::<String>(&["a1", "a2", "a3"]));
+            assert!(
+                first
+                    .iter()
+                    .all(|r| r.as_ref().is_err_and(|e| e.is_timeout())),
+                "{first:?}"
+            );
+            pause!(Duration::from_millis(400)); // the late reply arrives meanwhile
+            let second = sync!(client.get_multi::<String>(&["b1", "b2"]));
+            let values: Vec<String> = second.into_iter().map(|r| r.unwrap().unwrap()).collect();
+            assert_eq!(values, vec!["b1", "b2"]);
+            assert_eq!(fake.accepted(), 2);
+        }
+
+        $(#[$t])*
+        $($kw)? fn a_late_reply_from_a_real_hung_server_never_answers_the_next_request() {
+            let mc = Memcached::start();
+            let client = single(&mc.addr());
+            sync!(client.set("k1", "a", Duration::from_secs(60))).unwrap();
+            sync!(client.set("k2", "b", Duration::from_secs(60))).unwrap();
+            mc.pause();
+            let started = Instant::now();
+            let e = sync!(client.get::<String>("k1")).unwrap_err();
+            assert!(e.is_timeout(), "{e}");
+            assert!(started.elapsed() < IO_TIMEOUT + MARGIN);
+            mc.resume();
+            assert_eq!(sync!(client.get::<String>("k2")).unwrap().as_deref(), Some("b"));
+            assert_eq!(sync!(client.get::<String>("k1")).unwrap().as_deref(), Some("a"));
+        }
+
+        $(#[$t])*
+        $($kw)? fn a_hung_server_times_out_then_is_skipped_then_returns() {
+            let servers = support::cluster(2);
+            let addrs: Vec<String> = servers.iter().map(Memcached::addr).collect();
+            let client = build!(Client::builder()
+                .servers(addrs.as_slice())
+                .io_timeout(IO_TIMEOUT)
+                .failure_limit(2)
+                .retry_timeout(Duration::from_millis(500))
+                .max_attempts(1))
+            .unwrap();
+            let key = (0..)
+                .map(|i| format!("h{i}"))
+                .find(|k| client.server_for(k).unwrap().label() == addrs[0])
+                .unwrap();
+            sync!(client.set(&key, "v", Duration::from_secs(60))).unwrap();
+            servers[0].pause();
+            for _ in 0..2 {
                 let started = Instant::now();
-                let first = client.get::<String>("k");
+                let e = sync!(client.get::<String>(&key)).unwrap_err();
+                assert!(e.is_timeout(), "{e}");
                 assert!(
                     started.elapsed() < IO_TIMEOUT + MARGIN,
-                    "{name}: took {:?}",
+                    "{:?}",
                     started.elapsed()
                 );
-                match (want, first) {
-                    (Some(kind), Err(e)) => {
-                        assert_eq!(e.kind(), kind, "{name}: {e}");
-                        assert_eq!(e.server(), Some(fake.addr().as_str()), "{name}");
-                    }
-                    (None, Ok(v)) => assert_eq!(v, None, "{name}"),
-                    (want, got) => panic!("{name}: wanted {want:?}, got {got:?}"),
-                }
-                // The next request succeeds, on a fresh connection.
-                assert_eq!(
-                    client.get::<String>("k").unwrap().as_deref(),
-                    Some("ok"),
-                    "{name}"
-                );
-                assert_eq!(fake.accepted(), 2, "{name}: the bad connection was reused");
-                assert_eq!(
-                    client.get::<String>("k").unwrap().as_deref(),
-                    Some("ok"),
-                    "{name}"
-                );
-                assert_eq!(
-                    fake.accepted(),
-                    2,
-                    "{name}: a good connection was not reused"
-                );
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().unwrap();
+            }
+            assert!(client.is_marked_dead(0));
+            // Skipped now: served by the next server on the ring, at once.
+            let started = Instant::now();
+            assert_eq!(sync!(client.get::<String>(&key)).unwrap(), None);
+            // Not after a timeout on the dead server.
+            assert!(started.elapsed() < IO_TIMEOUT);
+            sync!(client.set(&key, "moved", Duration::from_secs(60))).unwrap();
+            assert!(servers[1].holds(&key));
+            servers[0].resume();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while client.is_marked_dead(0) {
+                assert!(Instant::now() < deadline, "server not used again");
+                let _ = sync!(client.get::<String>(&key));
+                pause!(Duration::from_millis(20));
+            }
+            // "moved" was written while it was away: its old "v" was deleted on
+            // rejoin, so the key is a miss, never the value from before.
+            assert_eq!(sync!(client.get::<String>(&key)).unwrap(), None);
+        }
+
+        $($kw)? fn set_one(c: Client, key: String) {
+            sync!(c.set(key, "v", Duration::from_secs(60))).unwrap();
+        }
+
+        $(#[$t])*
+        $($kw)? fn a_killed_and_restarted_server_is_used_again_without_errors() {
+            let mut mc = Memcached::start();
+            let client = build!(Client::builder()
+                .servers(mc.addr().as_str())
+                .pool_size(4))
+            .unwrap();
+            // Open several connections, left idle.
+            let handles: Vec<_> = (0..4)
+                .map(|i| {
+                    let c = client.clone();
+                    spawn!(set_one(c, format!("w{i}")))
+                })
+                .collect();
+            for h in handles {
+                join!(h);
+            }
+            sync!(client.set("ctr", 5u64, Duration::from_secs(60))).unwrap();
+            mc.kill();
+            mc.restart();
+            // Every stale pooled connection is noticed before use: no error.
+            for _ in 0..8 {
+                assert_eq!(sync!(client.get::<String>("w0")).unwrap(), None);
+            }
+            sync!(client.set("ctr", 5u64, Duration::from_secs(60))).unwrap();
+            assert_eq!(sync!(client.incr("ctr", 1)).unwrap(), Some(6));
+            assert_eq!(
+                sync!(client.get::<u64>("ctr")).unwrap(),
+                Some(6),
+                "incr applied once"
+            );
+        }
+
+        $(#[$t])*
+        $($kw)? fn unreachable_servers_give_clear_errors() {
+            let c = single("no-such-host.invalid:11211");
+            let e = sync!(c.get::<String>("k")).unwrap_err();
+            assert!(e.is_connect(), "{e}");
+            assert!(e.to_string().contains("no-such-host.invalid"), "{e}");
+            let c = single("127.0.0.1:1");
+            let e = sync!(c.set("k", "v", Duration::from_secs(1))).unwrap_err();
+            assert!(e.is_connect(), "{e}");
+        }
+    };
+}
+
+mod blocking {
+    use memring::Client;
+    macro_rules! sync {
+        ($e:expr) => {
+            $e
+        };
     }
-}
-
-#[test]
-fn an_error_reply_to_a_storage_command_drops_the_connection() {
-    let fake = first_reply_then_correct(vec![send(b"CLIENT_ERROR bad data chunk\r\nERROR\r\n")]);
-    let client = single(&fake.addr());
-    let e = client.set("k", "v", Duration::from_secs(1)).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::ClientError);
-    // The stray ERROR must not answer the next request.
-    client.set("k", "v", Duration::from_secs(1)).unwrap();
-    assert_eq!(fake.accepted(), 2);
-}
-
-#[test]
-fn a_late_reply_never_answers_the_next_request() {
-    // get k1 is answered only after the client gave up; by then the client
-    // asks for k2. The late k1 bytes must not be read as k2's value.
-    let fake = FakeServer::start(|r: &Request<'_>| {
-        let key = r.line.split(' ').nth(1).unwrap_or("").to_string();
-        let value = format!("VALUE {key} 0 {}\r\n{key}\r\nEND\r\n", key.len()).into_bytes();
-        if key == "k1" {
-            vec![Step::Sleep(Duration::from_millis(500)), Step::Send(value)]
-        } else {
-            vec![Step::Send(value)]
-        }
-    });
-    let client = single(&fake.addr());
-    assert!(client.get::<String>("k1").unwrap_err().is_timeout());
-    for _ in 0..5 {
-        assert_eq!(client.get::<String>("k2").unwrap().as_deref(), Some("k2"));
+    macro_rules! build {
+        ($b:expr) => {
+            $b.build()
+        };
     }
-    // Late bytes arriving on an idle pooled connection are caught before
-    // reuse: a server that sends an unsolicited reply after a good one.
-    let chatty = FakeServer::start(|r: &Request<'_>| {
-        let mut steps = vec![Step::Send(correct(r.line))];
-        if r.conn == 0 {
-            steps.push(Step::Sleep(Duration::from_millis(50)));
-            steps.push(Step::Send(b"VALUE k 0 3\r\nbad\r\nEND\r\n".to_vec()));
-        }
-        steps
-    });
-    let client = single(&chatty.addr());
-    assert!(client.set("k", "ok", Duration::from_secs(1)).is_ok());
-    std::thread::sleep(Duration::from_millis(150));
-    assert_eq!(client.get::<String>("k").unwrap().as_deref(), Some("ok"));
-    assert_eq!(chatty.accepted(), 2);
-}
+    macro_rules! pause {
+        ($d:expr) => {
+            std::thread::sleep($d)
+        };
+    }
+    macro_rules! spawn {
+        ($e:expr) => {
+            std::thread::spawn(move || $e)
+        };
+    }
+    macro_rules! join {
+        ($h:expr) => {
+            $h.join().unwrap()
+        };
+    }
+    cases!(#[test];);
 
-#[test]
-fn a_late_multi_get_reply_never_answers_the_next_multi_get() {
-    // Each key's value is its own name, so a misattributed reply shows.
-    let fake = FakeServer::start(|r: &Request<'_>| {
-        let keys: Vec<&str> = r.line.split(' ').skip(1).collect();
-        let mut reply = Vec::new();
-        for k in &keys {
-            reply.extend_from_slice(format!("VALUE {k} 0 {}\r\n{k}\r\n", k.len()).as_bytes());
-        }
-        reply.extend_from_slice(b"END\r\n");
-        if r.conn == 0 && r.seq == 0 {
-            vec![Step::Sleep(Duration::from_millis(600)), Step::Send(reply)]
-        } else {
-            vec![Step::Send(reply)]
-        }
-    });
-    let client = single(&fake.addr());
-    let first = client.get_multi::<String>(&["a1", "a2", "a3"]);
-    assert!(
-        first
-            .iter()
-            .all(|r| r.as_ref().is_err_and(|e| e.is_timeout())),
-        "{first:?}"
-    );
-    std::thread::sleep(Duration::from_millis(400)); // the late reply arrives meanwhile
-    let second = client.get_multi::<String>(&["b1", "b2"]);
-    let values: Vec<String> = second.into_iter().map(|r| r.unwrap().unwrap()).collect();
-    assert_eq!(values, vec!["b1", "b2"]);
-    assert_eq!(fake.accepted(), 2);
-}
-
-#[test]
-fn a_late_reply_from_a_real_hung_server_never_answers_the_next_request() {
-    let mc = Memcached::start();
-    let client = single(&mc.addr());
-    client.set("k1", "a", Duration::from_secs(60)).unwrap();
-    client.set("k2", "b", Duration::from_secs(60)).unwrap();
-    mc.pause();
-    let started = Instant::now();
-    let e = client.get::<String>("k1").unwrap_err();
-    assert!(e.is_timeout(), "{e}");
-    assert!(started.elapsed() < IO_TIMEOUT + MARGIN);
-    mc.resume();
-    assert_eq!(client.get::<String>("k2").unwrap().as_deref(), Some("b"));
-    assert_eq!(client.get::<String>("k1").unwrap().as_deref(), Some("a"));
-}
-
-#[test]
-fn a_hung_server_times_out_then_is_skipped_then_returns() {
-    let servers = support::cluster(2);
-    let addrs: Vec<String> = servers.iter().map(Memcached::addr).collect();
-    let client = Client::builder()
-        .servers(addrs.as_slice())
-        .io_timeout(IO_TIMEOUT)
-        .failure_limit(2)
-        .retry_timeout(Duration::from_millis(500))
-        .max_attempts(1)
-        .build()
-        .unwrap();
-    let key = (0..)
-        .map(|i| format!("h{i}"))
-        .find(|k| client.server_for(k).unwrap().label() == addrs[0])
-        .unwrap();
-    client.set(&key, "v", Duration::from_secs(60)).unwrap();
-    servers[0].pause();
-    for _ in 0..2 {
+    #[test]
+    fn pool_exhaustion_waits_for_the_checkout_timeout_then_fails_clearly() {
+        let fake = FakeServer::start(|r: &Request<'_>| {
+            if r.line == "get slow" {
+                vec![
+                    Step::Sleep(Duration::from_millis(800)),
+                    Step::Send(b"END\r\n".to_vec()),
+                ]
+            } else {
+                vec![Step::Send(correct(r.line))]
+            }
+        });
+        let client = Client::builder()
+            .servers(fake.addr().as_str())
+            .pool_size(1)
+            .checkout_timeout(Duration::from_millis(200))
+            .io_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let busy = {
+            let c = client.clone();
+            std::thread::spawn(move || sync!(c.get::<String>("slow")))
+        };
+        std::thread::sleep(Duration::from_millis(100));
         let started = Instant::now();
-        let e = client.get::<String>(&key).unwrap_err();
-        assert!(e.is_timeout(), "{e}");
+        let e = sync!(client.get::<String>("k")).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PoolTimeout, "{e}");
+        let waited = started.elapsed();
         assert!(
-            started.elapsed() < IO_TIMEOUT + MARGIN,
-            "{:?}",
-            started.elapsed()
+            waited >= Duration::from_millis(150) && waited < Duration::from_millis(600),
+            "{waited:?}"
+        );
+        assert_eq!(busy.join().unwrap().unwrap(), None);
+        assert_eq!(
+            sync!(client.get::<String>("k")).unwrap().as_deref(),
+            Some("ok")
         );
     }
-    assert!(client.is_marked_dead(0));
-    // Skipped now: served by the next server on the ring, at once.
-    let started = Instant::now();
-    assert_eq!(client.get::<String>(&key).unwrap(), None);
-    // Not after a timeout on the dead server.
-    assert!(started.elapsed() < IO_TIMEOUT);
-    client.set(&key, "moved", Duration::from_secs(60)).unwrap();
-    assert!(servers[1].holds(&key));
-    servers[0].resume();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while client.is_marked_dead(0) {
-        assert!(Instant::now() < deadline, "server not used again");
-        let _ = client.get::<String>(&key);
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // "moved" was written while it was away: its old "v" was deleted on
-    // rejoin, so the key is a miss, never the value from before.
-    assert_eq!(client.get::<String>(&key).unwrap(), None);
-}
 
-#[test]
-fn a_killed_and_restarted_server_is_used_again_without_errors() {
-    let mut mc = Memcached::start();
-    let client = Client::builder()
-        .servers(mc.addr().as_str())
-        .pool_size(4)
-        .build()
-        .unwrap();
-    // Fill the pool with several idle connections.
-    let threads: Vec<_> = (0..4)
-        .map(|i| {
-            let c = client.clone();
-            std::thread::spawn(move || {
-                c.set(format!("w{i}"), "v", Duration::from_secs(60))
-                    .unwrap()
+    #[test]
+    fn many_callers_on_a_small_pool_do_not_deadlock() {
+        let mc = Memcached::start();
+        let client = Client::builder()
+            .servers(mc.addr().as_str())
+            .pool_size(2)
+            .checkout_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let done = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..16)
+            .map(|t| {
+                let (c, done) = (client.clone(), done.clone());
+                std::thread::spawn(move || {
+                    for i in 0..100 {
+                        sync!(c.set(format!("p{t}:{i}"), "v", Duration::from_secs(60))).unwrap();
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
             })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
-    client.set("ctr", 5u64, Duration::from_secs(60)).unwrap();
-    mc.kill();
-    mc.restart();
-    // Every stale pooled connection is noticed before use: no error.
-    for _ in 0..8 {
-        assert_eq!(client.get::<String>("w0").unwrap(), None);
-    }
-    client.set("ctr", 5u64, Duration::from_secs(60)).unwrap();
-    assert_eq!(client.incr("ctr", 1).unwrap(), Some(6));
-    assert_eq!(
-        client.get::<u64>("ctr").unwrap(),
-        Some(6),
-        "incr applied once"
-    );
-}
-
-#[test]
-fn unreachable_servers_give_clear_errors() {
-    let c = single("no-such-host.invalid:11211");
-    let e = c.get::<String>("k").unwrap_err();
-    assert!(e.is_connect(), "{e}");
-    assert!(e.to_string().contains("no-such-host.invalid"), "{e}");
-    let c = single("127.0.0.1:1");
-    let e = c.set("k", "v", Duration::from_secs(1)).unwrap_err();
-    assert!(e.is_connect(), "{e}");
-}
-
-#[test]
-fn pool_exhaustion_waits_for_the_checkout_timeout_then_fails_clearly() {
-    let fake = FakeServer::start(|r: &Request<'_>| {
-        if r.line == "get slow" {
-            vec![
-                Step::Sleep(Duration::from_millis(800)),
-                Step::Send(b"END\r\n".to_vec()),
-            ]
-        } else {
-            vec![Step::Send(correct(r.line))]
+            .collect();
+        for t in threads {
+            t.join().unwrap();
         }
-    });
-    let client = Client::builder()
-        .servers(fake.addr().as_str())
-        .pool_size(1)
-        .checkout_timeout(Duration::from_millis(200))
-        .io_timeout(Duration::from_secs(2))
-        .build()
-        .unwrap();
-    let busy = {
-        let c = client.clone();
-        std::thread::spawn(move || c.get::<String>("slow"))
-    };
-    std::thread::sleep(Duration::from_millis(100));
-    let started = Instant::now();
-    let e = client.get::<String>("k").unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::PoolTimeout, "{e}");
-    let waited = started.elapsed();
-    assert!(
-        waited >= Duration::from_millis(150) && waited < Duration::from_millis(600),
-        "{waited:?}"
-    );
-    assert_eq!(busy.join().unwrap().unwrap(), None);
-    assert_eq!(client.get::<String>("k").unwrap().as_deref(), Some("ok"));
-}
-
-#[test]
-fn many_callers_on_a_small_pool_do_not_deadlock() {
-    let mc = Memcached::start();
-    let client = Client::builder()
-        .servers(mc.addr().as_str())
-        .pool_size(2)
-        .checkout_timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let done = Arc::new(AtomicUsize::new(0));
-    let threads: Vec<_> = (0..16)
-        .map(|t| {
-            let (c, done) = (client.clone(), done.clone());
-            std::thread::spawn(move || {
-                for i in 0..100 {
-                    c.set(format!("p{t}:{i}"), "v", Duration::from_secs(60))
-                        .unwrap();
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
+        assert_eq!(done.load(Ordering::Relaxed), 1600);
     }
-    assert_eq!(done.load(Ordering::Relaxed), 1600);
+
+    #[test]
+    fn connections_idle_past_the_idle_timeout_are_replaced() {
+        let fake = FakeServer::start(|r: &Request<'_>| vec![Step::Send(correct(r.line))]);
+        let client = Client::builder()
+            .servers(fake.addr().as_str())
+            .idle_timeout(Some(Duration::from_millis(50)))
+            .build()
+            .unwrap();
+        assert_eq!(
+            sync!(client.get::<String>("k")).unwrap().as_deref(),
+            Some("ok")
+        );
+        assert_eq!(
+            sync!(client.get::<String>("k")).unwrap().as_deref(),
+            Some("ok")
+        );
+        assert_eq!(fake.accepted(), 1, "a fresh connection is reused");
+        std::thread::sleep(Duration::from_millis(120));
+        assert_eq!(
+            sync!(client.get::<String>("k")).unwrap().as_deref(),
+            Some("ok")
+        );
+        assert_eq!(fake.accepted(), 2, "an idle connection is replaced");
+    }
 }
 
-#[test]
-fn connections_idle_past_the_idle_timeout_are_replaced() {
-    let fake = FakeServer::start(|r: &Request<'_>| vec![Step::Send(correct(r.line))]);
-    let client = Client::builder()
-        .servers(fake.addr().as_str())
-        .idle_timeout(Some(Duration::from_millis(50)))
-        .build()
-        .unwrap();
-    assert_eq!(client.get::<String>("k").unwrap().as_deref(), Some("ok"));
-    assert_eq!(client.get::<String>("k").unwrap().as_deref(), Some("ok"));
-    assert_eq!(fake.accepted(), 1, "a fresh connection is reused");
-    std::thread::sleep(Duration::from_millis(120));
-    assert_eq!(client.get::<String>("k").unwrap().as_deref(), Some("ok"));
-    assert_eq!(fake.accepted(), 2, "an idle connection is replaced");
+mod nonblocking {
+    use memring::aio::Client;
+    macro_rules! sync {
+        ($e:expr) => {
+            $e.await
+        };
+    }
+    macro_rules! build {
+        ($b:expr) => {
+            $b.build_async()
+        };
+    }
+    macro_rules! pause {
+        ($d:expr) => {
+            tokio::time::sleep($d).await
+        };
+    }
+    macro_rules! spawn {
+        ($e:expr) => {
+            tokio::spawn($e)
+        };
+    }
+    macro_rules! join {
+        ($h:expr) => {
+            $h.await.unwrap()
+        };
+    }
+    cases!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]; async);
 }

@@ -460,7 +460,15 @@ async fn read_loop<R: AsyncRead + Unpin>(
         if let Some(e) = failed {
             break e;
         }
-        if inbox.drained() {
+        if queue.is_empty() {
+            if !inbox.drained() {
+                // Replies are read only for requests written: these bytes
+                // answer nothing (a late or unsolicited reply).
+                break Error::new(
+                    ErrorKind::Protocol,
+                    "the server sent bytes nobody asked for",
+                );
+            }
             inbox.reset();
         }
         // Wait for bytes, the head's deadline, a new request or the close.
