@@ -1,8 +1,10 @@
 //! memring against a raw socket loop (the floor) and the `memcache` crate,
-//! same workloads, same servers, one run. Prints a table and writes
+//! same workloads, same servers, one run; and the async client against the
+//! blocking one on 8 threads and the async peers (`memcache`'s tokio
+//! client, `async-memcached`). Prints a table and writes
 //! `target/memring-bench/compare.json` with rates and ratios.
 //!
-//! `cargo bench --bench compare` (about 2 minutes);
+//! `cargo bench --features tokio --bench compare` (about 3 minutes);
 //! `MEMRING_BENCH_QUICK=1 cargo bench --bench compare` (under a minute).
 //! The servers are real memcached processes started on free ports.
 
@@ -219,6 +221,97 @@ struct Workload {
     name: &'static str,
     unit: &'static str,
     rates: BTreeMap<&'static str, f64>,
+    /// The contender the ratios are of, and what it is compared with.
+    lead: &'static str,
+    against: &'static [&'static str],
+}
+
+/// One slice of an async workload: runs for the given time, returns the
+/// rate (units per second).
+type Slice<'a> = Box<dyn FnMut(Duration) -> f64 + 'a>;
+
+/// Runs every contender in interleaved slices, after a warm-up slice each,
+/// and averages the rates.
+fn race_slices(dur: Duration, mut contenders: Vec<(&'static str, Slice<'_>)>) -> Vec<(&'static str, f64)> {
+    let slices = (dur.as_millis() / 200).max(3) as u32;
+    let slice = dur / slices;
+    let mut rates = vec![0f64; contenders.len()];
+    for round in 0..=slices {
+        for (i, (_, run)) in contenders.iter_mut().enumerate() {
+            let r = run(slice);
+            if round > 0 {
+                rates[i] += r / slices as f64;
+            }
+        }
+    }
+    contenders
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| (*name, rates[i]))
+        .collect()
+}
+
+/// `tasks` tokio tasks, each looping `op(task, n)` until the slice ends.
+fn tasks_slice<F, Fut>(
+    rt: &tokio::runtime::Runtime,
+    tasks: usize,
+    op: F,
+) -> Slice<'_>
+where
+    F: Fn(usize, usize) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    Box::new(move |slice| {
+        rt.block_on(async {
+            let started = Instant::now();
+            let end = started + slice;
+            let handles: Vec<_> = (0..tasks)
+                .map(|t| {
+                    let op = op.clone();
+                    tokio::spawn(async move {
+                        let mut n = t * 7919;
+                        let mut done = 0usize;
+                        while Instant::now() < end {
+                            n += 1;
+                            op(t, n).await;
+                            done += 1;
+                        }
+                        done
+                    })
+                })
+                .collect();
+            let mut total = 0;
+            for h in handles {
+                total += h.await.unwrap();
+            }
+            total as f64 / started.elapsed().as_secs_f64()
+        })
+    })
+}
+
+/// `threads` threads of the blocking client, each looping `op(n)`.
+fn threads_slice<'a>(threads: usize, op: impl Fn(usize) + Sync + 'a) -> Slice<'a> {
+    Box::new(move |slice| {
+        let op = &op;
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    scope.spawn(move || {
+                        let started = Instant::now();
+                        let mut n = t * 7919;
+                        let mut done = 0usize;
+                        while started.elapsed() < slice {
+                            n += 1;
+                            op(n);
+                            done += 1;
+                        }
+                        done as f64 / started.elapsed().as_secs_f64()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        })
+    })
 }
 
 fn main() {
@@ -265,6 +358,8 @@ fn main() {
             name,
             unit,
             rates: rates.into_iter().collect(),
+            lead: "memring",
+            against: &["raw", "memcache", "memcache_ascii"],
         };
         eprintln!("{:<18} {:?}", w.name, w.rates);
         results.push(w);
@@ -479,47 +574,221 @@ fn main() {
         add(name, "ops/s", rates);
     }
 
+    drop(add);
+    async_workloads(dur, &addrs, &keys, &value, &mr_four, &mut results);
     report(&results, quick);
+}
+
+/// async_get_c256, async_mixed_c256 (256 tasks, 4 servers) and
+/// async_seq_get (one task, one server).
+fn async_workloads(
+    dur: Duration,
+    addrs: &[String],
+    keys: &[String],
+    value: &[u8],
+    mr_four: &memring::Client,
+    results: &mut Vec<Workload>,
+) {
+    use async_memcached::AsciiProtocol;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let keys: std::sync::Arc<Vec<String>> = std::sync::Arc::new(keys.to_vec());
+    let value: std::sync::Arc<Vec<u8>> = std::sync::Arc::new(value.to_vec());
+    let ttl = Duration::from_secs(3600);
+    let key_at = |keys: &[String], t: usize, n: usize| keys[(n * 31 + t) % KEYSPACE].clone();
+
+    let mr_async = memring::Client::builder()
+        .servers(addrs)
+        .build_async()
+        .unwrap();
+    let mc_async = rt
+        .block_on(memcache::exp::AsyncMetaClient::connect_multiple(
+            addrs.iter().map(String::as_str).collect::<Vec<_>>(),
+        ))
+        .unwrap();
+    // async-memcached is one connection per client (`&mut self`): a pool
+    // of 16 clients per server, each behind a mutex, keys routed by ketama
+    // as memring routes them.
+    let ring = std::sync::Arc::new(Ring::new(
+        Distribution::Ketama,
+        &addrs
+            .iter()
+            .map(|a| a.parse::<Server>().unwrap())
+            .collect::<Vec<_>>(),
+    ));
+    let am_pools: std::sync::Arc<Vec<Vec<tokio::sync::Mutex<async_memcached::Client>>>> =
+        std::sync::Arc::new(rt.block_on(async {
+            let mut pools = Vec::new();
+            for a in addrs {
+                let mut pool = Vec::new();
+                for _ in 0..16 {
+                    pool.push(tokio::sync::Mutex::new(
+                        async_memcached::Client::new(format!("tcp://{a}")).await.unwrap(),
+                    ));
+                }
+                pools.push(pool);
+            }
+            pools
+        }));
+    // Populate with each client's own routing.
+    rt.block_on(async {
+        for k in keys.iter() {
+            mc_async
+                .set(k, value.as_slice())
+                .ttl(memcache::exp::Ttl::secs(3600))
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+
+    for mixed in [false, true] {
+        let name = if mixed { "async_mixed_c256" } else { "async_get_c256" };
+        let is_set = move |n: usize| mixed && n % 10 == 0;
+        let contenders: Vec<(&'static str, Slice<'_>)> = vec![
+            ("memring_async", {
+                let (c, keys, value) = (mr_async.clone(), keys.clone(), value.clone());
+                tasks_slice(&rt, 256, move |t, n| {
+                    let (c, key, value) = (c.clone(), key_at(&keys, t, n), value.clone());
+                    async move {
+                        if is_set(n) {
+                            c.set(&key, value.as_slice(), ttl).await.unwrap();
+                        } else {
+                            assert!(c.get::<Vec<u8>>(&key).await.unwrap().is_some());
+                        }
+                    }
+                })
+            }),
+            ("memring_threads8", {
+                let (keys, value) = (keys.clone(), value.clone());
+                threads_slice(8, move |n| {
+                    let key = &keys[(n * 31) % KEYSPACE];
+                    if is_set(n) {
+                        mr_four.set(key, value.as_slice(), ttl).unwrap();
+                    } else {
+                        assert!(mr_four.get::<Vec<u8>>(key).unwrap().is_some());
+                    }
+                })
+            }),
+            ("memcache_async", {
+                let (c, keys, value) = (mc_async.clone(), keys.clone(), value.clone());
+                tasks_slice(&rt, 256, move |t, n| {
+                    let (c, key, value) = (c.clone(), key_at(&keys, t, n), value.clone());
+                    async move {
+                        if is_set(n) {
+                            c.set(&key, value.as_slice())
+                                .ttl(memcache::exp::Ttl::secs(3600))
+                                .send()
+                                .await
+                                .unwrap();
+                        } else {
+                            c.get(&key).send().await.unwrap();
+                        }
+                    }
+                })
+            }),
+            ("async_memcached", {
+                let (pools, ring, keys, value) =
+                    (am_pools.clone(), ring.clone(), keys.clone(), value.clone());
+                tasks_slice(&rt, 256, move |t, n| {
+                    let (pools, ring, key, value) =
+                        (pools.clone(), ring.clone(), key_at(&keys, t, n), value.clone());
+                    async move {
+                        let server = ring.primary(key.as_bytes()).unwrap();
+                        let mut c = pools[server][t % 16].lock().await;
+                        if is_set(n) {
+                            c.set(&key, value.as_slice(), Some(3600), None).await.unwrap();
+                        } else {
+                            assert!(c.get(&key).await.unwrap().is_some());
+                        }
+                    }
+                })
+            }),
+        ];
+        let rates = race_slices(dur, contenders);
+        let w = Workload {
+            name,
+            unit: "ops/s",
+            rates: rates.into_iter().collect(),
+            lead: "memring_async",
+            against: &["memring_threads8", "memcache_async", "async_memcached"],
+        };
+        eprintln!("{:<18} {:?}", w.name, w.rates);
+        results.push(w);
+    }
+
+    // async_seq_get: the latency path, one task against one server.
+    let one = &addrs[0];
+    let mr_one = memring::Client::builder()
+        .servers(one.as_str())
+        .build_async()
+        .unwrap();
+    let mut raw = Raw::connect(one);
+    let (mut a, mut b) = (0usize, 0usize);
+    let contenders: Vec<(&'static str, Slice<'_>)> = vec![
+        (
+            "raw",
+            Box::new(|slice| {
+                let started = Instant::now();
+                let mut done = 0;
+                while started.elapsed() < slice {
+                    a += 1;
+                    assert!(raw.get(&keys[a % KEYSPACE]));
+                    done += 1;
+                }
+                done as f64 / started.elapsed().as_secs_f64()
+            }),
+        ),
+        (
+            "memring_async",
+            Box::new(|slice| {
+                rt.block_on(async {
+                    let started = Instant::now();
+                    let mut done = 0;
+                    while started.elapsed() < slice {
+                        b += 1;
+                        let v = mr_one.get::<Vec<u8>>(&keys[b % KEYSPACE]).await.unwrap();
+                        assert!(v.is_some());
+                        done += 1;
+                    }
+                    done as f64 / started.elapsed().as_secs_f64()
+                })
+            }),
+        ),
+    ];
+    let rates = race_slices(dur, contenders);
+    let w = Workload {
+        name: "async_seq_get",
+        unit: "ops/s",
+        rates: rates.into_iter().collect(),
+        lead: "memring_async",
+        against: &["raw"],
+    };
+    eprintln!("{:<18} {:?}", w.name, w.rates);
+    results.push(w);
 }
 
 fn report(results: &[Workload], quick: bool) {
     println!();
-    println!(
-        "{:<18} {:>7} {:>12} {:>12} {:>12} {:>14} {:>12} {:>16} {:>22}",
-        "workload",
-        "unit",
-        "raw",
-        "memring",
-        "memcache",
-        "memcache_ascii",
-        "memring/raw",
-        "memring/memcache",
-        "memring/memcache_ascii"
-    );
     let mut json_rows = Vec::new();
     for w in results {
         let rate = |c: &str| w.rates.get(c).copied();
-        let ratio = |c: &str| Some(rate("memring")? / rate(c)?);
-        let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
-        let rcell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
-        println!(
-            "{:<18} {:>7} {:>12} {:>12} {:>12} {:>14} {:>12} {:>16} {:>22}",
-            w.name,
-            w.unit,
-            cell(rate("raw")),
-            cell(rate("memring")),
-            cell(rate("memcache")),
-            cell(rate("memcache_ascii")),
-            rcell(ratio("raw")),
-            rcell(ratio("memcache")),
-            rcell(ratio("memcache_ascii")),
-        );
         let mut ratios = serde_json::Map::new();
-        for c in ["raw", "memcache", "memcache_ascii"] {
-            if let Some(r) = ratio(c) {
-                ratios.insert(format!("memring/{c}"), json!(r));
+        for c in w.against {
+            if let (Some(lead), Some(other)) = (rate(w.lead), rate(c)) {
+                ratios.insert(format!("{}/{c}", w.lead), json!(lead / other));
             }
         }
+        let rates: Vec<String> = w.rates.iter().map(|(k, v)| format!("{k} {v:.0}")).collect();
+        let shown: Vec<String> = ratios
+            .iter()
+            .map(|(k, v)| format!("{k} {:.2}", v.as_f64().unwrap_or(0.0)))
+            .collect();
+        println!("{:<18} {:>7}  {}", w.name, w.unit, rates.join(", "));
+        println!("{:<18} {:>7}  {}", "", "ratios", shown.join(", "));
         json_rows.push(json!({
             "name": w.name,
             "unit": w.unit,

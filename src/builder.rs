@@ -109,7 +109,7 @@ impl Default for ClientBuilder {
             connect_timeout: Duration::from_secs(1),
             io_timeout: Duration::from_secs(1),
             pool_size: 8,
-            connections: 2,
+            connections: 1,
             checkout_timeout: Duration::from_secs(1),
             idle_timeout: Some(Duration::from_secs(300)),
             nodelay: true,
@@ -172,7 +172,7 @@ impl ClientBuilder {
     }
 
     /// Connections per server of the async client (feature `tokio`), each
-    /// pipelining the requests of every task that uses it (default 2). The
+    /// pipelining the requests of every task that uses it (default 1). The
     /// blocking client ignores it.
     pub fn connections(mut self, n: u32) -> Self {
         self.connections = n;

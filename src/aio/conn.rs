@@ -125,6 +125,8 @@ struct Job {
 #[derive(Debug, Default)]
 struct Shared {
     closed: AtomicBool,
+    /// Requests written and not yet answered.
+    in_flight: AtomicUsize,
     wake_reader: Notify,
     wake_writer: Notify,
 }
@@ -383,11 +385,17 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             job.waiter.fail(closed_error(), false);
             break;
         }
+        if shared.in_flight.load(Ordering::Acquire) > 0 {
+            // Other callers are active: let them queue their requests too,
+            // so that one write carries them all.
+            tokio::task::yield_now().await;
+        }
         buf.clear();
         let mut next = Some(job);
         while let Some(job) = next.take() {
             buf.extend_from_slice(&job.bytes);
             // The reader must know of a request before its reply can come.
+            shared.in_flight.fetch_add(1, Ordering::AcqRel);
             if let Err(mpsc::error::SendError(w)) = waiters.send(job.waiter) {
                 w.fail(closed_error(), false);
             }
@@ -439,6 +447,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 Ok(Ok(None)) => {}
                 Ok(Ok(Some(in_step))) => {
                     queue.pop_front();
+                    shared.in_flight.fetch_sub(1, Ordering::AcqRel);
                     if !in_step {
                         failed = Some(Error::new(
                             ErrorKind::Io,
