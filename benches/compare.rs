@@ -232,7 +232,10 @@ type Slice<'a> = Box<dyn FnMut(Duration) -> f64 + 'a>;
 
 /// Runs every contender in interleaved slices, after a warm-up slice each,
 /// and averages the rates.
-fn race_slices(dur: Duration, mut contenders: Vec<(&'static str, Slice<'_>)>) -> Vec<(&'static str, f64)> {
+fn race_slices(
+    dur: Duration,
+    mut contenders: Vec<(&'static str, Slice<'_>)>,
+) -> Vec<(&'static str, f64)> {
     let slices = (dur.as_millis() / 200).max(3) as u32;
     let slice = dur / slices;
     let mut rates = vec![0f64; contenders.len()];
@@ -252,11 +255,7 @@ fn race_slices(dur: Duration, mut contenders: Vec<(&'static str, Slice<'_>)>) ->
 }
 
 /// `tasks` tokio tasks, each looping `op(task, n)` until the slice ends.
-fn tasks_slice<F, Fut>(
-    rt: &tokio::runtime::Runtime,
-    tasks: usize,
-    op: F,
-) -> Slice<'_>
+fn tasks_slice<F, Fut>(rt: &tokio::runtime::Runtime, tasks: usize, op: F) -> Slice<'_>
 where
     F: Fn(usize, usize) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -574,7 +573,6 @@ fn main() {
         add(name, "ops/s", rates);
     }
 
-    drop(add);
     async_workloads(dur, &addrs, &keys, &value, &mr_four, &mut results);
     report(&results, quick);
 }
@@ -626,7 +624,9 @@ fn async_workloads(
                 let mut pool = Vec::new();
                 for _ in 0..16 {
                     pool.push(tokio::sync::Mutex::new(
-                        async_memcached::Client::new(format!("tcp://{a}")).await.unwrap(),
+                        async_memcached::Client::new(format!("tcp://{a}"))
+                            .await
+                            .unwrap(),
                     ));
                 }
                 pools.push(pool);
@@ -646,7 +646,11 @@ fn async_workloads(
     });
 
     for mixed in [false, true] {
-        let name = if mixed { "async_mixed_c256" } else { "async_get_c256" };
+        let name = if mixed {
+            "async_mixed_c256"
+        } else {
+            "async_get_c256"
+        };
         let is_set = move |n: usize| mixed && n % 10 == 0;
         let contenders: Vec<(&'static str, Slice<'_>)> = vec![
             ("memring_async", {
@@ -694,13 +698,19 @@ fn async_workloads(
                 let (pools, ring, keys, value) =
                     (am_pools.clone(), ring.clone(), keys.clone(), value.clone());
                 tasks_slice(&rt, 256, move |t, n| {
-                    let (pools, ring, key, value) =
-                        (pools.clone(), ring.clone(), key_at(&keys, t, n), value.clone());
+                    let (pools, ring, key, value) = (
+                        pools.clone(),
+                        ring.clone(),
+                        key_at(&keys, t, n),
+                        value.clone(),
+                    );
                     async move {
                         let server = ring.primary(key.as_bytes()).unwrap();
                         let mut c = pools[server][t % 16].lock().await;
                         if is_set(n) {
-                            c.set(&key, value.as_slice(), Some(3600), None).await.unwrap();
+                            c.set(&key, value.as_slice(), Some(3600), None)
+                                .await
+                                .unwrap();
                         } else {
                             assert!(c.get(&key).await.unwrap().is_some());
                         }
@@ -745,17 +755,23 @@ fn async_workloads(
         (
             "memring_async",
             Box::new(|slice| {
-                rt.block_on(async {
+                // One task on the runtime, as a request handler would be.
+                let (c, keys) = (mr_one.clone(), keys.clone());
+                b += 1;
+                let first = b;
+                let task = rt.spawn(async move {
                     let started = Instant::now();
                     let mut done = 0;
+                    let mut i = first;
                     while started.elapsed() < slice {
-                        b += 1;
-                        let v = mr_one.get::<Vec<u8>>(&keys[b % KEYSPACE]).await.unwrap();
+                        i += 1;
+                        let v = c.get::<Vec<u8>>(&keys[i % KEYSPACE]).await.unwrap();
                         assert!(v.is_some());
                         done += 1;
                     }
                     done as f64 / started.elapsed().as_secs_f64()
-                })
+                });
+                rt.block_on(task).unwrap()
             }),
         ),
     ];

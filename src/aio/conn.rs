@@ -1,28 +1,33 @@
 //! Pipelined connections of the async client.
 //!
-//! Each connection has two tasks. The writer takes requests from a bounded
-//! queue (back-pressure), hands each request's reply reader to the reader
-//! task *before* writing it, and writes everything queued at that moment
-//! with one write. The reader reads replies as they come, feeds them to the
-//! reader of the oldest request in flight, and sends each answer to its
-//! caller. Replies are matched to requests by order alone, so the stream
-//! must never get out of step:
+//! A connection is shared by every caller. A caller appends its request to
+//! the connection's outgoing bytes and hands its reply reader to the reader
+//! task in the same step (so requests and readers are in the same order).
+//! When the connection is idle the caller writes its request itself, at
+//! once (the latency path); while others are in flight the writer task
+//! writes whatever has queued up, after letting the other ready tasks add
+//! theirs, so that one write carries many requests. The reader task reads
+//! replies as they come, feeds them to the reader of the oldest request in
+//! flight, and sends each answer to its caller. A semaphore bounds the
+//! requests in flight (back-pressure). Replies are matched to requests by
+//! order alone, so the stream must never get out of step:
 //!
 //! - A caller that stops waiting (its future dropped) changes nothing: its
 //!   reply is still read, and discarded.
 //! - A request not answered by its deadline, a read or write error, bytes
 //!   nobody asked for, or a reply after which the stream may be out of step
 //!   end the connection: every request in flight on it fails (each then
-//!   follows the retry decision), and the next request opens a new one.
+//!   follows the retry decision, as sent if any of its bytes were written),
+//!   and the next request opens a new connection.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
 use crate::connection::ConnOptions;
 use crate::core::inbox::{self, Inbox};
@@ -31,10 +36,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::Response;
 use crate::server::{Endpoint, Server};
 
-/// Requests queued per connection before callers wait.
-const QUEUE: usize = 1024;
-/// The writer stops adding queued requests to one write past this size.
-const WRITE_BATCH: usize = 256 * 1024;
+/// Requests in flight per connection before callers wait.
+const MAX_IN_FLIGHT: usize = 4096;
 
 /// How a request failed: the error, whether any byte of it may have
 /// reached the server, and what a batch reader read before the failure.
@@ -63,12 +66,15 @@ trait Waiter: Send {
     fn feed(&mut self, r: Response<'_>) -> Option<bool>;
     fn fail(self: Box<Self>, error: Error, sent: bool);
     fn deadline(&self) -> Instant;
+    /// Where the request's bytes start in the connection's stream.
+    fn start(&self) -> u64;
 }
 
 struct Slot<R: Reply> {
     reader: R,
     tx: Option<oneshot::Sender<Outcome<R::Out>>>,
     deadline: Instant,
+    start: u64,
 }
 
 impl<R> Waiter for Slot<R>
@@ -112,44 +118,218 @@ where
     fn deadline(&self) -> Instant {
         self.deadline
     }
+
+    fn start(&self) -> u64 {
+        self.start
+    }
 }
 
-/// A request on its way to the writer.
-struct Job {
-    bytes: Vec<u8>,
-    waiter: Box<dyn Waiter>,
+/// The write half of a socket.
+#[derive(Debug)]
+enum Writer {
+    Tcp(tokio::net::tcp::OwnedWriteHalf),
+    Unix(tokio::net::unix::OwnedWriteHalf),
 }
 
-/// What both tasks of a connection share: whether it is closed, and how
-/// to wake the other task when one closes it.
+impl Writer {
+    fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Writer::Tcp(w) => w.try_write(buf),
+            Writer::Unix(w) => w.try_write(buf),
+        }
+    }
+
+    async fn writable(&self) -> std::io::Result<()> {
+        match self {
+            Writer::Tcp(w) => w.writable().await,
+            Writer::Unix(w) => w.writable().await,
+        }
+    }
+
+    /// Writes what it can of `buf` now; the number of bytes written.
+    fn write_now(&self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut pos = 0;
+        while let Some(rest) = buf.get(pos..).filter(|r| !r.is_empty()) {
+            match self.try_write(rest) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => pos += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(pos)
+    }
+
+    /// Writes all of `buf`, waiting for the socket at most `timeout` each
+    /// time it is full; `written` counts the bytes as they go.
+    async fn write_all(&self, buf: &[u8], timeout: Duration, written: &AtomicU64) -> Result<()> {
+        let mut pos = 0;
+        while pos < buf.len() {
+            let n = self
+                .write_now(buf.get(pos..).unwrap_or_default())
+                .map_err(|e| Error::io(e, "writing requests"))?;
+            pos += n;
+            written.fetch_add(n as u64, Ordering::AcqRel);
+            if pos < buf.len() {
+                match tokio::time::timeout(timeout, self.writable()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(Error::io(e, "writing requests")),
+                    Err(_) => {
+                        return Err(Error::new(
+                            ErrorKind::Timeout,
+                            "the server did not take the request within io_timeout",
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Bytes queued for the server and not yet written.
 #[derive(Debug, Default)]
-struct Shared {
-    closed: AtomicBool,
-    /// Requests written and not yet answered.
+struct Out {
+    pending: Vec<u8>,
+    /// Someone (a caller or the writer task) is writing now.
+    writing: bool,
+    /// Bytes queued since the connection opened, written or not.
+    queued: u64,
+}
+
+/// One open connection, shared by its callers and its two tasks.
+#[derive(Debug)]
+struct Conn {
+    writer: Writer,
+    out: Mutex<Out>,
+    /// Readers of the requests queued, in order, for the reader task.
+    waiters: mpsc::UnboundedSender<Box<dyn Waiter>>,
+    /// Bytes written since the connection opened.
+    written: AtomicU64,
+    /// Requests queued and not yet answered.
     in_flight: AtomicUsize,
+    permits: Semaphore,
+    closed: AtomicBool,
     wake_reader: Notify,
     wake_writer: Notify,
+    io_timeout: Duration,
 }
 
-impl Shared {
+impl std::fmt::Debug for dyn Waiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Waiter")
+    }
+}
+
+impl Conn {
+    fn out(&self) -> MutexGuard<'_, Out> {
+        self.out.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn close(&self) {
         if !self.closed.swap(true, Ordering::AcqRel) {
+            self.permits.close();
             self.wake_reader.notify_one();
             self.wake_writer.notify_one();
         }
     }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Queues a request: its bytes, and its reader for the reader task.
+    /// Writes it at once when the connection is idle. Gives the reader back
+    /// when the connection closed before the request was queued.
+    async fn submit(
+        &self,
+        bytes: &[u8],
+        mut slot: Box<dyn SlotStart>,
+    ) -> std::result::Result<(), Box<dyn SlotStart>> {
+        match self.permits.acquire().await {
+            Ok(p) => p.forget(),
+            Err(_) => return Err(slot),
+        }
+        let direct = {
+            let mut out = self.out();
+            if self.is_closed() || self.waiters.is_closed() {
+                return Err(slot);
+            }
+            slot.set_start(out.queued);
+            // A send that fails now drops the reader: its caller sees the
+            // request fail as sent, which is never wrong.
+            let _ = self.waiters.send(slot.into_waiter());
+            out.queued += bytes.len() as u64;
+            let idle = self.in_flight.fetch_add(1, Ordering::AcqRel) == 0;
+            if idle && !out.writing && out.pending.is_empty() {
+                out.writing = true;
+                true
+            } else {
+                out.pending.extend_from_slice(bytes);
+                if !out.writing {
+                    self.wake_writer.notify_one();
+                }
+                false
+            }
+        };
+        if direct {
+            let done = match self.writer.write_now(bytes) {
+                Ok(n) => n,
+                Err(_) => {
+                    // The reader task fails the request, as sent.
+                    self.close();
+                    return Ok(());
+                }
+            };
+            self.written.fetch_add(done as u64, Ordering::AcqRel);
+            let mut out = self.out();
+            if let Some(rest) = bytes.get(done..).filter(|r| !r.is_empty()) {
+                // What the socket did not take goes first.
+                out.pending.splice(0..0, rest.iter().copied());
+            }
+            out.writing = false;
+            if !out.pending.is_empty() {
+                self.wake_writer.notify_one();
+            }
+        }
+        Ok(())
+    }
+
+    /// A request was answered (or failed): one more may be queued.
+    fn answered(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.permits.add_permits(1);
+    }
 }
 
-/// One open connection: where its requests are queued.
-#[derive(Debug)]
-struct Handle {
-    tx: mpsc::Sender<Job>,
-    shared: Arc<Shared>,
+/// A reply reader not yet placed in the stream.
+trait SlotStart: Send {
+    fn set_start(&mut self, start: u64);
+    fn into_waiter(self: Box<Self>) -> Box<dyn Waiter>;
 }
+
+impl<R> SlotStart for Slot<R>
+where
+    R: Reply + Send + 'static,
+    R::Out: Send + 'static,
+{
+    fn set_start(&mut self, start: u64) {
+        self.start = start;
+    }
+    fn into_waiter(self: Box<Self>) -> Box<dyn Waiter> {
+        self
+    }
+}
+
+/// A connection as its slot holds it: dropping the last handle (the client
+/// dropped, or the slot replaced it) closes it.
+#[derive(Debug)]
+struct Handle(Arc<Conn>);
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        self.shared.close();
+        self.0.close();
     }
 }
 
@@ -198,20 +378,18 @@ impl ServerConns {
         R::Out: Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let mut job = Job {
-            bytes,
-            waiter: Box::new(Slot {
-                reader,
-                tx: Some(tx),
-                deadline,
-            }),
-        };
+        let mut slot: Box<dyn SlotStart> = Box::new(Slot {
+            reader,
+            tx: Some(tx),
+            deadline,
+            start: 0,
+        });
         // A connection that closed under us is replaced once.
         for _ in 0..2 {
             let handle = self.handle().await.map_err(Failed::unsent)?;
-            match handle.tx.send(job).await {
+            match handle.0.submit(&bytes, slot).await {
                 Ok(()) => return Ok(rx),
-                Err(mpsc::error::SendError(back)) => job = back,
+                Err(back) => slot = back,
             }
         }
         Err(Failed::unsent(Error::new(
@@ -259,9 +437,7 @@ impl ServerConns {
 impl ConnSlot {
     fn current(&self) -> Option<Arc<Handle>> {
         let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        open.as_ref()
-            .filter(|h| !h.shared.closed.load(Ordering::Acquire))
-            .cloned()
+        open.as_ref().filter(|h| !h.0.is_closed()).cloned()
     }
 }
 
@@ -294,7 +470,7 @@ async fn open(server: &Server, opts: &ConnOptions) -> Result<Handle> {
                                 connect_error("cannot set socket options".into(), e)
                             })?;
                             let (r, w) = s.into_split();
-                            return start(r, w, opts).await;
+                            return start(r, Writer::Tcp(w), opts).await;
                         }
                         Err(e) => last = Some(e),
                     }
@@ -312,7 +488,7 @@ async fn open(server: &Server, opts: &ConnOptions) -> Result<Handle> {
                     .await
                     .map_err(|e| connect_error("cannot connect".into(), e))?;
                 let (r, w) = s.into_split();
-                start(r, w, opts).await
+                start(r, Writer::Unix(w), opts).await
             }
         }
     };
@@ -326,18 +502,16 @@ async fn open(server: &Server, opts: &ConnOptions) -> Result<Handle> {
 }
 
 /// Logs in if credentials are set, then starts the connection's tasks.
-async fn start<R, W>(mut r: R, mut w: W, opts: &ConnOptions) -> Result<Handle>
+async fn start<R>(mut r: R, w: Writer, opts: &ConnOptions) -> Result<Handle>
 where
     R: AsyncRead + Unpin + Send + 'static,
-    W: AsyncWrite + Unpin + Send + 'static,
 {
     let mut inbox = Inbox::new(opts.max_value);
     if let Some(c) = &opts.credentials {
         let mut buf = Vec::new();
         c.encode(&mut buf);
-        w.write_all(&buf)
-            .await
-            .map_err(|e| Error::io(e, "writing the login"))?;
+        w.write_all(&buf, opts.io_timeout, &AtomicU64::new(0))
+            .await?;
         loop {
             if let Ok(r) = inbox.try_next(crate::core::reply::logged_in)? {
                 break r;
@@ -356,67 +530,62 @@ where
         }
         inbox.reset();
     }
-    let shared = Arc::new(Shared::default());
-    let (tx, rx) = mpsc::channel(QUEUE);
-    let (wtx, wrx) = mpsc::unbounded_channel();
-    tokio::spawn(write_loop(w, rx, wtx, shared.clone(), opts.io_timeout));
-    tokio::spawn(read_loop(r, inbox, wrx, shared.clone()));
-    Ok(Handle { tx, shared })
+    let (waiters, rx) = mpsc::unbounded_channel();
+    let conn = Arc::new(Conn {
+        writer: w,
+        out: Mutex::new(Out::default()),
+        waiters,
+        written: AtomicU64::new(0),
+        in_flight: AtomicUsize::new(0),
+        permits: Semaphore::new(MAX_IN_FLIGHT),
+        closed: AtomicBool::new(false),
+        wake_reader: Notify::new(),
+        wake_writer: Notify::new(),
+        io_timeout: opts.io_timeout,
+    });
+    tokio::spawn(write_loop(conn.clone()));
+    tokio::spawn(read_loop(r, inbox, rx, conn.clone()));
+    Ok(Handle(conn))
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(
-    mut w: W,
-    mut rx: mpsc::Receiver<Job>,
-    waiters: mpsc::UnboundedSender<Box<dyn Waiter>>,
-    shared: Arc<Shared>,
-    io_timeout: Duration,
-) {
-    let mut buf = Vec::with_capacity(16 * 1024);
-    loop {
-        let job = tokio::select! {
-            biased;
-            job = rx.recv() => job,
-            () = shared.wake_writer.notified() => None,
-        };
-        let Some(job) = job else {
-            break;
-        };
-        if shared.closed.load(Ordering::Acquire) {
-            job.waiter.fail(closed_error(), false);
+/// Writes what callers queued while others were in flight.
+async fn write_loop(conn: Arc<Conn>) {
+    let mut buf = Vec::new();
+    'wait: loop {
+        conn.wake_writer.notified().await;
+        if conn.is_closed() {
             break;
         }
-        if shared.in_flight.load(Ordering::Acquire) > 0 {
-            // Other callers are active: let them queue their requests too,
-            // so that one write carries them all.
-            tokio::task::yield_now().await;
-        }
-        buf.clear();
-        let mut next = Some(job);
-        while let Some(job) = next.take() {
-            buf.extend_from_slice(&job.bytes);
-            // The reader must know of a request before its reply can come.
-            shared.in_flight.fetch_add(1, Ordering::AcqRel);
-            if let Err(mpsc::error::SendError(w)) = waiters.send(job.waiter) {
-                w.fail(closed_error(), false);
+        // Let the other ready tasks queue their requests too, so that one
+        // write carries them all.
+        tokio::task::yield_now().await;
+        loop {
+            {
+                let mut out = conn.out();
+                if conn.is_closed() {
+                    break 'wait;
+                }
+                if out.writing || out.pending.is_empty() {
+                    continue 'wait;
+                }
+                out.writing = true;
+                buf.clear();
+                std::mem::swap(&mut buf, &mut out.pending);
             }
-            if buf.len() < WRITE_BATCH {
-                next = rx.try_recv().ok();
+            let r = conn
+                .writer
+                .write_all(&buf, conn.io_timeout, &conn.written)
+                .await;
+            conn.out().writing = false;
+            if r.is_err() {
+                break 'wait;
             }
-        }
-        match tokio::time::timeout(io_timeout, w.write_all(&buf)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) | Err(_) => break,
-        }
-        if buf.capacity() > WRITE_BATCH * 4 {
-            buf = Vec::with_capacity(16 * 1024);
+            if buf.capacity() > 4 << 20 {
+                buf = Vec::new();
+            }
         }
     }
-    shared.close();
-    // Requests still queued were never written.
-    rx.close();
-    while let Ok(job) = rx.try_recv() {
-        job.waiter.fail(closed_error(), false);
-    }
+    conn.close();
 }
 
 fn closed_error() -> Error {
@@ -427,7 +596,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     mut r: R,
     mut inbox: Inbox,
     mut waiters: mpsc::UnboundedReceiver<Box<dyn Waiter>>,
-    shared: Arc<Shared>,
+    conn: Arc<Conn>,
 ) {
     let mut queue: VecDeque<Box<dyn Waiter>> = VecDeque::new();
     let error = loop {
@@ -447,7 +616,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 Ok(Ok(None)) => {}
                 Ok(Ok(Some(in_step))) => {
                     queue.pop_front();
-                    shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    conn.answered();
                     if !in_step {
                         failed = Some(Error::new(
                             ErrorKind::Io,
@@ -490,7 +659,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         };
         tokio::select! {
             biased;
-            () = shared.wake_reader.notified() => break closed_error(),
+            () = conn.wake_reader.notified() => break closed_error(),
             w = waiters.recv(), if queue.is_empty() => match w {
                 Some(w) => queue.push_back(w),
                 None => break closed_error(),
@@ -511,12 +680,15 @@ async fn read_loop<R: AsyncRead + Unpin>(
             },
         }
     };
-    shared.close();
-    for w in queue.drain(..) {
-        w.fail(error.duplicate(), true);
-    }
+    conn.close();
     waiters.close();
+    // A request whose bytes were never written is reported as not sent.
+    let written = conn.written.load(Ordering::Acquire);
     while let Ok(w) = waiters.try_recv() {
-        w.fail(error.duplicate(), true);
+        queue.push_back(w);
+    }
+    for w in queue.drain(..) {
+        let sent = w.start() < written;
+        w.fail(error.duplicate(), sent);
     }
 }
