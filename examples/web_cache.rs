@@ -1,11 +1,13 @@
-//! A small HTTP service in the cache-aside style: the cache key is the
-//! request path plus its sorted query arguments (with a prefix); keys that
-//! memcached cannot take are refused; results are computed by a slow
-//! function and cached for 60 seconds, only when they succeed; concurrent
-//! first requests for one key compute once (meta-protocol leases).
+//! A small HTTP service in the cache-aside style, on axum and the async
+//! client: the cache key is the request path plus its sorted query
+//! arguments (with a prefix); results are computed by a slow function and
+//! cached for 60 seconds, only when they succeed; concurrent first requests
+//! for one key compute once (meta-protocol leases). A request whose key
+//! memcached cannot take (over 250 bytes) is still answered: computed,
+//! never cached, `X-Cache: BYPASS`.
 //!
 //! ```text
-//! MEMCACHED_SERVERS=127.0.0.1:11211 cargo run --example web_cache -- --listen 127.0.0.1:8080
+//! MEMCACHED_SERVERS=127.0.0.1:11211 cargo run --features tokio --example web_cache -- --listen 127.0.0.1:8080
 //! curl -i 'http://127.0.0.1:8080/api/report?year=2024&region=eu'   # X-Cache: MISS
 //! curl -i 'http://127.0.0.1:8080/api/report?region=eu&year=2024'   # X-Cache: HIT, same body
 //! curl -i 'http://127.0.0.1:8080/api/report?fail=1'                # result 1, never cached
@@ -14,9 +16,13 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use memring::{Client, ErrorKind, KeyBuilder, Origin};
+use axum::extract::State;
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use memring::aio::Client;
+use memring::{ErrorKind, KeyBuilder, Origin};
 use serde_json::json;
-use tiny_http::{Header, Response, Server};
 
 /// How long a successful result is cached.
 pub const TTL: Duration = Duration::from_secs(60);
@@ -29,7 +35,7 @@ static COMPUTATIONS: AtomicU64 = AtomicU64::new(0);
 enum Failure {
     /// The computation ran and returned a non-zero result (not cached).
     Computed(String),
-    /// The cache refused the request (for example an invalid key).
+    /// The cache refused the request.
     Cache(memring::Error),
 }
 
@@ -41,8 +47,8 @@ impl From<memring::Error> for Failure {
 
 /// The slow function: a JSON object with `result` (0 for success) and a
 /// value that changes on every computation.
-fn compute(path: &str, args: &[(String, String)]) -> Result<String, Failure> {
-    std::thread::sleep(WORK);
+async fn compute(path: String, args: Vec<(String, String)>) -> Result<String, Failure> {
+    tokio::time::sleep(WORK).await;
     let n = COMPUTATIONS.fetch_add(1, Ordering::SeqCst) + 1;
     let fail = args.iter().any(|(k, v)| k == "fail" && v == "1");
     let at = SystemTime::now()
@@ -63,17 +69,34 @@ fn compute(path: &str, args: &[(String, String)]) -> Result<String, Failure> {
     }
 }
 
-fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("valid header")
+/// What the handlers share.
+#[derive(Clone)]
+pub struct App {
+    client: Client,
+    keys: KeyBuilder,
 }
 
-/// Answers one request: (status, body, X-Cache value if any).
-fn answer(client: &Client, keys: &KeyBuilder, url: &str) -> (u16, String, Option<&'static str>) {
-    let (path, query) = url.split_once('?').unwrap_or((url, ""));
-    if !path.starts_with("/api/") {
-        return (404, json!({"error": "not found"}).to_string(), None);
+fn reply(status: StatusCode, body: String, cache: Option<&'static str>) -> Response {
+    let mut r = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    if let Some(c) = cache {
+        r.headers_mut()
+            .insert("X-Cache", header::HeaderValue::from_static(c));
     }
-    let args: Vec<(String, String)> = query
+    r
+}
+
+async fn answer(State(app): State<App>, uri: Uri) -> Response {
+    let path = uri.path().to_string();
+    if !path.starts_with("/api/") {
+        return reply(
+            StatusCode::NOT_FOUND,
+            json!({"error": "not found"}).to_string(),
+            None,
+        );
+    }
+    let args: Vec<(String, String)> = uri
+        .query()
+        .unwrap_or("")
         .split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {
@@ -81,45 +104,52 @@ fn answer(client: &Client, keys: &KeyBuilder, url: &str) -> (u16, String, Option
             (k.to_string(), v.to_string())
         })
         .collect();
-    let key = match keys.build(path, &args) {
+    let key = match app.keys.build(&path, &args) {
         Ok(k) => k,
-        Err(e) => {
-            eprintln!("web_cache: refusing {url:?}: {e}");
-            let msg = format!("request too long to cache: {e}");
-            return (400, json!({ "error": msg }).to_string(), None);
+        // Too long to cache: answered anyway, never cached.
+        Err(_) => {
+            return match compute(path, args).await {
+                Ok(body) | Err(Failure::Computed(body)) => {
+                    reply(StatusCode::OK, body, Some("BYPASS"))
+                }
+                Err(Failure::Cache(e)) => reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({ "error": e.to_string() }).to_string(),
+                    None,
+                ),
+            };
         }
     };
-    match client.get_or_set_traced(&key, TTL, || compute(path, &args)) {
-        Ok((body, Origin::Hit | Origin::Stale)) => (200, body, Some("HIT")),
-        Ok((body, _computed)) => (200, body, Some("MISS")),
-        Err(Failure::Computed(body)) => (200, body, Some("MISS")),
-        Err(Failure::Cache(e)) if e.kind() == ErrorKind::InvalidKey => {
-            (400, json!({ "error": e.to_string() }).to_string(), None)
-        }
-        Err(Failure::Cache(e)) => (500, json!({ "error": e.to_string() }).to_string(), None),
+    let work = || compute(path, args);
+    match app.client.get_or_set_traced(&key, TTL, work).await {
+        Ok((body, Origin::Hit | Origin::Stale)) => reply(StatusCode::OK, body, Some("HIT")),
+        Ok((body, _computed)) => reply(StatusCode::OK, body, Some("MISS")),
+        Err(Failure::Computed(body)) => reply(StatusCode::OK, body, Some("MISS")),
+        Err(Failure::Cache(e)) if e.kind() == ErrorKind::InvalidKey => reply(
+            StatusCode::BAD_REQUEST,
+            json!({ "error": e.to_string() }).to_string(),
+            None,
+        ),
+        Err(Failure::Cache(e)) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({ "error": e.to_string() }).to_string(),
+            None,
+        ),
     }
 }
 
-/// Serves requests until the process ends, one thread per request.
-pub fn serve(server: Server, client: Client) {
-    let keys = KeyBuilder::new("web_cache:");
-    for request in server.incoming_requests() {
-        let (client, keys) = (client.clone(), keys.clone());
-        std::thread::spawn(move || {
-            let (status, body, cache) = answer(&client, &keys, request.url());
-            let mut response = Response::from_string(body)
-                .with_status_code(status)
-                .with_header(header("Content-Type", "application/json"));
-            if let Some(c) = cache {
-                response = response.with_header(header("X-Cache", c));
-            }
-            let _ = request.respond(response);
-        });
-    }
+/// The service: every path answered by the cache-aside handler.
+pub fn router(client: Client) -> Router {
+    let app = App {
+        client,
+        keys: KeyBuilder::new("web_cache:"),
+    };
+    Router::new().fallback(answer).with_state(app)
 }
 
 #[allow(dead_code)]
-fn main() {
+#[tokio::main]
+async fn main() {
     let mut listen = "127.0.0.1:8080".to_string();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -147,13 +177,16 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let server = match Server::http(&listen) {
-        Ok(s) => s,
+    let listener = match tokio::net::TcpListener::bind(&listen).await {
+        Ok(l) => l,
         Err(e) => {
             eprintln!("web_cache: cannot listen on {listen}: {e}");
             std::process::exit(2);
         }
     };
     eprintln!("web_cache: listening on http://{listen}, memcached {servers}");
-    serve(server, client);
+    if let Err(e) = axum::serve(listener, router(client)).await {
+        eprintln!("web_cache: {e}");
+        std::process::exit(1);
+    }
 }

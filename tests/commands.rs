@@ -398,6 +398,7 @@ mod blocking {
     }
 }
 
+#[cfg(feature = "tokio")]
 mod nonblocking {
     use memring::aio::Client;
     macro_rules! sync {

@@ -594,6 +594,7 @@ mod blocking {
     }
 }
 
+#[cfg(feature = "tokio")]
 mod nonblocking {
     use memring::aio::Client;
     macro_rules! sync {

@@ -1,7 +1,8 @@
-//! The web_cache example answered over real HTTP on a local port, backed by
-//! real memcached: MISS then HIT with the same body, sorted arguments share
-//! an entry, failures are not cached, over-long keys get 400, and
-//! concurrent first requests compute once.
+//! The web_cache example (axum, async client) answered over real HTTP on a
+//! local port, backed by real memcached: MISS then HIT with the same body,
+//! sorted arguments share an entry, failures are not cached, over-long keys
+//! are answered but never cached (BYPASS), and concurrent first requests
+//! compute once.
 
 mod support;
 
@@ -33,10 +34,12 @@ fn http_get(port: u16, path: &str) -> Reply {
     s.read_to_string(&mut raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let cache = head
-        .lines()
-        .find_map(|l| l.strip_prefix("X-Cache: "))
-        .map(str::to_string);
+    let cache = head.lines().find_map(|l| {
+        // Header names are case-insensitive.
+        let (name, value) = l.split_once(": ")?;
+        name.eq_ignore_ascii_case("x-cache")
+            .then(|| value.to_string())
+    });
     Reply {
         status,
         cache,
@@ -44,13 +47,22 @@ fn http_get(port: u16, path: &str) -> Reply {
     }
 }
 
-fn start() -> (Memcached, u16) {
+/// memcached, and the service on a free port in its own runtime (kept
+/// alive by the caller).
+fn start() -> (Memcached, u16, tokio::runtime::Runtime) {
     let mc = Memcached::start();
-    let client = memring::Client::new(mc.addr().as_str()).unwrap();
-    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
-    let port = server.server_addr().to_ip().unwrap().port();
-    std::thread::spawn(move || web_cache::serve(server, client));
-    (mc, port)
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = memring::aio::Client::new(mc.addr().as_str()).unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    rt.spawn(async move { axum::serve(listener, web_cache::router(client)).await });
+    (mc, port, rt)
 }
 
 fn field(body: &str, name: &str) -> serde_json::Value {
@@ -59,7 +71,7 @@ fn field(body: &str, name: &str) -> serde_json::Value {
 
 #[test]
 fn miss_then_hit_with_the_same_body_and_sorted_arguments() {
-    let (_mc, port) = start();
+    let (_mc, port, _rt) = start();
     let first = http_get(port, "/api/report?year=2024&region=eu");
     assert_eq!(first.status, 200);
     assert_eq!(first.cache.as_deref(), Some("MISS"));
@@ -80,7 +92,7 @@ fn miss_then_hit_with_the_same_body_and_sorted_arguments() {
 
 #[test]
 fn failing_results_are_not_cached() {
-    let (_mc, port) = start();
+    let (_mc, port, _rt) = start();
     let a = http_get(port, "/api/flaky?fail=1");
     let b = http_get(port, "/api/flaky?fail=1");
     assert_eq!(a.cache.as_deref(), Some("MISS"));
@@ -90,19 +102,23 @@ fn failing_results_are_not_cached() {
 }
 
 #[test]
-fn over_long_keys_are_refused_with_400() {
-    let (_mc, port) = start();
+fn over_long_keys_are_answered_but_never_cached() {
+    let (mc, port, _rt) = start();
     let long = format!("/api/search?q={}", "x".repeat(300));
-    let r = http_get(port, &long);
-    assert_eq!(r.status, 400);
-    assert!(r.body.contains("too long"), "{}", r.body);
-    assert_eq!(r.cache, None);
+    let a = http_get(port, &long);
+    assert_eq!(a.status, 200);
+    assert_eq!(a.cache.as_deref(), Some("BYPASS"));
+    assert_eq!(field(&a.body, "result"), 0);
+    let b = http_get(port, &long);
+    assert_eq!(b.cache.as_deref(), Some("BYPASS"));
+    assert_ne!(field(&a.body, "computation"), field(&b.body, "computation"));
+    assert_eq!(mc.stat("cmd_set"), 0, "nothing was stored");
     assert_eq!(http_get(port, "/elsewhere").status, 404);
 }
 
 #[test]
 fn concurrent_first_requests_compute_once() {
-    let (_mc, port) = start();
+    let (_mc, port, _rt) = start();
     let threads: Vec<_> = (0..8)
         .map(|_| std::thread::spawn(move || http_get(port, "/api/hot?x=1")))
         .collect();
