@@ -354,22 +354,8 @@ macro_rules! cases {
 }
 
 mod blocking {
+    use crate::{blocking_build as build, blocking_pause as pause, blocking_sync as sync};
     use memring::Client;
-    macro_rules! sync {
-        ($e:expr) => {
-            $e
-        };
-    }
-    macro_rules! build {
-        ($b:expr) => {
-            $b.build()
-        };
-    }
-    macro_rules! pause {
-        ($d:expr) => {
-            std::thread::sleep($d)
-        };
-    }
     cases!(#[test];);
 
     #[test]
@@ -400,22 +386,8 @@ mod blocking {
 
 #[cfg(feature = "tokio")]
 mod nonblocking {
+    use crate::{async_build as build, async_pause as pause, async_sync as sync};
     use memring::aio::Client;
-    macro_rules! sync {
-        ($e:expr) => {
-            $e.await
-        };
-    }
-    macro_rules! build {
-        ($b:expr) => {
-            $b.build_async()
-        };
-    }
-    macro_rules! pause {
-        ($d:expr) => {
-            tokio::time::sleep($d).await
-        };
-    }
     cases!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]; async);
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -474,32 +474,11 @@ macro_rules! cases {
 }
 
 mod blocking {
+    use crate::{
+        blocking_build as build, blocking_join as join, blocking_pause as pause,
+        blocking_spawn as spawn, blocking_sync as sync,
+    };
     use memring::Client;
-    macro_rules! sync {
-        ($e:expr) => {
-            $e
-        };
-    }
-    macro_rules! build {
-        ($b:expr) => {
-            $b.build()
-        };
-    }
-    macro_rules! pause {
-        ($d:expr) => {
-            std::thread::sleep($d)
-        };
-    }
-    macro_rules! spawn {
-        ($e:expr) => {
-            std::thread::spawn(move || $e)
-        };
-    }
-    macro_rules! join {
-        ($h:expr) => {
-            $h.join().unwrap()
-        };
-    }
     cases!(#[test];);
 
     #[test]
@@ -596,31 +575,10 @@ mod blocking {
 
 #[cfg(feature = "tokio")]
 mod nonblocking {
+    use crate::{
+        async_build as build, async_join as join, async_pause as pause, async_spawn as spawn,
+        async_sync as sync,
+    };
     use memring::aio::Client;
-    macro_rules! sync {
-        ($e:expr) => {
-            $e.await
-        };
-    }
-    macro_rules! build {
-        ($b:expr) => {
-            $b.build_async()
-        };
-    }
-    macro_rules! pause {
-        ($d:expr) => {
-            tokio::time::sleep($d).await
-        };
-    }
-    macro_rules! spawn {
-        ($e:expr) => {
-            tokio::spawn($e)
-        };
-    }
-    macro_rules! join {
-        ($h:expr) => {
-            $h.await.unwrap()
-        };
-    }
     cases!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]; async);
 }

@@ -34,8 +34,7 @@ use crate::core::reply::Reply;
 use crate::core::request::Request;
 use crate::core::Core;
 use crate::error::{Error, ErrorKind, Result};
-use crate::ring::Distribution;
-use crate::server::{IntoServers, Server};
+use crate::server::IntoServers;
 
 mod conn;
 mod keyed;
@@ -107,36 +106,7 @@ impl Client {
         ClientBuilder::default()
     }
 
-    /// The servers, in the order given.
-    pub fn servers(&self) -> &[Server] {
-        &self.inner.core.servers
-    }
-
-    /// The distribution in use.
-    pub fn distribution(&self) -> Distribution {
-        self.inner.core.config.distribution
-    }
-
-    /// The server that holds `key` when every server is up (no I/O).
-    pub fn server_for(&self, key: impl AsRef<[u8]>) -> Option<&Server> {
-        self.inner.core.server_for(key.as_ref())
-    }
-
-    /// The servers `key` would be tried on now, dead ones left out (no I/O).
-    pub fn live_candidates(&self, key: impl AsRef<[u8]>) -> Vec<&Server> {
-        self.inner.core.live_candidates(key.as_ref())
-    }
-
-    /// True when `server` (by its position in the list) is marked dead.
-    pub fn is_marked_dead(&self, server: usize) -> bool {
-        self.inner.core.is_marked_dead(server)
-    }
-
-    /// Keys remembered for deletion on `server` when it rejoins, and
-    /// whether the bound overflowed.
-    pub fn rejoin_hints(&self, server: usize) -> (usize, bool) {
-        self.inner.core.rejoin_hints(server)
-    }
+    crate::core::core_queries!();
 
     // ----- the driver ------------------------------------------------------
 

@@ -20,8 +20,7 @@ use crate::core::request::Request;
 use crate::core::Core;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::{PooledConn, ServerPool};
-use crate::ring::Distribution;
-use crate::server::{IntoServers, Server};
+use crate::server::IntoServers;
 
 mod keyed;
 mod meta;
@@ -98,38 +97,7 @@ impl Client {
         ClientBuilder::default()
     }
 
-    /// The servers, in the order given.
-    pub fn servers(&self) -> &[Server] {
-        &self.inner.core.servers
-    }
-
-    /// The distribution in use.
-    pub fn distribution(&self) -> Distribution {
-        self.inner.core.config.distribution
-    }
-
-    /// The server that holds `key` when every server is up (no I/O).
-    pub fn server_for(&self, key: impl AsRef<[u8]>) -> Option<&Server> {
-        self.inner.core.server_for(key.as_ref())
-    }
-
-    /// The servers `key` would be tried on now, in order: its failover
-    /// order with servers currently marked dead left out (no I/O).
-    pub fn live_candidates(&self, key: impl AsRef<[u8]>) -> Vec<&Server> {
-        self.inner.core.live_candidates(key.as_ref())
-    }
-
-    /// True when `server` (by its position in the list) is marked dead.
-    pub fn is_marked_dead(&self, server: usize) -> bool {
-        self.inner.core.is_marked_dead(server)
-    }
-
-    /// How many keys are remembered for deletion on `server` (by its
-    /// position in the list) when it rejoins, and whether the bound
-    /// overflowed so that it will be flushed instead.
-    pub fn rejoin_hints(&self, server: usize) -> (usize, bool) {
-        self.inner.core.rejoin_hints(server)
-    }
+    crate::core::core_queries!();
 
     // ----- the driver ------------------------------------------------------
 

@@ -37,6 +37,46 @@ pub(crate) mod reply;
 pub(crate) mod request;
 pub(crate) mod retry;
 
+/// The methods both clients answer from the core alone, without I/O;
+/// each client has `fn core(&self) -> &Core`.
+macro_rules! core_queries {
+    () => {
+        /// The servers, in the order given.
+        pub fn servers(&self) -> &[crate::Server] {
+            &self.core().servers
+        }
+
+        /// The distribution in use.
+        pub fn distribution(&self) -> crate::Distribution {
+            self.core().config.distribution
+        }
+
+        /// The server that holds `key` when every server is up (no I/O).
+        pub fn server_for(&self, key: impl AsRef<[u8]>) -> Option<&crate::Server> {
+            self.core().server_for(key.as_ref())
+        }
+
+        /// The servers `key` would be tried on now, in order: its failover
+        /// order with servers currently marked dead left out (no I/O).
+        pub fn live_candidates(&self, key: impl AsRef<[u8]>) -> Vec<&crate::Server> {
+            self.core().live_candidates(key.as_ref())
+        }
+
+        /// True when `server` (by its position in the list) is marked dead.
+        pub fn is_marked_dead(&self, server: usize) -> bool {
+            self.core().is_marked_dead(server)
+        }
+
+        /// How many keys are remembered for deletion on `server` (by its
+        /// position in the list) when it rejoins, and whether the bound
+        /// overflowed so that it will be flushed instead.
+        pub fn rejoin_hints(&self, server: usize) -> (usize, bool) {
+            self.core().rejoin_hints(server)
+        }
+    };
+}
+pub(crate) use core_queries;
+
 /// One server's shared state: its health and the keys to delete on it
 /// when it rejoins.
 #[derive(Debug)]

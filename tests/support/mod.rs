@@ -328,3 +328,90 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 pub fn cluster(n: usize) -> Vec<Memcached> {
     (0..n).map(|_| Memcached::start()).collect()
 }
+
+// ----- one test case, both clients ---------------------------------------
+//
+// A test file writes a case once, calling the client through `sync!`,
+// building it with `build!`, sleeping with `pause!` and running side tasks
+// with `spawn!`/`join!`; each of its two modules imports one driver's
+// versions under those names (`use crate::{blocking_sync as sync, ...}`).
+
+/// A blocking call, as it is.
+#[macro_export]
+macro_rules! blocking_sync {
+    ($e:expr) => {
+        $e
+    };
+}
+
+/// An async call, awaited.
+#[macro_export]
+macro_rules! async_sync {
+    ($e:expr) => {
+        $e.await
+    };
+}
+
+/// Builds the blocking client.
+#[macro_export]
+macro_rules! blocking_build {
+    ($b:expr) => {
+        $b.build()
+    };
+}
+
+/// Builds the async client.
+#[macro_export]
+macro_rules! async_build {
+    ($b:expr) => {
+        $b.build_async()
+    };
+}
+
+/// Sleeps the thread.
+#[macro_export]
+macro_rules! blocking_pause {
+    ($d:expr) => {
+        std::thread::sleep($d)
+    };
+}
+
+/// Sleeps the task.
+#[macro_export]
+macro_rules! async_pause {
+    ($d:expr) => {
+        tokio::time::sleep($d).await
+    };
+}
+
+/// Runs a call on its own thread.
+#[macro_export]
+macro_rules! blocking_spawn {
+    ($e:expr) => {
+        std::thread::spawn(move || $e)
+    };
+}
+
+/// Runs a future as its own task.
+#[macro_export]
+macro_rules! async_spawn {
+    ($e:expr) => {
+        tokio::spawn($e)
+    };
+}
+
+/// Waits for a thread.
+#[macro_export]
+macro_rules! blocking_join {
+    ($h:expr) => {
+        $h.join().unwrap()
+    };
+}
+
+/// Waits for a task.
+#[macro_export]
+macro_rules! async_join {
+    ($h:expr) => {
+        $h.await.unwrap()
+    };
+}
