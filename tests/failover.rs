@@ -8,23 +8,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use memring::protocol::{MetaCode, MetaFlag};
-use memring::{Client, Distribution, ErrorKind, MetaRequest, Ring};
-use support::{cluster, wait_until, Memcached};
+use memring::{Distribution, ErrorKind, MetaRequest, Ring};
+use support::{cluster, Memcached};
 
 const HOUR: Duration = Duration::from_secs(3600);
-
-fn client_for(servers: &[Memcached], dist: Distribution) -> Client {
-    let addrs: Vec<String> = servers.iter().map(Memcached::addr).collect();
-    Client::builder()
-        .servers(addrs.as_slice())
-        .distribution(dist)
-        .failure_limit(1)
-        .retry_timeout(Duration::from_millis(300))
-        .io_timeout(Duration::from_millis(300))
-        .connect_timeout(Duration::from_millis(300))
-        .build()
-        .unwrap()
-}
 
 /// Index of the server that holds `key` by raw lookup on each server.
 fn holder(servers: &[Memcached], key: &str) -> Option<usize> {
@@ -33,86 +20,6 @@ fn holder(servers: &[Memcached], key: &str) -> Option<usize> {
         .collect();
     assert!(found.len() <= 1, "{key} held by {found:?}");
     found.first().copied()
-}
-
-/// Polls `cond` every 20 ms for at most `limit`.
-fn killed_server_keys_move_to_their_neighbour_and_return(dist: Distribution) {
-    let mut servers = cluster(3);
-    let client = client_for(&servers, dist);
-    let ring = Ring::new(dist, client.servers());
-    let keys: Vec<String> = (0..300).map(|i| format!("fo:{i}")).collect();
-    let order: Vec<Vec<usize>> = keys
-        .iter()
-        .map(|k| ring.candidates(k.as_bytes()).collect())
-        .collect();
-    for k in &keys {
-        client.set(k, "before", HOUR).unwrap();
-    }
-    for (k, o) in keys.iter().zip(&order) {
-        assert_eq!(holder(&servers, k), Some(o[0]), "{k} before the kill");
-    }
-
-    let victim = 1;
-    servers[victim].kill();
-    for k in &keys {
-        client.set(k, "during", HOUR).unwrap();
-    }
-    assert!(client.is_marked_dead(victim));
-    let mut moved = 0;
-    for (k, o) in keys.iter().zip(&order) {
-        let live: Vec<usize> = o.iter().copied().filter(|&i| i != victim).collect();
-        if o[0] == victim {
-            moved += 1;
-            assert_eq!(
-                holder(&servers, k),
-                Some(live[0]),
-                "{k} should move to its neighbour"
-            );
-        } else {
-            // Every other key stays on its own server.
-            assert_eq!(holder(&servers, k), Some(o[0]), "{k} must not move");
-        }
-        assert_eq!(client.get::<String>(k).unwrap().as_deref(), Some("during"));
-    }
-    assert!(moved > 30, "too few keys on the victim: {moved}");
-
-    servers[victim].restart();
-    let back_key = keys
-        .iter()
-        .zip(&order)
-        .find(|(_, o)| o[0] == victim)
-        .unwrap()
-        .0;
-    // After retry_timeout the next request probes the server and uses it.
-    assert!(
-        wait_until(Duration::from_secs(5), || {
-            let _ = client.get::<String>(back_key);
-            !client.is_marked_dead(victim)
-        }),
-        "server did not rejoin"
-    );
-    for (k, o) in keys.iter().zip(&order) {
-        client.set(k, "after", HOUR).unwrap();
-        if o[0] == victim {
-            assert!(servers[victim].holds(k), "{k} should be back on its server");
-        }
-        assert_eq!(client.get::<String>(k).unwrap().as_deref(), Some("after"));
-    }
-}
-
-#[test]
-fn ketama_failover_and_recovery() {
-    killed_server_keys_move_to_their_neighbour_and_return(Distribution::Ketama);
-}
-
-#[test]
-fn hash_ring_failover_and_recovery() {
-    killed_server_keys_move_to_their_neighbour_and_return(Distribution::HashRing);
-}
-
-#[test]
-fn modulo_failover_and_recovery() {
-    killed_server_keys_move_to_their_neighbour_and_return(Distribution::Modulo);
 }
 
 /// The TTL left on `key` on `server`, read with the meta command `mg k t`.
@@ -126,148 +33,270 @@ fn ttl_on(server: &Memcached, key: &str) -> i64 {
     t.parse().unwrap()
 }
 
-#[test]
-fn writes_during_failover_get_a_capped_ttl() {
-    let mut servers = cluster(3);
-    let addrs: Vec<String> = servers.iter().map(Memcached::addr).collect();
-    let client = Client::builder()
-        .servers(addrs.as_slice())
-        .failure_limit(1)
-        .retry_timeout(Duration::from_secs(30))
-        .failover_ttl(Some(Duration::from_secs(20)))
-        .build()
-        .unwrap();
-    let ring = Ring::new(Distribution::Ketama, client.servers());
-    let key = (0..)
-        .map(|i| format!("cap:{i}"))
-        .find(|k| ring.primary(k.as_bytes()) == Some(0))
-        .unwrap();
-    let neighbour = ring.candidates(key.as_bytes()).nth(1).unwrap();
-    let other = (0..)
-        .map(|i| format!("stay:{i}"))
-        .find(|k| ring.primary(k.as_bytes()) == Some(neighbour))
-        .unwrap();
-    let on_zero_via_neighbour = |prefix: &str| {
-        (0..)
-            .map(|i| format!("{prefix}:{i}"))
-            .find(|k| {
-                ring.primary(k.as_bytes()) == Some(0)
-                    && ring.candidates(k.as_bytes()).nth(1) == Some(neighbour)
-            })
-            .unwrap()
+/// The cases, written once and run through both clients (`sync!` adds
+/// `.await` for the async one; see tests/support).
+macro_rules! cases {
+    ($(#[$t:meta])* ; $($kw:tt)?) => {
+        #[allow(unused_imports)]
+        use super::*;
+
+        fn client_for(servers: &[Memcached], dist: Distribution) -> Client {
+            let addrs: Vec<String> = servers.iter().map(Memcached::addr).collect();
+            build!(Client::builder()
+                .servers(addrs.as_slice())
+                .distribution(dist)
+                .failure_limit(1)
+                .retry_timeout(Duration::from_millis(300))
+                .io_timeout(Duration::from_millis(300))
+                .connect_timeout(Duration::from_millis(300))
+                )
+                .unwrap()
+        }
+
+        /// Polls `cond` every 20 ms for at most `limit`.
+        $($kw)? fn killed_server_keys_move_to_their_neighbour_and_return(dist: Distribution) {
+            let mut servers = cluster(3);
+            let client = client_for(&servers, dist);
+            let ring = Ring::new(dist, client.servers());
+            let keys: Vec<String> = (0..300).map(|i| format!("fo:{i}")).collect();
+            let order: Vec<Vec<usize>> = keys
+                .iter()
+                .map(|k| ring.candidates(k.as_bytes()).collect())
+                .collect();
+            for k in &keys {
+                sync!(client.set(k, "before", HOUR)).unwrap();
+            }
+            for (k, o) in keys.iter().zip(&order) {
+                assert_eq!(holder(&servers, k), Some(o[0]), "{k} before the kill");
+            }
+
+            let victim = 1;
+            servers[victim].kill();
+            for k in &keys {
+                sync!(client.set(k, "during", HOUR)).unwrap();
+            }
+            assert!(client.is_marked_dead(victim));
+            let mut moved = 0;
+            for (k, o) in keys.iter().zip(&order) {
+                let live: Vec<usize> = o.iter().copied().filter(|&i| i != victim).collect();
+                if o[0] == victim {
+                    moved += 1;
+                    assert_eq!(
+                        holder(&servers, k),
+                        Some(live[0]),
+                        "{k} should move to its neighbour"
+                    );
+                } else {
+                    // Every other key stays on its own server.
+                    assert_eq!(holder(&servers, k), Some(o[0]), "{k} must not move");
+                }
+                assert_eq!(sync!(client.get::<String>(k)).unwrap().as_deref(), Some("during"));
+            }
+            assert!(moved > 30, "too few keys on the victim: {moved}");
+
+            servers[victim].restart();
+            let back_key = keys
+                .iter()
+                .zip(&order)
+                .find(|(_, o)| o[0] == victim)
+                .unwrap()
+                .0;
+            // After retry_timeout the next request probes the server and uses it.
+            assert!(
+                wait_until!(Duration::from_secs(5), {
+                    let _ = sync!(client.get::<String>(back_key));
+                    !client.is_marked_dead(victim)
+                }),
+                "server did not rejoin"
+            );
+            for (k, o) in keys.iter().zip(&order) {
+                sync!(client.set(k, "after", HOUR)).unwrap();
+                if o[0] == victim {
+                    assert!(servers[victim].holds(k), "{k} should be back on its server");
+                }
+                assert_eq!(sync!(client.get::<String>(k)).unwrap().as_deref(), Some("after"));
+            }
+        }
+
+        $(#[$t])*
+        $($kw)? fn ketama_failover_and_recovery() {
+            sync!(killed_server_keys_move_to_their_neighbour_and_return(Distribution::Ketama));
+        }
+
+        $(#[$t])*
+        $($kw)? fn hash_ring_failover_and_recovery() {
+            sync!(killed_server_keys_move_to_their_neighbour_and_return(Distribution::HashRing));
+        }
+
+        $(#[$t])*
+        $($kw)? fn modulo_failover_and_recovery() {
+            sync!(killed_server_keys_move_to_their_neighbour_and_return(Distribution::Modulo));
+        }
+
+        $(#[$t])*
+        $($kw)? fn writes_during_failover_get_a_capped_ttl() {
+            let mut servers = cluster(3);
+            let addrs: Vec<String> = servers.iter().map(Memcached::addr).collect();
+            let client = build!(Client::builder()
+                .servers(addrs.as_slice())
+                .failure_limit(1)
+                .retry_timeout(Duration::from_secs(30))
+                .failover_ttl(Some(Duration::from_secs(20)))
+                )
+                .unwrap();
+            let ring = Ring::new(Distribution::Ketama, client.servers());
+            let key = (0..)
+                .map(|i| format!("cap:{i}"))
+                .find(|k| ring.primary(k.as_bytes()) == Some(0))
+                .unwrap();
+            let neighbour = ring.candidates(key.as_bytes()).nth(1).unwrap();
+            let other = (0..)
+                .map(|i| format!("stay:{i}"))
+                .find(|k| ring.primary(k.as_bytes()) == Some(neighbour))
+                .unwrap();
+            let on_zero_via_neighbour = |prefix: &str| {
+                (0..)
+                    .map(|i| format!("{prefix}:{i}"))
+                    .find(|k| {
+                        ring.primary(k.as_bytes()) == Some(0)
+                            && ring.candidates(k.as_bytes()).nth(1) == Some(neighbour)
+                    })
+                    .unwrap()
+            };
+            let (meta_ttl, meta_never) = (
+                on_zero_via_neighbour("ms-ttl"),
+                on_zero_via_neighbour("ms-never"),
+            );
+            servers[0].kill();
+            sync!(client.set(&key, "v", HOUR)).unwrap();
+            sync!(client.set(&other, "v", HOUR)).unwrap();
+            let capped = ttl_on(&servers[neighbour], &key);
+            assert!((1..=20).contains(&capped), "failover copy ttl {capped}");
+            // `ms` obeys the same cap, with a TTL and without one ("never").
+            let with_ttl = [MetaFlag::Ttl(3600)];
+            for (k, flags) in [(&meta_ttl, &with_ttl[..]), (&meta_never, &[][..])] {
+                let r = sync!(client.meta(k, MetaRequest::Set(b"v", flags))).unwrap();
+                assert_eq!(r.code, MetaCode::Hd);
+            }
+            for k in [&meta_ttl, &meta_never] {
+                let capped = ttl_on(&servers[neighbour], k);
+                assert!((1..=20).contains(&capped), "ms failover copy ttl {capped}");
+            }
+            // A key whose own server is up keeps the TTL it was given.
+            assert!(ttl_on(&servers[neighbour], &other) > 3000);
+        }
+
+        /// A hung server (SIGSTOP) keeps its old values; when it resumes, the keys
+        /// written meanwhile are deleted on it before it takes traffic (or, with
+        /// `flush_on_rejoin`, it is emptied).
+        $($kw)? fn hung_server_returns(flush_on_rejoin: bool) -> Option<String> {
+            let servers = cluster(2);
+            let addrs: Vec<String> = servers.iter().map(Memcached::addr).collect();
+            let client = build!(Client::builder()
+                .servers(addrs.as_slice())
+                .failure_limit(1)
+                .retry_timeout(Duration::from_millis(300))
+                .io_timeout(Duration::from_millis(200))
+                .flush_on_rejoin(flush_on_rejoin)
+                )
+                .unwrap();
+            let ring = Ring::new(Distribution::Ketama, client.servers());
+            let key = (0..)
+                .map(|i| format!("hung:{i}"))
+                .find(|k| ring.primary(k.as_bytes()) == Some(0))
+                .unwrap();
+            sync!(client.set(&key, "old", HOUR)).unwrap();
+            servers[0].pause();
+            // The read times out on the hung server, which is marked dead, and
+            // falls over to the neighbour (a miss there).
+            assert_eq!(sync!(client.get::<String>(&key)).unwrap(), None);
+            assert!(client.is_marked_dead(0));
+            // The new value goes straight to the neighbour.
+            sync!(client.set(&key, "new", HOUR)).unwrap();
+            assert_eq!(sync!(client.get::<String>(&key)).unwrap().as_deref(), Some("new"));
+            servers[0].resume();
+            assert!(wait_until!(Duration::from_secs(5), {
+                let _ = sync!(client.get::<String>("probe-trigger"));
+                let _ = sync!(client.get::<String>(&key));
+                !client.is_marked_dead(0)
+            }));
+            sync!(client.get::<String>(&key)).unwrap()
+        }
+
+        $(#[$t])*
+        $($kw)? fn a_hung_server_comes_back_without_its_stale_values() {
+            // The key written during the outage is deleted on the server before it
+            // serves again (a hint); flush_on_rejoin empties it altogether.
+            assert_eq!(sync!(hung_server_returns(false)), None);
+            assert_eq!(sync!(hung_server_returns(true)), None);
+        }
+
+        $(#[$t])*
+        $($kw)? fn non_idempotent_writes_sent_to_a_hung_server_report_an_unknown_outcome() {
+            let servers = cluster(2);
+            let client = client_for(&servers, Distribution::Ketama);
+            let ring = Ring::new(Distribution::Ketama, client.servers());
+            let key = (0..)
+                .map(|i| format!("ctr:{i}"))
+                .find(|k| ring.primary(k.as_bytes()) == Some(0))
+                .unwrap();
+            sync!(client.set(&key, 10u64, HOUR)).unwrap();
+            servers[0].pause();
+            let started = Instant::now();
+            let e = sync!(client.incr(&key, 1)).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::OutcomeUnknown, "{e}");
+            assert!(started.elapsed() < Duration::from_secs(2));
+            // Not retried on the neighbour.
+            assert!(!servers[1].holds(&key));
+            servers[0].resume();
+            // The incr did reach the server: the counter moved exactly once.
+            assert!(wait_until!(Duration::from_secs(5), {
+                sync!(client.get::<u64>(&key)).ok().flatten() == Some(11)
+            }));
+        }
+
+        $(#[$t])*
+        $($kw)? fn all_servers_down_fails_fast_and_names_them() {
+            let addrs = ["127.0.0.1:1", "127.0.0.1:2"];
+            let client = build!(Client::builder()
+                .servers(addrs)
+                .failure_limit(1)
+                .retry_timeout(Duration::from_secs(60))
+                )
+                .unwrap();
+            let e = sync!(client.get::<String>("k")).unwrap_err();
+            assert!(e.is_connect(), "{e}");
+            let started = Instant::now();
+            let e = sync!(client.get::<String>("k")).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::NoServerAvailable, "{e}");
+            // No connect attempt, no timeout waited out.
+            assert!(started.elapsed() < Duration::from_secs(1));
+            let text = e.to_string();
+            assert!(
+                text.contains("127.0.0.1:1") && text.contains("127.0.0.1:2"),
+                "{text}"
+            );
+        }
     };
-    let (meta_ttl, meta_never) = (
-        on_zero_via_neighbour("ms-ttl"),
-        on_zero_via_neighbour("ms-never"),
-    );
-    servers[0].kill();
-    client.set(&key, "v", HOUR).unwrap();
-    client.set(&other, "v", HOUR).unwrap();
-    let capped = ttl_on(&servers[neighbour], &key);
-    assert!((1..=20).contains(&capped), "failover copy ttl {capped}");
-    // `ms` obeys the same cap, with a TTL and without one ("never").
-    let set = |k: &str, flags: &[MetaFlag<'_>]| {
-        let r = client.meta(k, MetaRequest::Set(b"v", flags)).unwrap();
-        assert_eq!(r.code, MetaCode::Hd);
+}
+
+mod blocking {
+    #[allow(unused_imports)]
+    use crate::{
+        blocking_build as build, blocking_pause as pause, blocking_sync as sync,
+        blocking_wait_until as wait_until,
     };
-    set(&meta_ttl, &[MetaFlag::Ttl(3600)]);
-    set(&meta_never, &[]);
-    for k in [&meta_ttl, &meta_never] {
-        let capped = ttl_on(&servers[neighbour], k);
-        assert!((1..=20).contains(&capped), "ms failover copy ttl {capped}");
-    }
-    // A key whose own server is up keeps the TTL it was given.
-    assert!(ttl_on(&servers[neighbour], &other) > 3000);
+    use memring::Client;
+    cases!(#[test];);
 }
 
-/// A hung server (SIGSTOP) keeps its old values; when it resumes, the keys
-/// written meanwhile are deleted on it before it takes traffic (or, with
-/// `flush_on_rejoin`, it is emptied).
-fn hung_server_returns(flush_on_rejoin: bool) -> Option<String> {
-    let servers = cluster(2);
-    let addrs: Vec<String> = servers.iter().map(Memcached::addr).collect();
-    let client = Client::builder()
-        .servers(addrs.as_slice())
-        .failure_limit(1)
-        .retry_timeout(Duration::from_millis(300))
-        .io_timeout(Duration::from_millis(200))
-        .flush_on_rejoin(flush_on_rejoin)
-        .build()
-        .unwrap();
-    let ring = Ring::new(Distribution::Ketama, client.servers());
-    let key = (0..)
-        .map(|i| format!("hung:{i}"))
-        .find(|k| ring.primary(k.as_bytes()) == Some(0))
-        .unwrap();
-    client.set(&key, "old", HOUR).unwrap();
-    servers[0].pause();
-    // The read times out on the hung server, which is marked dead, and
-    // falls over to the neighbour (a miss there).
-    assert_eq!(client.get::<String>(&key).unwrap(), None);
-    assert!(client.is_marked_dead(0));
-    // The new value goes straight to the neighbour.
-    client.set(&key, "new", HOUR).unwrap();
-    assert_eq!(client.get::<String>(&key).unwrap().as_deref(), Some("new"));
-    servers[0].resume();
-    assert!(wait_until(Duration::from_secs(5), || {
-        let _ = client.get::<String>("probe-trigger");
-        let _ = client.get::<String>(&key);
-        !client.is_marked_dead(0)
-    }));
-    client.get::<String>(&key).unwrap()
-}
-
-#[test]
-fn a_hung_server_comes_back_without_its_stale_values() {
-    // The key written during the outage is deleted on the server before it
-    // serves again (a hint); flush_on_rejoin empties it altogether.
-    assert_eq!(hung_server_returns(false), None);
-    assert_eq!(hung_server_returns(true), None);
-}
-
-#[test]
-fn non_idempotent_writes_sent_to_a_hung_server_report_an_unknown_outcome() {
-    let servers = cluster(2);
-    let client = client_for(&servers, Distribution::Ketama);
-    let ring = Ring::new(Distribution::Ketama, client.servers());
-    let key = (0..)
-        .map(|i| format!("ctr:{i}"))
-        .find(|k| ring.primary(k.as_bytes()) == Some(0))
-        .unwrap();
-    client.set(&key, 10u64, HOUR).unwrap();
-    servers[0].pause();
-    let started = Instant::now();
-    let e = client.incr(&key, 1).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::OutcomeUnknown, "{e}");
-    assert!(started.elapsed() < Duration::from_secs(2));
-    // Not retried on the neighbour.
-    assert!(!servers[1].holds(&key));
-    servers[0].resume();
-    // The incr did reach the server: the counter moved exactly once.
-    assert!(wait_until(Duration::from_secs(5), || {
-        client.get::<u64>(&key).ok().flatten() == Some(11)
-    }));
-}
-
-#[test]
-fn all_servers_down_fails_fast_and_names_them() {
-    let addrs = ["127.0.0.1:1", "127.0.0.1:2"];
-    let client = Client::builder()
-        .servers(addrs)
-        .failure_limit(1)
-        .retry_timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
-    let e = client.get::<String>("k").unwrap_err();
-    assert!(e.is_connect(), "{e}");
-    let started = Instant::now();
-    let e = client.get::<String>("k").unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::NoServerAvailable, "{e}");
-    // No connect attempt, no timeout waited out.
-    assert!(started.elapsed() < Duration::from_secs(1));
-    let text = e.to_string();
-    assert!(
-        text.contains("127.0.0.1:1") && text.contains("127.0.0.1:2"),
-        "{text}"
-    );
+#[cfg(feature = "tokio")]
+mod nonblocking {
+    #[allow(unused_imports)]
+    use crate::{
+        async_build as build, async_pause as pause, async_sync as sync,
+        async_wait_until as wait_until,
+    };
+    use memring::aio::Client;
+    cases!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]; async);
 }

@@ -415,3 +415,29 @@ macro_rules! async_join {
         $h.await.unwrap()
     };
 }
+
+/// `wait_until` for a blocking case: `blocking_wait_until!(limit, { cond })`.
+#[macro_export]
+macro_rules! blocking_wait_until {
+    ($limit:expr, $cond:block) => {
+        $crate::support::wait_until($limit, || $cond)
+    };
+}
+
+/// `wait_until` for an async case: the condition may await.
+#[macro_export]
+macro_rules! async_wait_until {
+    ($limit:expr, $cond:block) => {
+        async {
+            let end = std::time::Instant::now() + $limit;
+            while std::time::Instant::now() < end {
+                if $cond {
+                    return true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            $cond
+        }
+        .await
+    };
+}
