@@ -26,7 +26,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
 use crate::connection::ConnOptions;
@@ -62,8 +61,11 @@ pub(crate) type Outcome<T> = std::result::Result<T, Failed<T>>;
 
 /// The reply half of a request in flight, as the reader task sees it.
 trait Waiter: Send {
-    /// Takes the next reply. `Some(in_step)` once the request is answered.
+    /// Takes the next reply. `Some(in_step)` once the request is answered;
+    /// the answer is kept for [`deliver`](Waiter::deliver).
     fn feed(&mut self, r: Response<'_>) -> Option<bool>;
+    /// Sends the answer to the caller, if it is still waiting.
+    fn deliver(self: Box<Self>);
     fn fail(self: Box<Self>, error: Error, sent: bool);
     fn deadline(&self) -> Instant;
     /// Where the request's bytes start in the connection's stream.
@@ -73,6 +75,7 @@ trait Waiter: Send {
 struct Slot<R: Reply> {
     reader: R,
     tx: Option<oneshot::Sender<Outcome<R::Out>>>,
+    answer: Option<Outcome<R::Out>>,
     deadline: Instant,
     start: u64,
 }
@@ -97,11 +100,15 @@ where
                 (Err(failed), in_step)
             }
         };
-        if let Some(tx) = self.tx.take() {
-            // The caller may have stopped waiting: the answer is dropped.
-            let _ = tx.send(outcome);
-        }
+        self.answer = Some(outcome);
         Some(in_step)
+    }
+
+    fn deliver(mut self: Box<Self>) {
+        if let (Some(tx), Some(answer)) = (self.tx.take(), self.answer.take()) {
+            // The caller may have stopped waiting: the answer is dropped.
+            let _ = tx.send(answer);
+        }
     }
 
     fn fail(mut self: Box<Self>, error: Error, sent: bool) {
@@ -139,6 +146,14 @@ impl Writer {
         }
     }
 
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            Writer::Tcp(w) => w.as_ref().as_raw_fd(),
+            Writer::Unix(w) => w.as_ref().as_raw_fd(),
+        }
+    }
+
     async fn writable(&self) -> std::io::Result<()> {
         match self {
             Writer::Tcp(w) => w.writable().await,
@@ -162,10 +177,21 @@ impl Writer {
     }
 
     /// Writes all of `buf`, waiting for the socket at most `timeout` each
-    /// time it is full; `written` counts the bytes as they go.
-    async fn write_all(&self, buf: &[u8], timeout: Duration, written: &AtomicU64) -> Result<()> {
+    /// time it is full; `written` counts the bytes as they go. Stops when
+    /// `closed` is set (the requests' deadline passed, or the reader
+    /// failed).
+    async fn write_all(
+        &self,
+        buf: &[u8],
+        timeout: Duration,
+        written: &AtomicU64,
+        closed: &AtomicBool,
+    ) -> Result<()> {
         let mut pos = 0;
         while pos < buf.len() {
+            if closed.load(Ordering::Acquire) {
+                return Err(closed_error());
+            }
             let n = self
                 .write_now(buf.get(pos..).unwrap_or_default())
                 .map_err(|e| Error::io(e, "writing requests"))?;
@@ -185,6 +211,40 @@ impl Writer {
             }
         }
         Ok(())
+    }
+}
+
+/// The read half of a socket.
+#[derive(Debug)]
+enum Reader {
+    Tcp(tokio::net::tcp::OwnedReadHalf),
+    Unix(tokio::net::unix::OwnedReadHalf),
+}
+
+impl Reader {
+    fn try_read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Reader::Tcp(r) => r.try_read(buf),
+            Reader::Unix(r) => r.try_read(buf),
+        }
+    }
+
+    async fn readable(&self) -> std::io::Result<()> {
+        match self {
+            Reader::Tcp(r) => r.readable().await,
+            Reader::Unix(r) => r.readable().await,
+        }
+    }
+
+    /// Reads what is there, waiting until something is.
+    async fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            self.readable().await?;
+            match self.try_read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                other => return other,
+            }
+        }
     }
 }
 
@@ -254,6 +314,15 @@ impl Conn {
         let direct = {
             let mut out = self.out();
             if self.is_closed() || self.waiters.is_closed() {
+                return Err(slot);
+            }
+            if self.in_flight.load(Ordering::Acquire) == 0
+                && !matches!(crate::sys::readable_now(self.writer.raw_fd()), Ok(false))
+            {
+                // Nothing is in flight, yet the socket has bytes (a late or
+                // unsolicited reply) or was closed: this connection must not
+                // carry the request.
+                self.close();
                 return Err(slot);
             }
             slot.set_start(out.queued);
@@ -381,6 +450,7 @@ impl ServerConns {
         let mut slot: Box<dyn SlotStart> = Box::new(Slot {
             reader,
             tx: Some(tx),
+            answer: None,
             deadline,
             start: 0,
         });
@@ -470,7 +540,7 @@ async fn open(server: &Server, opts: &ConnOptions) -> Result<Handle> {
                                 connect_error("cannot set socket options".into(), e)
                             })?;
                             let (r, w) = s.into_split();
-                            return start(r, Writer::Tcp(w), opts).await;
+                            return start(Reader::Tcp(r), Writer::Tcp(w), opts).await;
                         }
                         Err(e) => last = Some(e),
                     }
@@ -488,7 +558,7 @@ async fn open(server: &Server, opts: &ConnOptions) -> Result<Handle> {
                     .await
                     .map_err(|e| connect_error("cannot connect".into(), e))?;
                 let (r, w) = s.into_split();
-                start(r, Writer::Unix(w), opts).await
+                start(Reader::Unix(r), Writer::Unix(w), opts).await
             }
         }
     };
@@ -502,16 +572,18 @@ async fn open(server: &Server, opts: &ConnOptions) -> Result<Handle> {
 }
 
 /// Logs in if credentials are set, then starts the connection's tasks.
-async fn start<R>(mut r: R, w: Writer, opts: &ConnOptions) -> Result<Handle>
-where
-    R: AsyncRead + Unpin + Send + 'static,
-{
+async fn start(r: Reader, w: Writer, opts: &ConnOptions) -> Result<Handle> {
     let mut inbox = Inbox::new(opts.max_value);
     if let Some(c) = &opts.credentials {
         let mut buf = Vec::new();
         c.encode(&mut buf);
-        w.write_all(&buf, opts.io_timeout, &AtomicU64::new(0))
-            .await?;
+        w.write_all(
+            &buf,
+            opts.io_timeout,
+            &AtomicU64::new(0),
+            &AtomicBool::new(false),
+        )
+        .await?;
         loop {
             if let Ok(r) = inbox.try_next(crate::core::reply::logged_in)? {
                 break r;
@@ -574,7 +646,7 @@ async fn write_loop(conn: Arc<Conn>) {
             }
             let r = conn
                 .writer
-                .write_all(&buf, conn.io_timeout, &conn.written)
+                .write_all(&buf, conn.io_timeout, &conn.written, &conn.closed)
                 .await;
             conn.out().writing = false;
             if r.is_err() {
@@ -588,12 +660,19 @@ async fn write_loop(conn: Arc<Conn>) {
     conn.close();
 }
 
+fn unsolicited() -> Error {
+    Error::new(
+        ErrorKind::Protocol,
+        "the server sent bytes nobody asked for",
+    )
+}
+
 fn closed_error() -> Error {
     Error::new(ErrorKind::Io, "the connection closed")
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(
-    mut r: R,
+async fn read_loop(
+    r: Reader,
     mut inbox: Inbox,
     mut waiters: mpsc::UnboundedReceiver<Box<dyn Waiter>>,
     conn: Arc<Conn>,
@@ -615,15 +694,34 @@ async fn read_loop<R: AsyncRead + Unpin>(
             match inbox.try_next(|resp| Ok(head.feed(resp))) {
                 Ok(Ok(None)) => {}
                 Ok(Ok(Some(in_step))) => {
-                    queue.pop_front();
-                    conn.answered();
+                    let Some(done) = queue.pop_front() else {
+                        break;
+                    };
                     if !in_step {
+                        done.deliver();
                         failed = Some(Error::new(
                             ErrorKind::Io,
                             "the connection was closed after a reply that may leave it out of step",
                         ));
                         break;
                     }
+                    // Bytes left over with nothing queued answer nothing.
+                    // Decided before this request counts as answered, under
+                    // the lock requests are queued under: a request queued
+                    // from now on finds the connection closed.
+                    // The caller hears of its answer only after this, so
+                    // it cannot queue its next request before.
+                    if queue.is_empty() && !inbox.drained() {
+                        let _out = conn.out();
+                        if waiters.is_empty() {
+                            conn.close();
+                            done.deliver();
+                            failed = Some(unsolicited());
+                            break;
+                        }
+                    }
+                    conn.answered();
+                    done.deliver();
                 }
                 Ok(Err(_)) => break,
                 Err(e) => {
@@ -639,45 +737,69 @@ async fn read_loop<R: AsyncRead + Unpin>(
             break e;
         }
         if queue.is_empty() {
-            if !inbox.drained() {
-                // Replies are read only for requests written: these bytes
-                // answer nothing (a late or unsolicited reply).
-                break Error::new(
-                    ErrorKind::Protocol,
-                    "the server sent bytes nobody asked for",
-                );
+            if inbox.drained() {
+                inbox.reset();
+            } else {
+                let _out = conn.out();
+                if waiters.is_empty() {
+                    conn.close();
+                    break unsolicited();
+                }
+                continue;
             }
-            inbox.reset();
         }
         // Wait for bytes, the head's deadline, a new request or the close.
-        let deadline = queue.front().map(|w| w.deadline());
-        let read = async {
-            match deadline {
-                Some(d) => tokio::time::timeout_at(d.into(), r.read(inbox.spare())).await,
-                None => Ok(r.read(inbox.spare()).await),
-            }
-        };
-        tokio::select! {
-            biased;
-            () = conn.wake_reader.notified() => break closed_error(),
-            w = waiters.recv(), if queue.is_empty() => match w {
-                Some(w) => queue.push_back(w),
-                None => break closed_error(),
+        let ready = match queue.front().map(|w| w.deadline()) {
+            Some(deadline) => tokio::select! {
+                biased;
+                () = conn.wake_reader.notified() => break closed_error(),
+                ready = tokio::time::timeout_at(deadline.into(), r.readable()) => match ready {
+                    Ok(ready) => ready,
+                    Err(_) => break Error::new(ErrorKind::Timeout, "no reply within io_timeout"),
+                },
             },
-            n = read => match n {
-                Err(_) => break Error::new(ErrorKind::Timeout, "no reply within io_timeout"),
-                Ok(Ok(0)) => break inbox::closed(!inbox.is_empty()),
-                Ok(Ok(n)) => {
-                    inbox.filled(n);
-                    if queue.is_empty() && waiters.is_empty() {
-                        break Error::new(
-                            ErrorKind::Protocol,
-                            "the server sent bytes nobody asked for",
-                        );
+            None => tokio::select! {
+                biased;
+                () = conn.wake_reader.notified() => break closed_error(),
+                w = waiters.recv() => match w {
+                    Some(w) => {
+                        queue.push_back(w);
+                        continue;
                     }
+                    None => break closed_error(),
+                },
+                ready = r.readable() => {
+                    // Nothing queued: bytes now answer nothing. Decided
+                    // before they are read, under the lock requests are
+                    // queued under (a request checks for unread bytes
+                    // there before it is written).
+                    let _out = conn.out();
+                    if conn.in_flight.load(Ordering::Acquire) == 0 {
+                        // Readiness can be stale: read to know.
+                        match r.try_read(inbox.spare()) {
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                            Ok(0) => break inbox::closed(false),
+                            Ok(_) => {
+                                conn.close();
+                                break unsolicited();
+                            }
+                            Err(e) => break Error::io(e, "reading replies"),
+                        }
+                    }
+                    ready
                 }
-                Ok(Err(e)) => break Error::io(e, "reading replies"),
             },
+        };
+        if let Err(e) = ready {
+            break Error::io(e, "waiting for replies");
+        }
+        match r.try_read(inbox.spare()) {
+            Ok(0) => break inbox::closed(!inbox.is_empty()),
+            Ok(n) => inbox.filled(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => break Error::io(e, "reading replies"),
         }
     };
     conn.close();
