@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use memring::protocol::MetaFlag;
-use memring::{Client, ErrorKind, MetaRequest};
+use memring::{ErrorKind, MetaRequest};
 use support::Memcached;
 
 const PASSWORD: &str = "correct-horse";
@@ -62,82 +62,112 @@ fn read_total_connections(mc: &Memcached) -> u64 {
         .unwrap()
 }
 
-#[test]
-fn the_right_credentials_work_for_every_kind_of_command() {
-    let (mc, _dir) = auth_server();
-    let client = Client::builder()
-        .servers(mc.addr().as_str())
-        .credentials("alice", PASSWORD)
-        .build()
-        .unwrap();
-    let hour = Duration::from_secs(3600);
-    client.set("k", "v", hour).unwrap();
-    assert_eq!(client.get::<String>("k").unwrap().as_deref(), Some("v"));
-    assert_eq!(client.incr("n", 1).unwrap(), None);
-    let stored = client.set_multi(&[("a", "1"), ("b", "2")], hour);
-    assert!(stored.iter().all(Result::is_ok));
-    let got = client.get_multi::<String>(&["a", "b", "k"]);
-    assert_eq!(got[1].as_ref().unwrap().as_deref(), Some("2"));
-    let r = client
-        .meta("k", MetaRequest::Get(&[MetaFlag::Value]))
-        .unwrap();
-    assert_eq!(r.value.as_deref(), Some(&b"v"[..]));
-    for (_, version) in client.version() {
-        assert!(version.unwrap().starts_with("1."));
-    }
-    assert!(client.delete("k").unwrap());
+/// The cases, written once and run through both clients (`sync!` adds
+/// `.await` for the async one; see tests/support).
+macro_rules! cases {
+    ($(#[$t:meta])* ; $($kw:tt)?) => {
+        #[allow(unused_imports)]
+        use super::*;
+
+        $(#[$t])*
+        $($kw)? fn the_right_credentials_work_for_every_kind_of_command() {
+            let (mc, _dir) = auth_server();
+            let client = build!(Client::builder()
+                .servers(mc.addr().as_str())
+                .credentials("alice", PASSWORD)
+                )
+                .unwrap();
+            let hour = Duration::from_secs(3600);
+            sync!(client.set("k", "v", hour)).unwrap();
+            assert_eq!(sync!(client.get::<String>("k")).unwrap().as_deref(), Some("v"));
+            assert_eq!(sync!(client.incr("n", 1)).unwrap(), None);
+            let stored = sync!(client.set_multi(&[("a", "1"), ("b", "2")], hour));
+            assert!(stored.iter().all(Result::is_ok));
+            let got = sync!(client.get_multi::<String>(&["a", "b", "k"]));
+            assert_eq!(got[1].as_ref().unwrap().as_deref(), Some("2"));
+            let r = sync!(client
+                .meta("k", MetaRequest::Get(&[MetaFlag::Value])))
+                .unwrap();
+            assert_eq!(r.value.as_deref(), Some(&b"v"[..]));
+            for (_, version) in sync!(client.version()) {
+                assert!(version.unwrap().starts_with("1."));
+            }
+            assert!(sync!(client.delete("k")).unwrap());
+        }
+
+        $(#[$t])*
+        $($kw)? fn wrong_or_missing_credentials_fail_once_per_retry_timeout_not_per_request() {
+            let (mc, _dir) = auth_server();
+            for creds in [Some(("alice", "wrong")), Some(("mallory", PASSWORD)), None] {
+                let mut b = Client::builder()
+                    .servers(mc.addr().as_str())
+                    .retry_timeout(Duration::from_secs(30));
+                if let Some((user, pass)) = creds {
+                    b = b.credentials(user, pass);
+                }
+                let client = build!(b).unwrap();
+                let before = total_connections(&mc);
+                let e = sync!(client.get::<String>("k")).unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::AuthFailed, "{creds:?}: {e}");
+                if let Some((_, password)) = creds {
+                    assert!(!format!("{e} {e:?}").contains(password), "{e:?}");
+                }
+                assert!(client.is_marked_dead(0), "{creds:?}: marked dead at once");
+                for _ in 0..20 {
+                    let e = sync!(client.get::<String>("k")).unwrap_err();
+                    assert_eq!(e.kind(), ErrorKind::NoServerAvailable, "{e}");
+                }
+                // One connection for the refused login, two for this count.
+                assert_eq!(
+                    total_connections(&mc) - before,
+                    3,
+                    "{creds:?}: no retry storm"
+                );
+            }
+        }
+
+        $(#[$t])*
+        $($kw)? fn the_password_never_shows_in_debug_output_or_errors() {
+            let (mc, _dir) = auth_server();
+            let secret = "hunter2-very-secret";
+            let builder = Client::builder()
+                .servers(mc.addr().as_str())
+                .credentials("alice", secret);
+            assert!(!format!("{builder:?}").contains(secret));
+            let client = build!(builder).unwrap();
+            assert!(!format!("{client:?}").contains(secret));
+            let e = sync!(client.set("k", "v", Duration::from_secs(1))).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::AuthFailed);
+            assert!(!format!("{e} {e:?}").contains(secret), "{e:?}");
+            // Credentials that cannot be sent are refused before connecting.
+            let e = build!(Client::builder()
+                .servers(mc.addr().as_str())
+                .credentials("alice", "line\r\nflush_all")
+                )
+                .unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidConfig);
+            assert!(!format!("{e} {e:?}").contains("flush_all"));
+        }
+    };
 }
 
-#[test]
-fn wrong_or_missing_credentials_fail_once_per_retry_timeout_not_per_request() {
-    let (mc, _dir) = auth_server();
-    for creds in [Some(("alice", "wrong")), Some(("mallory", PASSWORD)), None] {
-        let mut b = Client::builder()
-            .servers(mc.addr().as_str())
-            .retry_timeout(Duration::from_secs(30));
-        if let Some((user, pass)) = creds {
-            b = b.credentials(user, pass);
-        }
-        let client = b.build().unwrap();
-        let before = total_connections(&mc);
-        let e = client.get::<String>("k").unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::AuthFailed, "{creds:?}: {e}");
-        if let Some((_, password)) = creds {
-            assert!(!format!("{e} {e:?}").contains(password), "{e:?}");
-        }
-        assert!(client.is_marked_dead(0), "{creds:?}: marked dead at once");
-        for _ in 0..20 {
-            let e = client.get::<String>("k").unwrap_err();
-            assert_eq!(e.kind(), ErrorKind::NoServerAvailable, "{e}");
-        }
-        // One connection for the refused login, two for this count.
-        assert_eq!(
-            total_connections(&mc) - before,
-            3,
-            "{creds:?}: no retry storm"
-        );
-    }
+mod blocking {
+    #[allow(unused_imports)]
+    use crate::{
+        blocking_build as build, blocking_compute as compute, blocking_pause as pause,
+        blocking_sync as sync, blocking_wait_until as wait_until,
+    };
+    use memring::Client;
+    cases!(#[test];);
 }
 
-#[test]
-fn the_password_never_shows_in_debug_output_or_errors() {
-    let (mc, _dir) = auth_server();
-    let secret = "hunter2-very-secret";
-    let builder = Client::builder()
-        .servers(mc.addr().as_str())
-        .credentials("alice", secret);
-    assert!(!format!("{builder:?}").contains(secret));
-    let client = builder.build().unwrap();
-    assert!(!format!("{client:?}").contains(secret));
-    let e = client.set("k", "v", Duration::from_secs(1)).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::AuthFailed);
-    assert!(!format!("{e} {e:?}").contains(secret), "{e:?}");
-    // Credentials that cannot be sent are refused before connecting.
-    let e = Client::builder()
-        .servers(mc.addr().as_str())
-        .credentials("alice", "line\r\nflush_all")
-        .build()
-        .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::InvalidConfig);
-    assert!(!format!("{e} {e:?}").contains("flush_all"));
+#[cfg(feature = "tokio")]
+mod nonblocking {
+    #[allow(unused_imports)]
+    use crate::{
+        async_build as build, async_compute as compute, async_pause as pause, async_sync as sync,
+        async_wait_until as wait_until,
+    };
+    use memring::aio::Client;
+    cases!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]; async);
 }

@@ -221,4 +221,24 @@ mod tests {
         fn assert_traits<T: Clone + Send + Sync>() {}
         assert_traits::<Client>();
     }
+
+    /// Every command's future can move between threads (spawned tasks);
+    /// checked at compile time, nothing is run.
+    #[allow(dead_code, clippy::let_underscore_future)]
+    fn futures_are_send(c: &Client) {
+        fn send<T: Send>(_: T) {}
+        let ttl = std::time::Duration::from_secs(1);
+        send(c.get::<String>("k"));
+        send(c.set("k", "v", ttl));
+        send(c.cas("k", "v", ttl, crate::CasToken(1)));
+        send(c.incr("k", 1));
+        send(c.get_multi::<String>(&["a", "b"]));
+        send(c.set_multi(&[("a", "1")], ttl));
+        send(c.delete_multi(&["a"]));
+        send(c.meta("k", crate::MetaRequest::Get(&[])));
+        send(c.invalidate("k", ttl));
+        send(c.get_or_set("k", ttl, || async { Ok::<_, crate::Error>(1u32) }));
+        send(c.stats(None));
+        send(c.flush_all(None));
+    }
 }

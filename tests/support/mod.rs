@@ -441,3 +441,19 @@ macro_rules! async_wait_until {
         .await
     };
 }
+
+/// A computation for `get_or_set` in a blocking case: a closure.
+#[macro_export]
+macro_rules! blocking_compute {
+    ($body:expr) => {
+        || $body
+    };
+}
+
+/// A computation for `get_or_set` in an async case: an async closure.
+#[macro_export]
+macro_rules! async_compute {
+    ($body:expr) => {
+        || async { $body }
+    };
+}
