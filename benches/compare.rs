@@ -5,7 +5,8 @@
 //! `target/memring-bench/compare.json` with rates and ratios.
 //!
 //! `cargo bench --features tokio --bench compare` (about 3 minutes);
-//! `MEMRING_BENCH_QUICK=1 cargo bench --bench compare` (under a minute).
+//! `MEMRING_BENCH_QUICK=1 cargo bench --features tokio --bench compare` (about a
+//! minute); `MEMRING_BENCH_ASYNC_ONLY=1` runs only the async workloads.
 //! The servers are real memcached processes started on free ports.
 
 #[path = "../tests/support/mod.rs"]
@@ -364,213 +365,219 @@ fn main() {
         results.push(w);
     };
 
-    // seq_set / seq_get: one client, one server, one request at a time.
-    {
-        let mut raw = Raw::connect(&one);
-        let (mut a, mut b) = (0usize, 0usize);
-        let rates = race(
-            dur,
-            vec![
-                (
-                    "raw",
-                    Box::new(|| {
-                        a += 1;
-                        raw.set(&keys[a % KEYSPACE], &value);
-                        1
-                    }),
-                ),
-                (
-                    "memring",
-                    Box::new(|| {
-                        b += 1;
-                        mr_one
-                            .set(&keys[b % KEYSPACE], value.as_slice(), ttl)
-                            .unwrap();
-                        1
-                    }),
-                ),
-                ("memcache", mc_set(&mc_one, &keys, &value)),
-                ("memcache_ascii", mc_set(&mca_one, &keys, &value)),
-            ],
-        );
-        add("seq_set", "ops/s", rates);
+    // MEMRING_BENCH_ASYNC_ONLY=1 runs the async workloads alone.
+    let async_only = std::env::var("MEMRING_BENCH_ASYNC_ONLY").is_ok_and(|v| v != "0");
+    if !async_only {
+        // seq_set / seq_get: one client, one server, one request at a time.
+        {
+            let mut raw = Raw::connect(&one);
+            let (mut a, mut b) = (0usize, 0usize);
+            let rates = race(
+                dur,
+                vec![
+                    (
+                        "raw",
+                        Box::new(|| {
+                            a += 1;
+                            raw.set(&keys[a % KEYSPACE], &value);
+                            1
+                        }),
+                    ),
+                    (
+                        "memring",
+                        Box::new(|| {
+                            b += 1;
+                            mr_one
+                                .set(&keys[b % KEYSPACE], value.as_slice(), ttl)
+                                .unwrap();
+                            1
+                        }),
+                    ),
+                    ("memcache", mc_set(&mc_one, &keys, &value)),
+                    ("memcache_ascii", mc_set(&mca_one, &keys, &value)),
+                ],
+            );
+            add("seq_set", "ops/s", rates);
 
-        let rates = race(
-            dur,
-            vec![
-                (
-                    "raw",
-                    Box::new(|| {
-                        a += 1;
-                        assert!(raw.get(&keys[a % KEYSPACE]));
-                        1
-                    }),
-                ),
-                (
-                    "memring",
-                    Box::new(|| {
-                        b += 1;
-                        assert!(mr_one
-                            .get::<Vec<u8>>(&keys[b % KEYSPACE])
-                            .unwrap()
-                            .is_some());
-                        1
-                    }),
-                ),
-                ("memcache", mc_get(&mc_one, &keys)),
-                ("memcache_ascii", mc_get(&mca_one, &keys)),
-            ],
-        );
-        add("seq_get", "ops/s", rates);
-    }
+            let rates = race(
+                dur,
+                vec![
+                    (
+                        "raw",
+                        Box::new(|| {
+                            a += 1;
+                            assert!(raw.get(&keys[a % KEYSPACE]));
+                            1
+                        }),
+                    ),
+                    (
+                        "memring",
+                        Box::new(|| {
+                            b += 1;
+                            assert!(mr_one
+                                .get::<Vec<u8>>(&keys[b % KEYSPACE])
+                                .unwrap()
+                                .is_some());
+                            1
+                        }),
+                    ),
+                    ("memcache", mc_get(&mc_one, &keys)),
+                    ("memcache_ascii", mc_get(&mca_one, &keys)),
+                ],
+            );
+            add("seq_get", "ops/s", rates);
+        }
 
-    // get_multi_100x4 and set_multi_1000x4: keys spread over 4 servers.
-    {
-        let ring = Ring::new(
-            Distribution::Ketama,
-            &addrs
-                .iter()
-                .map(|a| a.parse::<Server>().unwrap())
-                .collect::<Vec<_>>(),
-        );
-        let mut raws: Vec<Raw> = addrs.iter().map(|a| Raw::connect(a)).collect();
-        let batches_100: Vec<Vec<&str>> = (0..KEYSPACE / 100)
-            .map(|b| {
-                keys[b * 100..b * 100 + 100]
+        // get_multi_100x4 and set_multi_1000x4: keys spread over 4 servers.
+        {
+            let ring = Ring::new(
+                Distribution::Ketama,
+                &addrs
                     .iter()
-                    .map(String::as_str)
-                    .collect()
-            })
-            .collect();
-        // The floor groups keys by server before the clock starts.
-        let grouped = |batch: &[&str]| {
-            let mut g: Vec<Vec<String>> = vec![Vec::new(); 4];
-            for k in batch {
-                g[ring.primary(k.as_bytes()).unwrap()].push(k.to_string());
-            }
-            g
-        };
-        let raw_batches: Vec<Vec<Vec<String>>> = batches_100.iter().map(|b| grouped(b)).collect();
-        let (mut a, mut b) = (0usize, 0usize);
-        let rates = race(
-            dur,
-            vec![
-                (
-                    "raw",
-                    Box::new(|| {
-                        a += 1;
-                        let g = &raw_batches[a % raw_batches.len()];
-                        for (s, ks) in g.iter().enumerate() {
-                            if !ks.is_empty() {
-                                raws[s].out.extend_from_slice(
-                                    format!("get {}\r\n", ks.join(" ")).as_bytes(),
-                                );
+                    .map(|a| a.parse::<Server>().unwrap())
+                    .collect::<Vec<_>>(),
+            );
+            let mut raws: Vec<Raw> = addrs.iter().map(|a| Raw::connect(a)).collect();
+            let batches_100: Vec<Vec<&str>> = (0..KEYSPACE / 100)
+                .map(|b| {
+                    keys[b * 100..b * 100 + 100]
+                        .iter()
+                        .map(String::as_str)
+                        .collect()
+                })
+                .collect();
+            // The floor groups keys by server before the clock starts.
+            let grouped = |batch: &[&str]| {
+                let mut g: Vec<Vec<String>> = vec![Vec::new(); 4];
+                for k in batch {
+                    g[ring.primary(k.as_bytes()).unwrap()].push(k.to_string());
+                }
+                g
+            };
+            let raw_batches: Vec<Vec<Vec<String>>> =
+                batches_100.iter().map(|b| grouped(b)).collect();
+            let (mut a, mut b) = (0usize, 0usize);
+            let rates = race(
+                dur,
+                vec![
+                    (
+                        "raw",
+                        Box::new(|| {
+                            a += 1;
+                            let g = &raw_batches[a % raw_batches.len()];
+                            for (s, ks) in g.iter().enumerate() {
+                                if !ks.is_empty() {
+                                    raws[s].out.extend_from_slice(
+                                        format!("get {}\r\n", ks.join(" ")).as_bytes(),
+                                    );
+                                    raws[s].flush();
+                                }
+                            }
+                            for (s, ks) in g.iter().enumerate() {
+                                if !ks.is_empty() {
+                                    raws[s].read_until(b"END\r\n", ks.len() * VALUE_LEN);
+                                }
+                            }
+                            100
+                        }),
+                    ),
+                    (
+                        "memring",
+                        Box::new(|| {
+                            b += 1;
+                            let got =
+                                mr_four.get_multi::<Vec<u8>>(&batches_100[b % batches_100.len()]);
+                            assert!(got.iter().all(|g| matches!(g, Ok(Some(_)))));
+                            100
+                        }),
+                    ),
+                    ("memcache", mc_multi(&mc_four, &batches_100)),
+                    ("memcache_ascii", mc_multi(&mca_four, &batches_100)),
+                ],
+            );
+            add("get_multi_100x4", "keys/s", rates);
+
+            let all: Vec<&str> = keys.iter().map(String::as_str).collect();
+            let raw_all = grouped(&all);
+            // The memcache crate has no multi-set; it is left out here.
+            let rates = race(
+                dur,
+                vec![
+                    (
+                        "raw",
+                        Box::new(|| {
+                            for (s, ks) in raw_all.iter().enumerate() {
+                                for k in ks {
+                                    raws[s].push_set(k, &value);
+                                }
                                 raws[s].flush();
                             }
-                        }
-                        for (s, ks) in g.iter().enumerate() {
-                            if !ks.is_empty() {
-                                raws[s].read_until(b"END\r\n", ks.len() * VALUE_LEN);
+                            for (s, ks) in raw_all.iter().enumerate() {
+                                raws[s].read_until(b"STORED\r\n", ks.len() * 8);
                             }
-                        }
-                        100
-                    }),
-                ),
-                (
-                    "memring",
-                    Box::new(|| {
-                        b += 1;
-                        let got = mr_four.get_multi::<Vec<u8>>(&batches_100[b % batches_100.len()]);
-                        assert!(got.iter().all(|g| matches!(g, Ok(Some(_)))));
-                        100
-                    }),
-                ),
-                ("memcache", mc_multi(&mc_four, &batches_100)),
-                ("memcache_ascii", mc_multi(&mca_four, &batches_100)),
-            ],
-        );
-        add("get_multi_100x4", "keys/s", rates);
+                            KEYSPACE
+                        }),
+                    ),
+                    (
+                        "memring",
+                        Box::new(|| {
+                            let r = mr_four.set_multi(&items, ttl);
+                            assert!(r.iter().all(Result::is_ok));
+                            KEYSPACE
+                        }),
+                    ),
+                ],
+            );
+            add("set_multi_1000x4", "keys/s", rates);
+        }
 
-        let all: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let raw_all = grouped(&all);
-        // The memcache crate has no multi-set; it is left out here.
-        let rates = race(
-            dur,
-            vec![
-                (
-                    "raw",
-                    Box::new(|| {
-                        for (s, ks) in raw_all.iter().enumerate() {
-                            for k in ks {
-                                raws[s].push_set(k, &value);
-                            }
-                            raws[s].flush();
-                        }
-                        for (s, ks) in raw_all.iter().enumerate() {
-                            raws[s].read_until(b"STORED\r\n", ks.len() * 8);
-                        }
-                        KEYSPACE
-                    }),
-                ),
-                (
-                    "memring",
-                    Box::new(|| {
-                        let r = mr_four.set_multi(&items, ttl);
-                        assert!(r.iter().all(Result::is_ok));
-                        KEYSPACE
-                    }),
-                ),
-            ],
-        );
-        add("set_multi_1000x4", "keys/s", rates);
-    }
-
-    // threads1_mixed / threads8_mixed: 90% get, 10% set, one shared client.
-    for threads in [1usize, 8] {
-        let name = if threads == 1 {
-            "threads1_mixed"
-        } else {
-            "threads8_mixed"
-        };
-        let (keys, value) = (&keys, &value);
-        let key_for = move |i: usize| keys[(i * 31) % KEYSPACE].as_str();
-        let rates = race_threads(
-            dur,
-            threads,
-            vec![
-                (
-                    "raw",
-                    Box::new(|_t| {
-                        let mut raw = Raw::connect(&one);
-                        Box::new(move |i| {
-                            if i % 10 == 0 {
-                                raw.set(key_for(i), value);
-                            } else {
-                                raw.get(key_for(i));
-                            }
-                            1
-                        })
-                    }),
-                ),
-                (
-                    "memring",
-                    Box::new(|_t| {
-                        let c = mr_one.clone();
-                        Box::new(move |i| {
-                            if i % 10 == 0 {
-                                c.set(key_for(i), value.as_slice(), ttl).unwrap();
-                            } else {
-                                c.get::<Vec<u8>>(key_for(i)).unwrap();
-                            }
-                            1
-                        })
-                    }),
-                ),
-                ("memcache", mc_mixed(&mc_one, key_for, value)),
-                ("memcache_ascii", mc_mixed(&mca_one, key_for, value)),
-            ],
-        );
-        add(name, "ops/s", rates);
+        // threads1_mixed / threads8_mixed: 90% get, 10% set, one shared client.
+        for threads in [1usize, 8] {
+            let name = if threads == 1 {
+                "threads1_mixed"
+            } else {
+                "threads8_mixed"
+            };
+            let (keys, value) = (&keys, &value);
+            let key_for = move |i: usize| keys[(i * 31) % KEYSPACE].as_str();
+            let rates = race_threads(
+                dur,
+                threads,
+                vec![
+                    (
+                        "raw",
+                        Box::new(|_t| {
+                            let mut raw = Raw::connect(&one);
+                            Box::new(move |i| {
+                                if i % 10 == 0 {
+                                    raw.set(key_for(i), value);
+                                } else {
+                                    raw.get(key_for(i));
+                                }
+                                1
+                            })
+                        }),
+                    ),
+                    (
+                        "memring",
+                        Box::new(|_t| {
+                            let c = mr_one.clone();
+                            Box::new(move |i| {
+                                if i % 10 == 0 {
+                                    c.set(key_for(i), value.as_slice(), ttl).unwrap();
+                                } else {
+                                    c.get::<Vec<u8>>(key_for(i)).unwrap();
+                                }
+                                1
+                            })
+                        }),
+                    ),
+                    ("memcache", mc_mixed(&mc_one, key_for, value)),
+                    ("memcache_ascii", mc_mixed(&mca_one, key_for, value)),
+                ],
+            );
+            add(name, "ops/s", rates);
+        }
     }
 
     async_workloads(dur, &addrs, &keys, &value, &mr_four, &mut results);

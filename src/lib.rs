@@ -14,18 +14,24 @@
 //! ```
 //!
 //! # Layout
-//! Data flows one way: key → [`ring`] → health → pool → connection →
+//! One core, two drivers. What a request means (key check, routing,
+//! failover order, health, the retry decision, hints, encoding, replies)
+//! is written once, without I/O, in `core`; the blocking [`Client`] and
+//! the async [`aio::Client`](crate::aio) (feature `tokio`) only move bytes.
+//! Data flows one way: key → [`ring`] → health → connection →
 //! [`protocol`] → reply.
-//! - `client`: the commands; runs each on the key's first usable server,
-//!   with the one retry decision (`client::retry`).
+//! - `core`: the request logic (`plan`, `retry`, `rejoin`, `request`,
+//!   `reply`, `multi`, `meta`, `inbox`).
+//! - `client`: the blocking driver (r2d2 pools, blocking sockets).
+//! - `aio`: the async driver (pipelined connections on tokio).
 //! - `builder`: every setting, its default and its bounds.
 //! - [`ring`]: pure routing (ketama, hash_ring, modulo), failover order.
 //! - `health`: per-server failure counts and dead-until times (atomics).
 //! - `hints`: keys to delete on a dead server before it serves again.
 //! - `auth`: ASCII authentication credentials (redacted in `Debug`).
 //! - `pool`: one r2d2 pool per server.
-//! - `connection`: a socket, its buffers, its deadline and the `broken`
-//!   flag.
+//! - `connection`: a blocking socket, its buffers, its deadline and the
+//!   `broken` flag.
 //! - [`protocol`]: the text and meta protocol, sans I/O.
 //! - `error`: one opaque [`Error`] with a [`ErrorKind`].
 

@@ -59,6 +59,41 @@ impl<T> Failed<T> {
 
 pub(crate) type Outcome<T> = std::result::Result<T, Failed<T>>;
 
+/// A request queued on a connection: where its outcome arrives, and when
+/// it is due.
+#[derive(Debug)]
+pub(crate) struct Ticket<T> {
+    rx: oneshot::Receiver<Outcome<T>>,
+    conn: Arc<Conn>,
+    deadline: Instant,
+}
+
+impl<T> Ticket<T> {
+    /// Waits for the outcome until the deadline. A request not answered by
+    /// then ends its connection (its reply may still come, and every
+    /// request behind it would wait for it): the requests in flight there
+    /// fail, and the next ones go to a new connection. A connection that
+    /// went away without answering counts as sent.
+    pub async fn outcome(self) -> Outcome<T> {
+        match tokio::time::timeout_at(self.deadline.into(), self.rx).await {
+            Ok(Ok(o)) => o,
+            Ok(Err(_)) => Err(Failed {
+                error: Error::new(ErrorKind::Io, "the connection dropped the request"),
+                sent: true,
+                partial: None,
+            }),
+            Err(_) => {
+                self.conn.close();
+                Err(Failed {
+                    error: Error::new(ErrorKind::Timeout, "no reply within io_timeout"),
+                    sent: true,
+                    partial: None,
+                })
+            }
+        }
+    }
+}
+
 /// The reply half of a request in flight, as the reader task sees it.
 trait Waiter: Send {
     /// Takes the next reply. `Some(in_step)` once the request is answered;
@@ -67,7 +102,6 @@ trait Waiter: Send {
     /// Sends the answer to the caller, if it is still waiting.
     fn deliver(self: Box<Self>);
     fn fail(self: Box<Self>, error: Error, sent: bool);
-    fn deadline(&self) -> Instant;
     /// Where the request's bytes start in the connection's stream.
     fn start(&self) -> u64;
 }
@@ -76,7 +110,6 @@ struct Slot<R: Reply> {
     reader: R,
     tx: Option<oneshot::Sender<Outcome<R::Out>>>,
     answer: Option<Outcome<R::Out>>,
-    deadline: Instant,
     start: u64,
 }
 
@@ -120,10 +153,6 @@ where
                 partial,
             }));
         }
-    }
-
-    fn deadline(&self) -> Instant {
-        self.deadline
     }
 
     fn start(&self) -> u64 {
@@ -441,7 +470,7 @@ impl ServerConns {
         bytes: Vec<u8>,
         reader: R,
         deadline: Instant,
-    ) -> std::result::Result<oneshot::Receiver<Outcome<R::Out>>, Failed<R::Out>>
+    ) -> std::result::Result<Ticket<R::Out>, Failed<R::Out>>
     where
         R: Reply + Send + 'static,
         R::Out: Send + 'static,
@@ -451,14 +480,19 @@ impl ServerConns {
             reader,
             tx: Some(tx),
             answer: None,
-            deadline,
             start: 0,
         });
         // A connection that closed under us is replaced once.
         for _ in 0..2 {
             let handle = self.handle().await.map_err(Failed::unsent)?;
             match handle.0.submit(&bytes, slot).await {
-                Ok(()) => return Ok(rx),
+                Ok(()) => {
+                    return Ok(Ticket {
+                        rx,
+                        conn: handle.0.clone(),
+                        deadline,
+                    })
+                }
                 Err(back) => slot = back,
             }
         }
@@ -748,31 +782,20 @@ async fn read_loop(
                 continue;
             }
         }
-        // Wait for bytes, the head's deadline, a new request or the close.
-        let ready = match queue.front().map(|w| w.deadline()) {
-            Some(deadline) => tokio::select! {
-                biased;
-                () = conn.wake_reader.notified() => break closed_error(),
-                ready = tokio::time::timeout_at(deadline.into(), r.readable()) => match ready {
-                    Ok(ready) => ready,
-                    Err(_) => break Error::new(ErrorKind::Timeout, "no reply within io_timeout"),
-                },
-            },
-            None => tokio::select! {
-                biased;
-                () = conn.wake_reader.notified() => break closed_error(),
-                w = waiters.recv() => match w {
-                    Some(w) => {
-                        queue.push_back(w);
-                        continue;
-                    }
-                    None => break closed_error(),
-                },
-                ready = r.readable() => {
-                    // Nothing queued: bytes now answer nothing. Decided
+        // Wait for bytes or the close. The reader is not woken for each
+        // request queued (it takes them when their replies come), nor does
+        // it keep time: each caller waits for its own deadline, and ends
+        // the connection when it passes.
+        let idle = queue.is_empty();
+        let ready = tokio::select! {
+            biased;
+            () = conn.wake_reader.notified() => break closed_error(),
+            ready = r.readable() => {
+                if idle {
+                    // Bytes with nothing queued answer nothing. Decided
                     // before they are read, under the lock requests are
-                    // queued under (a request checks for unread bytes
-                    // there before it is written).
+                    // queued under (a request checks for unread bytes there
+                    // before it is written).
                     let _out = conn.out();
                     if conn.in_flight.load(Ordering::Acquire) == 0 {
                         // Readiness can be stale: read to know.
@@ -787,9 +810,9 @@ async fn read_loop(
                             Err(e) => break Error::io(e, "reading replies"),
                         }
                     }
-                    ready
                 }
-            },
+                ready
+            }
         };
         if let Err(e) = ready {
             break Error::io(e, "waiting for replies");

@@ -41,7 +41,7 @@ mod keyed;
 mod multi;
 mod servers;
 
-use conn::{Failed, Outcome, ServerConns};
+use conn::{Failed, Outcome, ServerConns, Ticket};
 
 struct Inner {
     core: Core,
@@ -127,7 +127,7 @@ impl Client {
         server: usize,
         bytes: Vec<u8>,
         reader: R,
-    ) -> std::result::Result<tokio::sync::oneshot::Receiver<Outcome<R::Out>>, Failed<R::Out>>
+    ) -> std::result::Result<Ticket<R::Out>, Failed<R::Out>>
     where
         R: Reply + Send + 'static,
         R::Out: Send + 'static,
@@ -145,7 +145,7 @@ impl Client {
         R: Reply + Send + 'static,
         R::Out: Send + 'static,
     {
-        outcome(self.submit(server, bytes, reader).await?).await
+        self.submit(server, bytes, reader).await?.outcome().await
     }
 
     /// Runs `req` as its plan says: on the key's first usable server,
@@ -196,19 +196,6 @@ impl Client {
                 return Err(f.error);
             }
         }
-    }
-}
-
-/// Waits for a queued request's outcome. A connection that went away
-/// without answering counts as sent.
-async fn outcome<T>(rx: tokio::sync::oneshot::Receiver<Outcome<T>>) -> Outcome<T> {
-    match rx.await {
-        Ok(o) => o,
-        Err(_) => Err(Failed {
-            error: Error::new(ErrorKind::Io, "the connection dropped the request"),
-            sent: true,
-            partial: None,
-        }),
     }
 }
 

@@ -3,7 +3,7 @@
 //! awaited, so servers work in parallel, each request against its own
 //! deadline: a hung server costs the others nothing.
 
-use super::{outcome, Client};
+use super::Client;
 use crate::core::multi::{Batch, Call, GetBatch, KeyBatch, Round, SetBatch};
 use crate::core::reply::{value, value_cas};
 use crate::error::Result;
@@ -37,7 +37,7 @@ impl Client {
                         }
                         for (s, entries, q) in queued {
                             let r = match q {
-                                Ok(rx) => outcome(rx).await,
+                                Ok(ticket) => ticket.outcome().await,
                                 Err(f) => Err(f),
                             };
                             match r {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{outcome, Client};
+use super::Client;
 use crate::core::reply::Reply;
 use crate::core::request::{FlushAll, PerServer, ServerRequest, Stats, StatsOf, Version};
 use crate::error::Result;
@@ -25,7 +25,7 @@ impl Client {
         let mut out = Vec::with_capacity(queued.len());
         for (server, q) in queued.into_iter().enumerate() {
             let r = match q {
-                Ok(rx) => outcome(rx).await,
+                Ok(ticket) => ticket.outcome().await,
                 Err(f) => Err(f),
             };
             let r = core.settle(server, r.map_err(|f| f.error));
