@@ -1,0 +1,73 @@
+//! What only the async client does: many tasks share one pipelined
+//! connection per server, and dropping the client closes its connections
+//! and ends its tasks.
+
+#![cfg(feature = "tokio")]
+
+mod support;
+
+use std::time::Duration;
+
+use memring::aio::Client;
+use support::{wait_until, Memcached};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_fifty_six_tasks_share_one_connection() {
+    let mc = Memcached::start();
+    let c = Client::new(mc.addr().as_str()).unwrap();
+    c.set("shared", "v", Duration::from_secs(60)).await.unwrap();
+    let before = mc.settled_connections();
+    let tasks: Vec<_> = (0..256)
+        .map(|t| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                for i in 0..20 {
+                    let key = format!("t{t}:{i}");
+                    c.set(&key, &key, Duration::from_secs(60)).await.unwrap();
+                    assert_eq!(c.get::<String>(&key).await.unwrap(), Some(key));
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // No new connection: the one opened for the first `set` carried all
+    // 10,240 requests (the two counted are the count's own).
+    assert_eq!(mc.settled_connections() - before, 2);
+    assert_eq!(mc.stat("cmd_get"), 256 * 20);
+    assert_eq!(mc.stat("cmd_set"), 256 * 20 + 1);
+}
+
+#[test]
+fn dropping_the_client_closes_its_connections() {
+    let mc = Memcached::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let baseline = mc.stat("curr_connections");
+    let c = Client::builder()
+        .servers(mc.addr().as_str())
+        .connections(3)
+        .build_async()
+        .unwrap();
+    rt.block_on(async {
+        for i in 0..6 {
+            c.set(format!("k{i}"), "v", Duration::from_secs(60))
+                .await
+                .unwrap();
+        }
+    });
+    assert!(wait_until(Duration::from_secs(5), || {
+        mc.stat("curr_connections") == baseline + 3
+    }));
+    drop(c);
+    assert!(
+        wait_until(Duration::from_secs(5), || mc.stat("curr_connections")
+            == baseline),
+        "connections left open: {}",
+        mc.stat("curr_connections")
+    );
+}
