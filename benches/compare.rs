@@ -132,43 +132,11 @@ fn race_threads(
     threads: usize,
     contenders: Vec<(&'static str, ThreadOp<'_>)>,
 ) -> Vec<(&'static str, f64)> {
-    let slices = (dur.as_millis() / 200).max(3) as u32;
-    let slice = dur / slices;
-    let mut units = vec![0f64; contenders.len()];
-    for round in 0..=slices {
-        for (i, (_, make)) in contenders.iter().enumerate() {
-            let barrier = std::sync::Barrier::new(threads);
-            let rate: f64 = std::thread::scope(|scope| {
-                let handles: Vec<_> = (0..threads)
-                    .map(|t| {
-                        let (make, barrier) = (&make, &barrier);
-                        scope.spawn(move || {
-                            let mut op = make(t);
-                            let mut n = t * 7919;
-                            barrier.wait();
-                            let started = Instant::now();
-                            let mut done = 0;
-                            while started.elapsed() < slice {
-                                n += 1;
-                                done += op(n);
-                            }
-                            done as f64 / started.elapsed().as_secs_f64()
-                        })
-                    })
-                    .collect();
-                handles.into_iter().map(|h| h.join().unwrap()).sum()
-            });
-            // Round 0 is the warm-up.
-            if round > 0 {
-                units[i] += rate / slices as f64;
-            }
-        }
-    }
-    contenders
-        .iter()
-        .enumerate()
-        .map(|(i, (name, _))| (*name, units[i]))
-        .collect()
+    let slices = contenders
+        .into_iter()
+        .map(|(name, make)| (name, threads_slice(threads, make)))
+        .collect();
+    race_slices(dur, slices)
 }
 
 /// The `memcache` crate's loops, shared by its binary and ASCII clients.
@@ -289,21 +257,24 @@ where
     })
 }
 
-/// `threads` threads of the blocking client, each looping `op(n)`.
-fn threads_slice<'a>(threads: usize, op: impl Fn(usize) + Sync + 'a) -> Slice<'a> {
+/// `threads` threads, each looping the op `make` gives it (units done
+/// per call), started together.
+fn threads_slice(threads: usize, make: ThreadOp<'_>) -> Slice<'_> {
     Box::new(move |slice| {
-        let op = &op;
+        let barrier = std::sync::Barrier::new(threads);
         std::thread::scope(|scope| {
             let handles: Vec<_> = (0..threads)
                 .map(|t| {
+                    let (make, barrier) = (&make, &barrier);
                     scope.spawn(move || {
-                        let started = Instant::now();
+                        let mut op = make(t);
                         let mut n = t * 7919;
-                        let mut done = 0usize;
+                        barrier.wait();
+                        let started = Instant::now();
+                        let mut done = 0;
                         while started.elapsed() < slice {
                             n += 1;
-                            op(n);
-                            done += 1;
+                            done += op(n);
                         }
                         done as f64 / started.elapsed().as_secs_f64()
                     })
@@ -675,14 +646,21 @@ fn async_workloads(
             }),
             ("memring_threads8", {
                 let (keys, value) = (keys.clone(), value.clone());
-                threads_slice(8, move |n| {
-                    let key = &keys[(n * 31) % KEYSPACE];
-                    if is_set(n) {
-                        mr_four.set(key, value.as_slice(), ttl).unwrap();
-                    } else {
-                        assert!(mr_four.get::<Vec<u8>>(key).unwrap().is_some());
-                    }
-                })
+                threads_slice(
+                    8,
+                    Box::new(move |_t| {
+                        let (keys, value) = (keys.clone(), value.clone());
+                        Box::new(move |n| {
+                            let key = &keys[(n * 31) % KEYSPACE];
+                            if is_set(n) {
+                                mr_four.set(key, value.as_slice(), ttl).unwrap();
+                            } else {
+                                assert!(mr_four.get::<Vec<u8>>(key).unwrap().is_some());
+                            }
+                            1
+                        })
+                    }),
+                )
             }),
             ("memcache_async", {
                 let (c, keys, value) = (mc_async.clone(), keys.clone(), value.clone());

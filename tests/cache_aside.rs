@@ -212,15 +212,8 @@ macro_rules! cases {
     };
 }
 
-mod blocking {
-    #[allow(unused_imports)]
-    use crate::{
-        blocking_build as build, blocking_compute as compute, blocking_pause as pause,
-        blocking_sync as sync, blocking_wait_until as wait_until,
-    };
-    use memring::Client;
-    cases!(#[test];);
-
+both_clients! {
+    blocking: {
     #[test]
     fn eight_threads_on_one_missing_key_compute_once_then_once_per_expiry() {
         let mc = Memcached::start();
@@ -306,18 +299,8 @@ mod blocking {
             .unwrap();
         assert_eq!((v.as_str(), origin), ("v2", Origin::Hit));
     }
-}
-
-#[cfg(feature = "tokio")]
-mod nonblocking {
-    #[allow(unused_imports)]
-    use crate::{
-        async_build as build, async_compute as compute, async_pause as pause, async_sync as sync,
-        async_wait_until as wait_until,
-    };
-    use memring::aio::Client;
-    cases!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]; async);
-
+    }
+    nonblocking: {
     /// Eight tasks ask for one missing key at once, three times.
     async fn round(c: &Client, calls: &Arc<AtomicUsize>) -> String {
         let barrier = Arc::new(tokio::sync::Barrier::new(8));
@@ -403,5 +386,6 @@ mod nonblocking {
             .iter()
             .filter(|r| r.1 != Origin::Computed)
             .all(|r| r.0 == "v1" && r.1 == Origin::Stale));
+    }
     }
 }

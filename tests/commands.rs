@@ -353,11 +353,8 @@ macro_rules! cases {
     };
 }
 
-mod blocking {
-    use crate::{blocking_build as build, blocking_pause as pause, blocking_sync as sync};
-    use memring::Client;
-    cases!(#[test];);
-
+both_clients! {
+    blocking: {
     #[test]
     fn one_client_serves_many_threads() {
         let mc = Memcached::start();
@@ -382,14 +379,8 @@ mod blocking {
             t.join().unwrap();
         }
     }
-}
-
-#[cfg(feature = "tokio")]
-mod nonblocking {
-    use crate::{async_build as build, async_pause as pause, async_sync as sync};
-    use memring::aio::Client;
-    cases!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]; async);
-
+    }
+    nonblocking: {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_client_serves_many_tasks() {
         let mc = Memcached::start();
@@ -409,5 +400,6 @@ mod nonblocking {
         for t in tasks {
             t.await.unwrap();
         }
+    }
     }
 }

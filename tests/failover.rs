@@ -280,23 +280,4 @@ macro_rules! cases {
     };
 }
 
-mod blocking {
-    #[allow(unused_imports)]
-    use crate::{
-        blocking_build as build, blocking_pause as pause, blocking_sync as sync,
-        blocking_wait_until as wait_until,
-    };
-    use memring::Client;
-    cases!(#[test];);
-}
-
-#[cfg(feature = "tokio")]
-mod nonblocking {
-    #[allow(unused_imports)]
-    use crate::{
-        async_build as build, async_pause as pause, async_sync as sync,
-        async_wait_until as wait_until,
-    };
-    use memring::aio::Client;
-    cases!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]; async);
-}
+both_clients!();

@@ -473,14 +473,8 @@ macro_rules! cases {
     };
 }
 
-mod blocking {
-    use crate::{
-        blocking_build as build, blocking_join as join, blocking_pause as pause,
-        blocking_spawn as spawn, blocking_sync as sync,
-    };
-    use memring::Client;
-    cases!(#[test];);
-
+both_clients! {
+    blocking: {
     #[test]
     fn pool_exhaustion_waits_for_the_checkout_timeout_then_fails_clearly() {
         let fake = FakeServer::start(|r: &Request<'_>| {
@@ -571,14 +565,5 @@ mod blocking {
         );
         assert_eq!(fake.accepted(), 2, "an idle connection is replaced");
     }
-}
-
-#[cfg(feature = "tokio")]
-mod nonblocking {
-    use crate::{
-        async_build as build, async_join as join, async_pause as pause, async_spawn as spawn,
-        async_sync as sync,
-    };
-    use memring::aio::Client;
-    cases!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]; async);
+    }
 }

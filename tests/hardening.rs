@@ -384,15 +384,8 @@ macro_rules! cases {
     };
 }
 
-mod blocking {
-    #[allow(unused_imports)]
-    use crate::{
-        blocking_build as build, blocking_pause as pause, blocking_sync as sync,
-        blocking_wait_until as wait_until,
-    };
-    use memring::Client;
-    cases!(#[test];);
-
+both_clients! {
+    blocking: {
     /// Runs `extreme_settings_in_a_child` in a child process, so that an abort
     /// (which no `catch_unwind` sees) fails this test too.
     #[test]
@@ -522,15 +515,5 @@ mod blocking {
             ErrorKind::NoServerAvailable
         );
     }
-}
-
-#[cfg(feature = "tokio")]
-mod nonblocking {
-    #[allow(unused_imports)]
-    use crate::{
-        async_build as build, async_pause as pause, async_sync as sync,
-        async_wait_until as wait_until,
-    };
-    use memring::aio::Client;
-    cases!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]; async);
+    }
 }

@@ -198,17 +198,4 @@ macro_rules! cases {
     };
 }
 
-mod blocking {
-    #[allow(unused_imports)]
-    use crate::{blocking_build as build, blocking_pause as pause, blocking_sync as sync};
-    use memring::Client;
-    cases!(#[test];);
-}
-
-#[cfg(feature = "tokio")]
-mod nonblocking {
-    #[allow(unused_imports)]
-    use crate::{async_build as build, async_pause as pause, async_sync as sync};
-    use memring::aio::Client;
-    cases!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]; async);
-}
+both_clients!();

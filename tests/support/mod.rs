@@ -457,3 +457,37 @@ macro_rules! async_compute {
         || async { $body }
     };
 }
+
+/// The two modules of a test file whose cases are written once in its
+/// `cases!` macro: `blocking` runs them through `memring::Client`,
+/// `nonblocking` (feature `tokio`) through `memring::aio::Client`. Items
+/// given after `blocking:` or `nonblocking:` join that module only.
+#[macro_export]
+macro_rules! both_clients {
+    ($(blocking: { $($b:item)* })? $(nonblocking: { $($n:item)* })?) => {
+        mod blocking {
+            #[allow(unused_imports)]
+            use $crate::{
+                blocking_build as build, blocking_compute as compute, blocking_join as join,
+                blocking_pause as pause, blocking_spawn as spawn, blocking_sync as sync,
+                blocking_wait_until as wait_until,
+            };
+            use memring::Client;
+            cases!(#[test];);
+            $($($b)*)?
+        }
+
+        #[cfg(feature = "tokio")]
+        mod nonblocking {
+            #[allow(unused_imports)]
+            use $crate::{
+                async_build as build, async_compute as compute, async_join as join,
+                async_pause as pause, async_spawn as spawn, async_sync as sync,
+                async_wait_until as wait_until,
+            };
+            use memring::aio::Client;
+            cases!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]; async);
+            $($($n)*)?
+        }
+    };
+}
