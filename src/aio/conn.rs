@@ -9,7 +9,7 @@
 //! theirs, so that one write carries many requests. The reader task reads
 //! replies as they come, feeds them to the reader of the oldest request in
 //! flight, and sends each answer to its caller. A semaphore bounds the
-//! requests in flight (back-pressure). Replies are matched to requests by
+//! requests in flight, by count and by size (back-pressure). Replies are matched to requests by
 //! order alone, so the stream must never get out of step:
 //!
 //! - A caller that stops waiting (its future dropped) changes nothing: its
@@ -35,8 +35,16 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::Response;
 use crate::server::{Endpoint, Server};
 
-/// Requests in flight per connection before callers wait.
-const MAX_IN_FLIGHT: usize = 4096;
+/// What one connection may have in flight before callers wait, in units
+/// of [`PERMIT_BYTES`] of request: 4,096 small requests, or about 64 MiB of
+/// large ones.
+const MAX_IN_FLIGHT: u32 = 4096;
+const PERMIT_BYTES: usize = 16 * 1024;
+
+/// The share of [`MAX_IN_FLIGHT`] a request of `len` bytes takes.
+fn permits_for(len: usize) -> u32 {
+    u32::try_from(1 + len / PERMIT_BYTES).map_or(MAX_IN_FLIGHT, |p| p.min(MAX_IN_FLIGHT))
+}
 
 /// How a request failed: the error, whether any byte of it may have
 /// reached the server, and what a batch reader read before the failure.
@@ -104,6 +112,8 @@ trait Waiter: Send {
     fn fail(self: Box<Self>, error: Error, sent: bool);
     /// Where the request's bytes start in the connection's stream.
     fn start(&self) -> u64;
+    /// Its share of the connection's in-flight bound.
+    fn permits(&self) -> u32;
 }
 
 struct Slot<R: Reply> {
@@ -111,6 +121,7 @@ struct Slot<R: Reply> {
     tx: Option<oneshot::Sender<Outcome<R::Out>>>,
     answer: Option<Outcome<R::Out>>,
     start: u64,
+    permits: u32,
 }
 
 impl<R> Waiter for Slot<R>
@@ -157,6 +168,10 @@ where
 
     fn start(&self) -> u64 {
         self.start
+    }
+
+    fn permits(&self) -> u32 {
+        self.permits
     }
 }
 
@@ -336,7 +351,7 @@ impl Conn {
         bytes: &[u8],
         mut slot: Box<dyn SlotStart>,
     ) -> std::result::Result<(), Box<dyn SlotStart>> {
-        match self.permits.acquire().await {
+        match self.permits.acquire_many(permits_for(bytes.len())).await {
             Ok(p) => p.forget(),
             Err(_) => return Err(slot),
         }
@@ -395,9 +410,9 @@ impl Conn {
     }
 
     /// A request was answered (or failed): one more may be queued.
-    fn answered(&self) {
+    fn answered(&self, permits: u32) {
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.permits.add_permits(1);
+        self.permits.add_permits(permits as usize);
     }
 }
 
@@ -481,6 +496,7 @@ impl ServerConns {
             tx: Some(tx),
             answer: None,
             start: 0,
+            permits: permits_for(bytes.len()),
         });
         // A connection that closed under us is replaced once.
         for _ in 0..2 {
@@ -643,7 +659,7 @@ async fn start(r: Reader, w: Writer, opts: &ConnOptions) -> Result<Handle> {
         waiters,
         written: AtomicU64::new(0),
         in_flight: AtomicUsize::new(0),
-        permits: Semaphore::new(MAX_IN_FLIGHT),
+        permits: Semaphore::new(MAX_IN_FLIGHT as usize),
         closed: AtomicBool::new(false),
         wake_reader: Notify::new(),
         wake_writer: Notify::new(),
@@ -754,7 +770,7 @@ async fn read_loop(
                             break;
                         }
                     }
-                    conn.answered();
+                    conn.answered(done.permits());
                     done.deliver();
                 }
                 Ok(Err(_)) => break,
