@@ -9,8 +9,9 @@
 //! theirs, so that one write carries many requests. The reader task reads
 //! replies as they come, feeds them to the reader of the oldest request in
 //! flight, and sends each answer to its caller. A semaphore bounds the
-//! requests in flight, by count and by size (back-pressure). Replies are matched to requests by
-//! order alone, so the stream must never get out of step:
+//! requests in flight, by count and by size (back-pressure). Each caller
+//! keeps its own deadline. Replies are matched to requests by order alone,
+//! so the stream must never get out of step:
 //!
 //! - A caller that stops waiting (its future dropped) changes nothing: its
 //!   reply is still read, and discarded.
