@@ -732,6 +732,7 @@ async fn read_loop(
     let error = loop {
         // Hand out every reply already read.
         let mut failed = None;
+        let mut delivered = false;
         loop {
             if queue.is_empty() {
                 match waiters.try_recv() {
@@ -773,6 +774,7 @@ async fn read_loop(
                     }
                     conn.answered(done.permits());
                     done.deliver();
+                    delivered = true;
                 }
                 Ok(Err(_)) => break,
                 Err(e) => {
@@ -786,6 +788,12 @@ async fn read_loop(
         }
         if let Some(e) = failed {
             break e;
+        }
+        if delivered && queue.is_empty() {
+            // Let the callers just answered run first: one of them may
+            // queue its next request before this task looks at the socket
+            // again.
+            tokio::task::yield_now().await;
         }
         if queue.is_empty() {
             if inbox.drained() {
