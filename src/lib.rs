@@ -61,6 +61,7 @@ mod pool;
 pub mod protocol;
 pub mod ring;
 mod server;
+pub mod stats;
 mod sys;
 mod value;
 

@@ -7,6 +7,7 @@ use super::Client;
 use crate::core::reply::Reply;
 use crate::core::request::{FlushAll, PerServer, ServerRequest, Stats, StatsOf, Version};
 use crate::error::Result;
+use crate::stats::{self, ServerStats, Slabs};
 
 impl Client {
     /// Runs `req` once on every server and returns each server's result, in
@@ -51,5 +52,17 @@ impl Client {
             Ok(req) => self.each_server(&req).await,
             Err(e) => self.core().for_each_server(&e),
         }
+    }
+
+    /// Each server's `stats`, typed, as [`crate::Client::server_stats`].
+    pub async fn server_stats(&self) -> PerServer<ServerStats> {
+        stats::typed(self.stats(None).await)
+    }
+
+    /// Each server's slab classes, as [`crate::Client::slabs`].
+    pub async fn slabs(&self) -> PerServer<Slabs> {
+        let settings = self.stats(Some("settings")).await;
+        let slabs = self.stats(Some("slabs")).await;
+        stats::slabs(settings, slabs, self.stats(Some("items")).await)
     }
 }

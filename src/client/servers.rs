@@ -7,6 +7,7 @@ use super::{exchange, Client};
 use crate::core::reply::Reply;
 use crate::core::request::{FlushAll, PerServer, ServerRequest, Stats, StatsOf, Version};
 use crate::error::Result;
+use crate::stats::{self, ServerStats, Slabs};
 
 impl Client {
     /// Runs `req` once on every server, in the order given, whatever its
@@ -48,5 +49,22 @@ impl Client {
             Ok(req) => self.each_server(&req),
             Err(e) => self.core().for_each_server(&e),
         }
+    }
+
+    /// Each server's `stats`, with the common fields typed.
+    pub fn server_stats(&self) -> PerServer<ServerStats> {
+        stats::typed(self.stats(None))
+    }
+
+    /// Each server's slab classes: every class its settings give, with
+    /// the pages, chunks and items of those in use (`stats settings`,
+    /// `stats slabs` and `stats items`).
+    pub fn slabs(&self) -> PerServer<Slabs> {
+        let settings = self.stats(Some("settings"));
+        stats::slabs(
+            settings,
+            self.stats(Some("slabs")),
+            self.stats(Some("items")),
+        )
     }
 }
