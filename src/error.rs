@@ -64,6 +64,53 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, in declaration order (for per-kind counters).
+    pub(crate) const ALL: [ErrorKind; 16] = [
+        ErrorKind::InvalidKey,
+        ErrorKind::ValueTooLarge,
+        ErrorKind::InvalidConfig,
+        ErrorKind::InvalidInput,
+        ErrorKind::Connect,
+        ErrorKind::Timeout,
+        ErrorKind::Io,
+        ErrorKind::Protocol,
+        ErrorKind::ClientError,
+        ErrorKind::ServerError,
+        ErrorKind::NonNumeric,
+        ErrorKind::Decode,
+        ErrorKind::PoolTimeout,
+        ErrorKind::NoServerAvailable,
+        ErrorKind::OutcomeUnknown,
+        ErrorKind::AuthFailed,
+    ];
+
+    /// The kind's position in [`ALL`](Self::ALL).
+    pub(crate) fn index(self) -> usize {
+        ErrorKind::ALL.iter().position(|&k| k == self).unwrap_or(0)
+    }
+
+    /// The kind in snake case, as metrics label it (`"outcome_unknown"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidKey => "invalid_key",
+            ErrorKind::ValueTooLarge => "value_too_large",
+            ErrorKind::InvalidConfig => "invalid_config",
+            ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::Connect => "connect",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Io => "io",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::ClientError => "client_error",
+            ErrorKind::ServerError => "server_error",
+            ErrorKind::NonNumeric => "non_numeric",
+            ErrorKind::Decode => "decode",
+            ErrorKind::PoolTimeout => "pool_timeout",
+            ErrorKind::NoServerAvailable => "no_server_available",
+            ErrorKind::OutcomeUnknown => "outcome_unknown",
+            ErrorKind::AuthFailed => "auth_failed",
+        }
+    }
+
     fn describe(self) -> &'static str {
         match self {
             ErrorKind::InvalidKey => "invalid key",

@@ -57,6 +57,7 @@ mod error;
 mod health;
 mod hints;
 mod key;
+pub mod metrics;
 mod pool;
 pub mod protocol;
 pub mod ring;

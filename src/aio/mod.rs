@@ -164,7 +164,7 @@ impl Client {
                     req.encode(core, failover, &mut buf);
                     match self.send(server, buf, req.reply()).await {
                         Ok(v) => {
-                            plan.succeeded(server);
+                            plan.succeeded(server, Q::tally(&v));
                             return Ok(v);
                         }
                         Err(f) => {

@@ -42,12 +42,12 @@ impl Client {
                             };
                             match r {
                                 Ok(answers) => {
-                                    call.answered(answers);
+                                    call.answered(s, answers);
                                     call.succeeded(s);
                                 }
                                 Err(f) => {
                                     if let Some(partial) = f.partial {
-                                        call.answered(partial);
+                                        call.answered(s, partial);
                                     }
                                     call.fail(s, entries, f.error, f.sent);
                                 }

@@ -130,7 +130,7 @@ impl Client {
                             req.encode(core, failover, conn.begin());
                             match exchange(&mut conn, req.reply()) {
                                 Ok(v) => {
-                                    plan.succeeded(server);
+                                    plan.succeeded(server, Q::tally(&v));
                                     return Ok(v);
                                 }
                                 Err(e) => (e, conn.sent()),

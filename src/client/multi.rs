@@ -29,7 +29,7 @@ impl<B: Batch> Call<'_, B> {
             Ok(()) => self.succeeded(f.server),
             Err(e) => {
                 if let Some(partial) = f.reader.salvage() {
-                    self.answered(partial);
+                    self.answered(f.server, partial);
                 }
                 self.fail(f.server, f.entries, e, true);
             }
@@ -172,7 +172,7 @@ fn step<B: Batch>(call: &mut Call<'_, B>, f: &mut Flight<'_, B::Reader>) -> Resu
                 if f.reader.in_step() {
                     f.conn.finish();
                 }
-                call.answered(answers);
+                call.answered(f.server, answers);
                 return Ok(true);
             }
             Ok(Ok(None)) => {}

@@ -73,6 +73,13 @@ macro_rules! core_queries {
         pub fn rejoin_hints(&self, server: usize) -> (usize, bool) {
             self.core().rejoin_hints(server)
         }
+
+        /// A snapshot of the client's metrics, per server (see
+        /// [`Metrics`](crate::metrics::Metrics); `to_prometheus()` renders
+        /// it for a `/metrics` endpoint).
+        pub fn metrics(&self) -> crate::metrics::Metrics {
+            self.core().metrics()
+        }
     };
 }
 pub(crate) use core_queries;
@@ -83,6 +90,7 @@ pub(crate) use core_queries;
 pub(crate) struct NodeState {
     pub health: Health,
     pub hints: Hints,
+    pub metrics: crate::metrics::Recorder,
 }
 
 /// Everything a request consults besides sockets.
@@ -103,6 +111,7 @@ impl Core {
             .map(|_| NodeState {
                 health: Health::new(),
                 hints: Hints::new(config.rejoin_hints),
+                metrics: crate::metrics::Recorder::new(),
             })
             .collect();
         Core {
@@ -159,10 +168,15 @@ impl Core {
             return;
         };
         let (now, policy) = (self.clock.now(), self.config.policy);
-        if e.kind() == ErrorKind::AuthFailed {
+        let newly_dead = if e.kind() == ErrorKind::AuthFailed {
+            let was = node.health.is_dead();
             node.health.mark_dead(now, policy);
+            !was
         } else {
-            node.health.record_failure(now, policy);
+            node.health.record_failure(now, policy)
+        };
+        if newly_dead {
+            node.metrics.marked_dead();
         }
     }
 
@@ -177,8 +191,14 @@ impl Core {
     pub fn settle<T>(&self, server: usize, r: Result<T>) -> Result<T> {
         match &r {
             Ok(_) => self.record_success(server),
-            Err(e) if e.is_server_failure() => self.record_failure(server, e),
-            Err(_) => {}
+            Err(e) => {
+                if let Some(node) = self.nodes.get(server) {
+                    node.metrics.error(e.kind());
+                }
+                if e.is_server_failure() {
+                    self.record_failure(server, e);
+                }
+            }
         }
         r.map_err(|e| e.at(self.label(server)))
     }

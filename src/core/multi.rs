@@ -58,6 +58,10 @@ pub(crate) trait Batch {
     fn encode(&self, core: &Core, buf: &mut Vec<u8>, entries: &[Entry]);
     /// The reader of the replies to `entries`.
     fn reader(&self, entries: &[Entry]) -> Self::Reader;
+    /// Hits and misses among answers, for the metrics.
+    fn tally(_answers: &Answers<Self::Out>) -> (u64, u64) {
+        (0, 0)
+    }
 }
 
 /// What a multi-key call knows about one key between attempts: the
@@ -215,11 +219,20 @@ impl<'c, B: Batch> Call<'c, B> {
             )));
         }
         let batch = self.batch;
-        Round::Send(groups.into_iter().map(|g| waves(batch, g)).collect())
+        let waves: Vec<Vec<Vec<Entry>>> = groups.into_iter().map(|g| waves(batch, g)).collect();
+        for (node, server_waves) in self.core.nodes.iter().zip(&waves) {
+            for wave in server_waves {
+                node.metrics.multi(wave.len());
+            }
+        }
+        Round::Send(waves)
     }
 
     /// Records the answers read from `server`.
-    pub fn answered(&mut self, answers: Answers<B::Out>) {
+    pub fn answered(&mut self, server: usize, answers: Answers<B::Out>) {
+        if let Some(node) = self.core.nodes.get(server) {
+            node.metrics.answers(B::tally(&answers));
+        }
         for (i, r) in answers {
             if let Some(slot) = self.out.get_mut(i) {
                 *slot = Some(r);
@@ -343,6 +356,18 @@ impl<K: AsRef<[u8]>> Batch for GetBatch<'_, K> {
             self.with_cas,
             entries.iter().map(|e| self.key(e.index)),
         );
+    }
+
+    fn tally(answers: &Answers<Option<Fetched>>) -> (u64, u64) {
+        let hits = answers
+            .iter()
+            .filter(|(_, r)| matches!(r, Ok(Some(_))))
+            .count() as u64;
+        let misses = answers
+            .iter()
+            .filter(|(_, r)| matches!(r, Ok(None)))
+            .count() as u64;
+        (hits, misses)
     }
 
     fn reader(&self, entries: &[Entry]) -> ValuesRead {

@@ -3,6 +3,8 @@
 //! is next, when a dead one is probed, whether a failure moves the request
 //! on or ends it: all decided here, for both clients.
 
+use std::time::Instant;
+
 use super::retry::{self, Class, Decision, Failure};
 use super::{Core, NodeState};
 use crate::error::{Error, ErrorKind, Result};
@@ -36,6 +38,10 @@ pub(crate) struct Plan<'a> {
     /// The candidate waiting for its probe's result.
     probing: Option<(usize, usize)>,
     probed: Option<(usize, usize, Result<()>)>,
+    /// The key's own server (the first candidate), and when the attempt in
+    /// progress was sent.
+    primary: Option<usize>,
+    started: Option<Instant>,
 }
 
 impl Core {
@@ -56,6 +62,8 @@ impl Core {
             sent: false,
             probing: None,
             probed: None,
+            primary: None,
+            started: None,
         })
     }
 }
@@ -85,6 +93,9 @@ impl Plan<'_> {
             };
             let rank = self.rank;
             self.rank += 1;
+            if rank == 0 {
+                self.primary = Some(server);
+            }
             let node = match self.core.node(server) {
                 Ok(n) => n,
                 Err(e) => return Step::Fail(e),
@@ -107,6 +118,16 @@ impl Plan<'_> {
 
     fn attempt(&mut self, server: usize, rank: usize) -> Step {
         self.attempts += 1;
+        if let Some(node) = self.core.nodes.get(server) {
+            node.metrics.request(self.class);
+            if rank > 0 {
+                node.metrics.failover_onto();
+                if let Some(away) = self.primary.and_then(|p| self.core.nodes.get(p)) {
+                    away.metrics.failover_away();
+                }
+            }
+        }
+        self.started = Some(Instant::now());
         Step::Try {
             server,
             failover: rank > 0,
@@ -131,9 +152,16 @@ impl Plan<'_> {
         }
     }
 
-    /// The attempt on `server` succeeded.
-    pub fn succeeded(&self, server: usize) {
+    /// The attempt on `server` succeeded, with `hits` and `misses` among
+    /// its answers.
+    pub fn succeeded(&mut self, server: usize, (hits, misses): (u64, u64)) {
         self.core.record_success(server);
+        if let Some(node) = self.core.nodes.get(server) {
+            node.metrics.answers((hits, misses));
+            if let Some(t) = self.started.take() {
+                node.metrics.latency(t.elapsed());
+            }
+        }
     }
 
     /// The attempt on `server` failed with `e`; `sent` when any byte of it
@@ -142,6 +170,12 @@ impl Plan<'_> {
     pub fn failed(&mut self, server: usize, e: Error, sent: bool) -> Option<Error> {
         self.sent |= sent;
         let e = e.at(self.core.label(server));
+        if let Some(node) = self.core.nodes.get(server) {
+            node.metrics.error(e.kind());
+            if let Some(t) = self.started.take() {
+                node.metrics.latency(t.elapsed());
+            }
+        }
         if e.kind() == ErrorKind::PoolTimeout {
             return Some(retry::give_up(self.class, e, self.sent));
         }

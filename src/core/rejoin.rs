@@ -94,7 +94,10 @@ impl Rejoin<'_> {
             self.done = 0;
             self.current = node.hints.take(&node.health, first);
             match &self.current {
-                None => return None,
+                None => {
+                    node.metrics.revived();
+                    return None;
+                }
                 Some(Pending::Flush) => {
                     encode::flush_all(buf, None);
                     return Some(Lines {

@@ -20,6 +20,10 @@ pub(crate) trait Request {
     /// key's own server.
     fn encode(&self, core: &Core, failover: bool, buf: &mut Vec<u8>);
     fn reply(&self) -> Self::Reply;
+    /// Hits and misses among an answer, for the metrics.
+    fn tally(_out: &<Self::Reply as Reply>::Out) -> (u64, u64) {
+        (0, 0)
+    }
 }
 
 impl StoreCommand {
@@ -68,6 +72,13 @@ impl Request for Fetch<'_> {
     }
     fn reply(&self) -> FetchOne {
         FetchOne::new(self.key)
+    }
+    fn tally(out: &Option<super::reply::Fetched>) -> (u64, u64) {
+        if out.is_some() {
+            (1, 0)
+        } else {
+            (0, 1)
+        }
     }
 }
 
