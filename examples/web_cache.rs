@@ -4,7 +4,8 @@
 //! cached for 60 seconds, only when they succeed; concurrent first requests
 //! for one key compute once (meta-protocol leases). A request whose key
 //! memcached cannot take (over 250 bytes) is still answered: computed,
-//! never cached, `X-Cache: BYPASS`.
+//! never cached, `X-Cache: BYPASS`. `/metrics` serves the client's
+//! metrics in the Prometheus text format.
 //!
 //! ```text
 //! MEMCACHED_SERVERS=127.0.0.1:11211 cargo run --features tokio --example web_cache -- --listen 127.0.0.1:8080
@@ -87,6 +88,15 @@ fn reply(status: StatusCode, body: String, cache: Option<&'static str>) -> Respo
 
 async fn answer(State(app): State<App>, uri: Uri) -> Response {
     let path = uri.path().to_string();
+    if path == "/metrics" {
+        let text = app.client.metrics().to_prometheus();
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            text,
+        )
+            .into_response();
+    }
     if !path.starts_with("/api/") {
         return reply(
             StatusCode::NOT_FOUND,

@@ -91,6 +91,23 @@ fn miss_then_hit_with_the_same_body_and_sorted_arguments() {
 }
 
 #[test]
+fn metrics_are_served_for_prometheus() {
+    let (_mc, port, _rt) = start();
+    http_get(port, "/api/report?year=2024");
+    http_get(port, "/api/report?year=2024");
+    let r = http_get(port, "/metrics");
+    assert_eq!(r.status, 200);
+    // One mg per request, the first a miss (a lease won), the second a hit.
+    let line = r
+        .body
+        .lines()
+        .find(|l| l.starts_with("memring_requests_total{") && l.contains("class=\"read\""))
+        .unwrap_or_else(|| panic!("{}", r.body));
+    assert!(line.ends_with(" 2"), "{line}");
+    assert!(r.body.contains("# TYPE memring_request_duration_seconds histogram"));
+}
+
+#[test]
 fn failing_results_are_not_cached() {
     let (_mc, port, _rt) = start();
     let a = http_get(port, "/api/flaky?fail=1");
