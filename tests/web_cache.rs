@@ -104,7 +104,9 @@ fn metrics_are_served_for_prometheus() {
         .find(|l| l.starts_with("memring_requests_total{") && l.contains("class=\"read\""))
         .unwrap_or_else(|| panic!("{}", r.body));
     assert!(line.ends_with(" 2"), "{line}");
-    assert!(r.body.contains("# TYPE memring_request_duration_seconds histogram"));
+    assert!(r
+        .body
+        .contains("# TYPE memring_request_duration_seconds histogram"));
 }
 
 #[test]

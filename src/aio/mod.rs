@@ -156,7 +156,7 @@ impl Client {
         <Q::Reply as Reply>::Out: Send + 'static,
     {
         let core = self.core();
-        let mut plan = core.plan(req.key(), req.class())?;
+        let mut plan = core.plan(req)?;
         loop {
             match plan.next() {
                 Step::Try { server, failover } => {

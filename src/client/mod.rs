@@ -120,7 +120,7 @@ impl Client {
     /// failing over along the ring as the retry decision allows.
     fn run<Q: Request>(&self, req: &Q) -> Result<<Q::Reply as Reply>::Out> {
         let core = self.core();
-        let mut plan = core.plan(req.key(), req.class())?;
+        let mut plan = core.plan(req)?;
         loop {
             match plan.next() {
                 Step::Try { server, failover } => {

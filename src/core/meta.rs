@@ -165,6 +165,14 @@ impl<'a> Meta<'a> {
 
 impl Request for Meta<'_> {
     type Reply = MetaRead;
+    fn name(&self) -> &'static str {
+        match self.request {
+            MetaRequest::Get(_) => "mg",
+            MetaRequest::Set(..) => "ms",
+            MetaRequest::Delete(_) => "md",
+            MetaRequest::Arith(_) => "ma",
+        }
+    }
     fn key(&self) -> &[u8] {
         self.key
     }

@@ -28,6 +28,15 @@ use crate::ring::Ring;
 use crate::server::Server;
 use crate::value::Expiry;
 
+/// A `tracing` event with the feature on; nothing at all with it off.
+macro_rules! trace_event {
+    ($($t:tt)*) => {
+        #[cfg(feature = "tracing")]
+        tracing::event!($($t)*);
+    };
+}
+pub(crate) use trace_event;
+
 pub(crate) mod inbox;
 pub(crate) mod meta;
 pub(crate) mod multi;
@@ -177,6 +186,12 @@ impl Core {
         };
         if newly_dead {
             node.metrics.marked_dead();
+            trace_event!(
+                tracing::Level::WARN,
+                server = self.label(server),
+                error = %e,
+                "memcached server marked dead"
+            );
         }
     }
 
@@ -201,6 +216,18 @@ impl Core {
             }
         }
         r.map_err(|e| e.at(self.label(server)))
+    }
+
+    /// How the probe of a dead server ended (settled like any per-server
+    /// request).
+    pub fn probed(&self, server: usize, result: Result<()>) -> Result<()> {
+        trace_event!(
+            tracing::Level::INFO,
+            server = self.label(server),
+            ok = result.is_ok(),
+            "memcached server probed"
+        );
+        self.settle(server, result)
     }
 
     pub fn no_server(&self, key: &[u8]) -> Error {

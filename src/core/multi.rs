@@ -45,6 +45,9 @@ pub(crate) type Answers<T> = Vec<(usize, Result<T>)>;
 pub(crate) trait Batch {
     type Out;
     type Reader: Reply<Out = Answers<Self::Out>> + Send + 'static;
+    /// The command, for tracing.
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    fn name(&self) -> &'static str;
     fn class(&self) -> Class;
     fn key(&self, index: usize) -> &[u8];
     /// Checks what is sent for this key beyond the key itself.
@@ -111,6 +114,9 @@ pub(crate) struct Call<'c, B: Batch> {
     todo: Vec<usize>,
     rounds: u32,
     probed: Vec<usize>,
+    /// The call's span: command and key count, then the keys that failed.
+    #[cfg(feature = "tracing")]
+    span: tracing::Span,
 }
 
 impl<'c, B: Batch> Call<'c, B> {
@@ -124,6 +130,13 @@ impl<'c, B: Batch> Call<'c, B> {
             todo: Vec::with_capacity(n),
             rounds: 0,
             probed: Vec::new(),
+            #[cfg(feature = "tracing")]
+            span: tracing::info_span!(
+                "memcached",
+                command = batch.name(),
+                keys = n,
+                failed = tracing::field::Empty,
+            ),
         };
         for (i, slot) in call.out.iter_mut().enumerate() {
             let key = batch.key(i);
@@ -178,7 +191,7 @@ impl<'c, B: Batch> Call<'c, B> {
     /// How the probe asked for by [`Round::Probe`] ended.
     pub fn probed(&mut self, server: usize, result: Result<()>) {
         self.probed.push(server);
-        let _ = self.core.settle(server, result);
+        let _ = self.core.probed(server, result);
     }
 
     /// Plans what comes next.
@@ -289,14 +302,19 @@ impl<'c, B: Batch> Call<'c, B> {
                 })));
             }
         }
-        self.out
+        let out: Vec<Result<B::Out>> = self
+            .out
             .into_iter()
             .map(|r| {
                 r.unwrap_or_else(|| {
                     Err(Error::new(ErrorKind::NoServerAvailable, "no attempt left"))
                 })
             })
-            .collect()
+            .collect();
+        #[cfg(feature = "tracing")]
+        self.span
+            .record("failed", out.iter().filter(|r| r.is_err()).count());
+        out
     }
 }
 
@@ -341,6 +359,14 @@ pub(crate) struct GetBatch<'a, K> {
 impl<K: AsRef<[u8]>> Batch for GetBatch<'_, K> {
     type Out = Option<Fetched>;
     type Reader = ValuesRead;
+
+    fn name(&self) -> &'static str {
+        if self.with_cas {
+            "gets_multi"
+        } else {
+            "get_multi"
+        }
+    }
 
     fn class(&self) -> Class {
         Class::Read
@@ -485,6 +511,10 @@ impl<K: AsRef<[u8]>, V: ToValue> Batch for SetBatch<'_, K, V> {
     type Out = ();
     type Reader = LinesRead<()>;
 
+    fn name(&self) -> &'static str {
+        "set_multi"
+    }
+
     fn class(&self) -> Class {
         StoreCommand::Set.class()
     }
@@ -553,6 +583,14 @@ fn existed(r: Response<'_>) -> Result<bool> {
 impl<K: AsRef<[u8]>> Batch for KeyBatch<'_, K> {
     type Out = bool;
     type Reader = LinesRead<bool>;
+
+    fn name(&self) -> &'static str {
+        if self.touch.is_some() {
+            "touch_multi"
+        } else {
+            "delete_multi"
+        }
+    }
 
     fn class(&self) -> Class {
         Class::Write

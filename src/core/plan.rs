@@ -42,16 +42,30 @@ pub(crate) struct Plan<'a> {
     /// progress was sent.
     primary: Option<usize>,
     started: Option<Instant>,
+    /// The request's span: command, key length, then server, outcome and
+    /// attempts when it ends.
+    #[cfg(feature = "tracing")]
+    span: tracing::Span,
 }
 
 impl Core {
-    /// The attempts of a request of `class` for `key`. The key is checked
-    /// here, before anything is sent.
-    pub fn plan<'a>(&'a self, key: &'a [u8], class: Class) -> Result<Plan<'a>> {
+    /// The attempts of `req`. Its key is checked here, before anything is
+    /// sent.
+    pub fn plan<'a, Q: super::request::Request>(&'a self, req: &'a Q) -> Result<Plan<'a>> {
+        let (key, class) = (req.key(), req.class());
         if let Err(p) = crate::protocol::check_key(key) {
             return Err(super::reply::key_error(key, p));
         }
         Ok(Plan {
+            #[cfg(feature = "tracing")]
+            span: tracing::info_span!(
+                "memcached",
+                command = req.name(),
+                key_len = key.len(),
+                server = tracing::field::Empty,
+                outcome = tracing::field::Empty,
+                attempts = tracing::field::Empty,
+            ),
             core: self,
             key,
             class,
@@ -125,6 +139,13 @@ impl Plan<'_> {
                 if let Some(away) = self.primary.and_then(|p| self.core.nodes.get(p)) {
                     away.metrics.failover_away();
                 }
+                super::trace_event!(
+                    parent: &self.span,
+                    tracing::Level::INFO,
+                    from = self.primary.map_or("?", |p| self.core.label(p)),
+                    to = self.core.label(server),
+                    "memcached request failed over"
+                );
             }
         }
         self.started = Some(Instant::now());
@@ -136,18 +157,31 @@ impl Plan<'_> {
 
     fn exhausted(&mut self) -> Step {
         let (core, key) = (self.core, self.key);
-        Step::Fail(retry::exhausted(
-            self.class,
-            self.last.take(),
-            self.sent,
-            || core.no_server(key),
-        ))
+        let e = retry::exhausted(self.class, self.last.take(), self.sent, || {
+            core.no_server(key)
+        });
+        self.ended(None, Some(&e));
+        Step::Fail(e)
+    }
+
+    /// Records how the request ended on its span.
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    fn ended(&self, server: Option<usize>, e: Option<&Error>) {
+        #[cfg(feature = "tracing")]
+        {
+            if let Some(s) = server {
+                self.span.record("server", self.core.label(s));
+            }
+            self.span
+                .record("outcome", e.map_or("ok", |e| e.kind().name()));
+            self.span.record("attempts", self.attempts);
+        }
     }
 
     /// How the probe asked for by [`Step::Probe`] ended.
     pub fn probed(&mut self, result: Result<()>) {
         if let Some((server, rank)) = self.probing.take() {
-            let result = self.core.settle(server, result);
+            let result = self.core.probed(server, result);
             self.probed = Some((server, rank, result));
         }
     }
@@ -156,6 +190,7 @@ impl Plan<'_> {
     /// its answers.
     pub fn succeeded(&mut self, server: usize, (hits, misses): (u64, u64)) {
         self.core.record_success(server);
+        self.ended(Some(server), None);
         if let Some(node) = self.core.nodes.get(server) {
             node.metrics.answers((hits, misses));
             if let Some(t) = self.started.take() {
@@ -188,7 +223,10 @@ impl Plan<'_> {
         }
         let node = self.core.node(server).ok()?;
         match decide(node, self.key, self.class, e, server_failure, self.sent) {
-            Decision::Stop(e) => Some(e),
+            Decision::Stop(e) => {
+                self.ended(Some(server), Some(&e));
+                Some(e)
+            }
             Decision::Next(e) => {
                 self.last = Some(e);
                 None

@@ -96,6 +96,11 @@ impl Rejoin<'_> {
             match &self.current {
                 None => {
                     node.metrics.revived();
+                    super::trace_event!(
+                        tracing::Level::INFO,
+                        server = self.core.label(self.server),
+                        "memcached server back in service"
+                    );
                     return None;
                 }
                 Some(Pending::Flush) => {

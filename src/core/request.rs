@@ -14,6 +14,9 @@ use crate::value::Expiry;
 /// A request for one key.
 pub(crate) trait Request {
     type Reply: Reply + Send + 'static;
+    /// The command, for tracing.
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    fn name(&self) -> &'static str;
     fn key(&self) -> &[u8];
     fn class(&self) -> Class;
     /// Writes the request for a server; `failover` when it is not the
@@ -57,6 +60,14 @@ impl<'a> Fetch<'a> {
 
 impl Request for Fetch<'_> {
     type Reply = FetchOne;
+    fn name(&self) -> &'static str {
+        match (self.touch.is_some(), self.with_cas) {
+            (false, false) => "get",
+            (false, true) => "gets",
+            (true, false) => "gat",
+            (true, true) => "gats",
+        }
+    }
     fn key(&self) -> &[u8] {
         self.key
     }
@@ -116,6 +127,16 @@ impl<'a> Store<'a> {
 
 impl Request for Store<'_> {
     type Reply = Line<StoreReply>;
+    fn name(&self) -> &'static str {
+        match self.cmd {
+            StoreCommand::Set => "set",
+            StoreCommand::Add => "add",
+            StoreCommand::Replace => "replace",
+            StoreCommand::Append => "append",
+            StoreCommand::Prepend => "prepend",
+            StoreCommand::Cas(_) => "cas",
+        }
+    }
     fn key(&self) -> &[u8] {
         self.key
     }
@@ -147,6 +168,9 @@ fn deleted(r: Response<'_>) -> Result<bool> {
 
 impl Request for Delete<'_> {
     type Reply = Line<bool>;
+    fn name(&self) -> &'static str {
+        "delete"
+    }
     fn key(&self) -> &[u8] {
         self.0
     }
@@ -185,6 +209,13 @@ impl<'a> Arith<'a> {
 
 impl Request for Arith<'_> {
     type Reply = Line<Option<u64>>;
+    fn name(&self) -> &'static str {
+        if self.up {
+            "incr"
+        } else {
+            "decr"
+        }
+    }
     fn key(&self) -> &[u8] {
         self.key
     }
@@ -222,6 +253,9 @@ impl<'a> Touch<'a> {
 
 impl Request for Touch<'_> {
     type Reply = Line<bool>;
+    fn name(&self) -> &'static str {
+        "touch"
+    }
     fn key(&self) -> &[u8] {
         self.key
     }
@@ -250,6 +284,9 @@ pub(crate) struct LeasedStore<'a> {
 
 impl Request for LeasedStore<'_> {
     type Reply = MetaRead;
+    fn name(&self) -> &'static str {
+        "ms"
+    }
     fn key(&self) -> &[u8] {
         self.key
     }
