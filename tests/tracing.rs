@@ -107,7 +107,7 @@ fn spans_per_command_and_health_events() {
     assert_eq!(set.2.get("outcome").map(String::as_str), Some("ok"));
     assert_eq!(set.2.get("server"), Some(&addrs[0]));
     assert_eq!(set.2.get("attempts").map(String::as_str), Some("1"));
-    assert!(set.2.get("key_len").is_some());
+    assert!(set.2.contains_key("key_len"));
     assert!(spans
         .iter()
         .any(
