@@ -356,6 +356,7 @@ impl ClientBuilder {
             keepalive: self.keepalive.map(|d| d.min(MAX_KEEPALIVE_IDLE)),
             max_value: self.max_value_size,
             credentials: self.credentials,
+            metrics: None,
         };
         let pool = PoolOptions {
             max_size: self.pool_size,

@@ -29,6 +29,8 @@ pub(crate) struct ConnOptions {
     pub max_value: usize,
     /// Sent on every new connection before it is used (`memcached -Y`).
     pub credentials: Option<Credentials>,
+    /// The server's metrics (bytes, connections).
+    pub metrics: Option<std::sync::Arc<crate::metrics::Recorder>>,
 }
 
 const INITIAL_BUF: usize = 16 * 1024;
@@ -59,6 +61,15 @@ pub(crate) struct Connection {
     broken: bool,
     sent: bool,
     last_used: Instant,
+    metrics: Option<std::sync::Arc<crate::metrics::Recorder>>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some(m) = &self.metrics {
+            m.connection(false);
+        }
+    }
 }
 
 fn connect_error(what: String, err: io::Error) -> Error {
@@ -163,7 +174,15 @@ impl Connection {
             broken: false,
             sent: false,
             last_used: Instant::now(),
+            metrics: opts.metrics.clone().inspect(|m| m.connection(true)),
         })
+    }
+
+    /// Counts the connection in use (checked out) or not.
+    pub fn in_use(&self, busy: bool) {
+        if let Some(m) = &self.metrics {
+            m.in_use(busy);
+        }
     }
 
     /// True when the connection must not be used again.
@@ -237,6 +256,9 @@ impl Connection {
                 Ok(n) => {
                     self.sent = true;
                     pos += n;
+                    if let Some(m) = &self.metrics {
+                        m.sent(n);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Error::io(e, "writing request")),
@@ -317,6 +339,9 @@ impl Connection {
                 Ok(0) => return Err(inbox::closed(!self.inbox.is_empty())),
                 Ok(n) => {
                     self.inbox.filled(n);
+                    if let Some(m) = &self.metrics {
+                        m.received(n);
+                    }
                     return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -398,6 +423,7 @@ mod tests {
             keepalive: None,
             max_value,
             credentials: None,
+            metrics: None,
         };
         let sock = Socket::from(std::os::fd::OwnedFd::from(a));
         (Connection::over(sock, &opts).unwrap(), b)

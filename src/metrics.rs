@@ -27,6 +27,10 @@ pub(crate) struct Recorder {
     revived: AtomicU64,
     multi_keys: AtomicU64,
     multi_round_trips: AtomicU64,
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
+    connections_open: AtomicU64,
+    connections_in_use: AtomicU64,
     buckets: [AtomicU64; LATENCY_BUCKETS],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -35,6 +39,15 @@ pub(crate) struct Recorder {
 
 fn add(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
+}
+
+fn gauge(c: &AtomicU64, up: bool) {
+    if up {
+        c.fetch_add(1, Ordering::Relaxed);
+    } else {
+        // Never below zero, whatever the order of the updates.
+        let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+    }
 }
 
 impl Recorder {
@@ -50,6 +63,10 @@ impl Recorder {
             revived: AtomicU64::new(0),
             multi_keys: AtomicU64::new(0),
             multi_round_trips: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
+            connections_open: AtomicU64::new(0),
+            connections_in_use: AtomicU64::new(0),
             buckets: Default::default(),
             latency_count: AtomicU64::new(0),
             latency_sum_us: AtomicU64::new(0),
@@ -107,6 +124,25 @@ impl Recorder {
         add(&self.multi_round_trips, 1);
     }
 
+    pub fn sent(&self, bytes: usize) {
+        add(&self.bytes_sent, bytes as u64);
+    }
+
+    pub fn received(&self, bytes: usize) {
+        add(&self.bytes_received, bytes as u64);
+    }
+
+    /// A connection was opened (`true`) or closed.
+    pub fn connection(&self, open: bool) {
+        gauge(&self.connections_open, open);
+    }
+
+    /// A connection was taken into use (`true`: checked out of its pool, or
+    /// given its first request in flight) or left idle.
+    pub fn in_use(&self, busy: bool) {
+        gauge(&self.connections_in_use, busy);
+    }
+
     /// How long an attempt took, from being sent to its answer or failure.
     pub fn latency(&self, took: Duration) {
         let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
@@ -141,6 +177,10 @@ impl Recorder {
             dead,
             multi_keys: get(&self.multi_keys),
             multi_round_trips: get(&self.multi_round_trips),
+            bytes_sent: get(&self.bytes_sent),
+            bytes_received: get(&self.bytes_received),
+            connections_open: get(&self.connections_open),
+            connections_in_use: get(&self.connections_in_use),
             latency: Latency {
                 buckets: self.buckets.iter().map(get).collect(),
                 count: get(&self.latency_count),
@@ -195,6 +235,15 @@ pub struct ServerMetrics {
     pub multi_keys: u64,
     /// See `multi_keys`.
     pub multi_round_trips: u64,
+    /// Bytes written to the server and read from it.
+    pub bytes_sent: u64,
+    /// See `bytes_sent`.
+    pub bytes_received: u64,
+    /// Connections open now, and in use now (checked out of the pool, or
+    /// with requests in flight).
+    pub connections_open: u64,
+    /// See `connections_open`.
+    pub connections_in_use: u64,
     /// How long single-key attempts took.
     pub latency: Latency,
 }
@@ -381,6 +430,30 @@ impl Metrics {
             "counter",
             "Round trips of multi-key calls.",
             simple("memring_multi_round_trips_total", |s| s.multi_round_trips),
+        );
+        family(
+            "memring_sent_bytes_total",
+            "counter",
+            "Bytes written to the server.",
+            simple("memring_sent_bytes_total", |s| s.bytes_sent),
+        );
+        family(
+            "memring_received_bytes_total",
+            "counter",
+            "Bytes read from the server.",
+            simple("memring_received_bytes_total", |s| s.bytes_received),
+        );
+        family(
+            "memring_connections_open",
+            "gauge",
+            "Connections open to the server.",
+            simple("memring_connections_open", |s| s.connections_open),
+        );
+        family(
+            "memring_connections_in_use",
+            "gauge",
+            "Connections checked out or with requests in flight.",
+            simple("memring_connections_in_use", |s| s.connections_in_use),
         );
         family(
             "memring_request_duration_seconds",

@@ -62,16 +62,21 @@ impl r2d2::ManageConnection for Manager {
 
 /// One pool per server, sharing one helper thread (it only creates empty
 /// slots).
-pub(crate) fn pools(servers: &[Server], conn: &ConnOptions, opts: &PoolOptions) -> Vec<ServerPool> {
+pub(crate) fn pools(
+    core: &crate::core::Core,
+    conn: &ConnOptions,
+    opts: &PoolOptions,
+) -> Vec<ServerPool> {
     let threads = Arc::new(
         ScheduledThreadPool::builder()
             .num_threads(1)
             .thread_name_pattern("memring-pool-{}")
             .build(),
     );
-    servers
+    core.servers
         .iter()
-        .map(|s| ServerPool::new(s.clone(), conn.clone(), opts, threads.clone()))
+        .enumerate()
+        .map(|(i, s)| ServerPool::new(s.clone(), core.conn_options(i, conn), opts, threads.clone()))
         .collect()
 }
 
@@ -86,6 +91,14 @@ pub(crate) struct ServerPool {
 /// A checked-out, connected connection; it returns to the pool on drop
 /// unless it is broken.
 pub(crate) struct PooledConn(r2d2::PooledConnection<Manager>);
+
+impl Drop for PooledConn {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.conn.as_ref() {
+            c.in_use(false);
+        }
+    }
+}
 
 // A slot is connected by `ServerPool::get` before a `PooledConn` is made
 // from it, and nothing empties it while checked out.
@@ -163,6 +176,9 @@ impl ServerPool {
             let conn = Connection::connect(&self.server, &self.conn_opts)
                 .map_err(|e| e.at(self.server.label()))?;
             slot.conn = Some(Box::new(conn));
+        }
+        if let Some(c) = slot.conn.as_ref() {
+            c.in_use(true);
         }
         Ok(PooledConn(slot))
     }

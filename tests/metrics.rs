@@ -70,6 +70,11 @@ macro_rules! cases {
             assert_eq!((b.marked_dead, b.revived), (0, 0));
             assert_eq!((b.multi_keys, b.multi_round_trips), (1, 1));
             assert_eq!(b.latency.count, 3);
+            for s in [a, b] {
+                assert!(s.bytes_sent > 0 && s.bytes_received > 0, "{s:?}");
+                assert!(s.connections_open >= 1, "{s:?}");
+                assert_eq!(s.connections_in_use, 0, "{s:?}");
+            }
             check_prometheus(&m.to_prometheus(), 2);
         }
     };
@@ -82,8 +87,10 @@ both_clients! {
             let mc = Memcached::start();
             let c = Client::builder()
                 .servers(mc.addr().as_str())
+                .pool_size(4)
                 .build()
                 .unwrap();
+            let read_before = mc.stat("bytes_read");
             let threads: Vec<_> = (0..8)
                 .map(|t| {
                     let c = c.clone();
@@ -102,8 +109,15 @@ both_clients! {
             for t in threads {
                 t.join().unwrap();
             }
+            // What the server read, less the two `stats` requests that
+            // asked (7 bytes each).
+            let read = mc.stat("bytes_read") - read_before - 7;
             let m = c.metrics();
             let s = &m.servers[0];
+            assert_eq!(s.bytes_sent, read);
+            assert!(s.bytes_received > 0);
+            assert!((1..=4).contains(&s.connections_open), "{s:?}");
+            assert_eq!(s.connections_in_use, 0);
             assert_eq!(s.requests_write, 8 * 125);
             assert_eq!(s.requests_read, 8 * 375);
             assert_eq!(s.hits + s.misses, 8 * 375);

@@ -319,6 +319,18 @@ struct Conn {
     wake_reader: Notify,
     wake_writer: Notify,
     io_timeout: Duration,
+    metrics: Option<Arc<crate::metrics::Recorder>>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(m) = &self.metrics {
+            m.connection(false);
+            if self.in_flight.load(Ordering::Acquire) > 0 {
+                m.in_use(false);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for dyn Waiter {
@@ -376,6 +388,9 @@ impl Conn {
             let _ = self.waiters.send(slot.into_waiter());
             out.queued += bytes.len() as u64;
             let idle = self.in_flight.fetch_add(1, Ordering::AcqRel) == 0;
+            if let (true, Some(m)) = (idle, &self.metrics) {
+                m.in_use(true);
+            }
             if idle && !out.writing && out.pending.is_empty() {
                 out.writing = true;
                 true
@@ -397,6 +412,9 @@ impl Conn {
                 }
             };
             self.written.fetch_add(done as u64, Ordering::AcqRel);
+            if let Some(m) = &self.metrics {
+                m.sent(done);
+            }
             let mut out = self.out();
             if let Some(rest) = bytes.get(done..).filter(|r| !r.is_empty()) {
                 // What the socket did not take goes first.
@@ -412,7 +430,10 @@ impl Conn {
 
     /// A request was answered (or failed): one more may be queued.
     fn answered(&self, permits: u32) {
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let last = self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1;
+        if let (true, Some(m)) = (last, &self.metrics) {
+            m.in_use(false);
+        }
         self.permits.add_permits(permits as usize);
     }
 }
@@ -665,6 +686,7 @@ async fn start(r: Reader, w: Writer, opts: &ConnOptions) -> Result<Handle> {
         wake_reader: Notify::new(),
         wake_writer: Notify::new(),
         io_timeout: opts.io_timeout,
+        metrics: opts.metrics.clone().inspect(|m| m.connection(true)),
     });
     tokio::spawn(write_loop(conn.clone()));
     tokio::spawn(read_loop(r, inbox, rx, conn.clone()));
@@ -695,10 +717,15 @@ async fn write_loop(conn: Arc<Conn>) {
                 buf.clear();
                 std::mem::swap(&mut buf, &mut out.pending);
             }
+            let before = conn.written.load(Ordering::Acquire);
             let r = conn
                 .writer
                 .write_all(&buf, conn.io_timeout, &conn.written, &conn.closed)
                 .await;
+            if let Some(m) = &conn.metrics {
+                let after = conn.written.load(Ordering::Acquire);
+                m.sent(usize::try_from(after.saturating_sub(before)).unwrap_or(usize::MAX));
+            }
             conn.out().writing = false;
             if r.is_err() {
                 break 'wait;
@@ -844,7 +871,12 @@ async fn read_loop(
         }
         match r.try_read(inbox.spare()) {
             Ok(0) => break inbox::closed(!inbox.is_empty()),
-            Ok(n) => inbox.filled(n),
+            Ok(n) => {
+                inbox.filled(n);
+                if let Some(m) = &conn.metrics {
+                    m.received(n);
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => break Error::io(e, "reading replies"),

@@ -80,16 +80,21 @@ impl ClientBuilder {
     /// same settings and checks as [`build`](Self::build).
     pub fn build_async(self) -> Result<Client> {
         let parts = self.into_parts()?;
-        let conns = parts
+        let core = Core::new(parts.servers, parts.config);
+        let conns = core
             .servers
             .iter()
-            .map(|s| ServerConns::new(s.clone(), parts.conn.clone(), parts.connections))
+            .enumerate()
+            .map(|(i, s)| {
+                ServerConns::new(
+                    s.clone(),
+                    core.conn_options(i, &parts.conn),
+                    parts.connections,
+                )
+            })
             .collect();
         Ok(Client {
-            inner: Arc::new(Inner {
-                core: Core::new(parts.servers, parts.config),
-                conns,
-            }),
+            inner: Arc::new(Inner { core, conns }),
         })
     }
 }

@@ -74,12 +74,10 @@ impl ClientBuilder {
     /// weight above [`MAX_WEIGHT`](crate::MAX_WEIGHT).
     pub fn build(self) -> Result<Client> {
         let parts = self.into_parts()?;
-        let pools = crate::pool::pools(&parts.servers, &parts.conn, &parts.pool);
+        let core = Core::new(parts.servers, parts.config);
+        let pools = crate::pool::pools(&core, &parts.conn, &parts.pool);
         Ok(Client {
-            inner: Arc::new(Inner {
-                core: Core::new(parts.servers, parts.config),
-                pools,
-            }),
+            inner: Arc::new(Inner { core, pools }),
         })
     }
 }

@@ -99,7 +99,7 @@ pub(crate) use core_queries;
 pub(crate) struct NodeState {
     pub health: Health,
     pub hints: Hints,
-    pub metrics: crate::metrics::Recorder,
+    pub metrics: std::sync::Arc<crate::metrics::Recorder>,
 }
 
 /// Everything a request consults besides sockets.
@@ -120,7 +120,7 @@ impl Core {
             .map(|_| NodeState {
                 health: Health::new(),
                 hints: Hints::new(config.rejoin_hints),
-                metrics: crate::metrics::Recorder::new(),
+                metrics: std::sync::Arc::new(crate::metrics::Recorder::new()),
             })
             .collect();
         Core {
@@ -136,6 +136,18 @@ impl Core {
         self.nodes
             .get(index)
             .ok_or_else(|| Error::new(ErrorKind::InvalidConfig, "the ring named an unknown server"))
+    }
+
+    /// The connection settings for `server`: `conn` with that server's
+    /// metrics, for its connections to count bytes and themselves.
+    pub fn conn_options(
+        &self,
+        server: usize,
+        conn: &crate::connection::ConnOptions,
+    ) -> crate::connection::ConnOptions {
+        let mut opts = conn.clone();
+        opts.metrics = self.nodes.get(server).map(|n| n.metrics.clone());
+        opts
     }
 
     /// `host:port` (or the socket path) of a server.
