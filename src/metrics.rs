@@ -32,7 +32,6 @@ pub(crate) struct Recorder {
     connections_open: AtomicU64,
     connections_in_use: AtomicU64,
     buckets: [AtomicU64; LATENCY_BUCKETS],
-    latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
     latency_max_us: AtomicU64,
 }
@@ -68,7 +67,6 @@ impl Recorder {
             connections_open: AtomicU64::new(0),
             connections_in_use: AtomicU64::new(0),
             buckets: Default::default(),
-            latency_count: AtomicU64::new(0),
             latency_sum_us: AtomicU64::new(0),
             latency_max_us: AtomicU64::new(0),
         }
@@ -150,9 +148,12 @@ impl Recorder {
         if let Some(b) = self.buckets.get(bucket.min(LATENCY_BUCKETS - 1)) {
             add(b, 1);
         }
-        add(&self.latency_count, 1);
         add(&self.latency_sum_us, us);
-        self.latency_max_us.fetch_max(us, Ordering::Relaxed);
+        // A read, and a write only for a new maximum: no contended write
+        // on most requests.
+        if us > self.latency_max_us.load(Ordering::Relaxed) {
+            self.latency_max_us.fetch_max(us, Ordering::Relaxed);
+        }
     }
 
     fn snapshot(&self, server: &str, dead: bool) -> ServerMetrics {
@@ -183,7 +184,7 @@ impl Recorder {
             connections_in_use: get(&self.connections_in_use),
             latency: Latency {
                 buckets: self.buckets.iter().map(get).collect(),
-                count: get(&self.latency_count),
+                count: self.buckets.iter().map(get).sum(),
                 sum: Duration::from_micros(get(&self.latency_sum_us)),
                 max: Duration::from_micros(get(&self.latency_max_us)),
             },
