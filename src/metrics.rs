@@ -2,7 +2,7 @@
 //! allocation on the request path). The core records them, so both clients
 //! count alike; [`Metrics`] is a snapshot, with Prometheus text output.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::core::retry::Class;
@@ -14,9 +14,15 @@ pub const LATENCY_BUCKETS: usize = 24;
 
 const KINDS: usize = ErrorKind::ALL.len();
 
-/// The counters of one server.
-#[derive(Debug)]
-pub(crate) struct Recorder {
+/// Counters are striped: each thread adds to one of this many copies
+/// (each on its own cache lines), and a snapshot sums them, so threads
+/// hitting one server do not fight over its counters.
+const STRIPES: usize = 8;
+
+/// One copy of a server's counters.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Stripe {
     requests: [AtomicU64; 3],
     hits: AtomicU64,
     misses: AtomicU64,
@@ -29,46 +35,43 @@ pub(crate) struct Recorder {
     multi_round_trips: AtomicU64,
     bytes_sent: AtomicU64,
     bytes_received: AtomicU64,
-    connections_open: AtomicU64,
-    connections_in_use: AtomicU64,
+    /// Gauges: a stripe may go below zero; the sum cannot.
+    connections_open: AtomicI64,
+    connections_in_use: AtomicI64,
     buckets: [AtomicU64; LATENCY_BUCKETS],
     latency_sum_us: AtomicU64,
     latency_max_us: AtomicU64,
+}
+
+/// The counters of one server.
+#[derive(Debug)]
+pub(crate) struct Recorder {
+    stripes: Vec<Stripe>,
+}
+
+static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static STRIPE: usize = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES;
 }
 
 fn add(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }
 
-fn gauge(c: &AtomicU64, up: bool) {
-    if up {
-        c.fetch_add(1, Ordering::Relaxed);
-    } else {
-        // Never below zero, whatever the order of the updates.
-        let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
-    }
-}
-
 impl Recorder {
     pub fn new() -> Recorder {
         Recorder {
-            requests: Default::default(),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-            errors: Default::default(),
-            failovers_away: AtomicU64::new(0),
-            failovers_onto: AtomicU64::new(0),
-            marked_dead: AtomicU64::new(0),
-            revived: AtomicU64::new(0),
-            multi_keys: AtomicU64::new(0),
-            multi_round_trips: AtomicU64::new(0),
-            bytes_sent: AtomicU64::new(0),
-            bytes_received: AtomicU64::new(0),
-            connections_open: AtomicU64::new(0),
-            connections_in_use: AtomicU64::new(0),
-            buckets: Default::default(),
-            latency_sum_us: AtomicU64::new(0),
-            latency_max_us: AtomicU64::new(0),
+            stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
+        }
+    }
+
+    /// This thread's copy of the counters.
+    fn mine(&self) -> &Stripe {
+        let i = STRIPE.try_with(|i| *i).unwrap_or(0);
+        match self.stripes.get(i).or_else(|| self.stripes.first()) {
+            Some(s) => s,
+            None => &EMPTY,
         }
     }
 
@@ -79,118 +82,173 @@ impl Recorder {
             Class::Write => 1,
             Class::WriteOnce => 2,
         };
-        if let Some(c) = self.requests.get(i) {
+        if let Some(c) = self.mine().requests.get(i) {
             add(c, 1);
         }
     }
 
     /// Hits and misses among the answers of one request or batch.
     pub fn answers(&self, (hits, misses): (u64, u64)) {
+        let s = self.mine();
         if hits > 0 {
-            add(&self.hits, hits);
+            add(&s.hits, hits);
         }
         if misses > 0 {
-            add(&self.misses, misses);
+            add(&s.misses, misses);
         }
     }
 
     pub fn error(&self, kind: ErrorKind) {
-        if let Some(c) = self.errors.get(kind.index()) {
+        if let Some(c) = self.mine().errors.get(kind.index()) {
             add(c, 1);
         }
     }
 
     pub fn failover_away(&self) {
-        add(&self.failovers_away, 1);
+        add(&self.mine().failovers_away, 1);
     }
 
     pub fn failover_onto(&self) {
-        add(&self.failovers_onto, 1);
+        add(&self.mine().failovers_onto, 1);
     }
 
     pub fn marked_dead(&self) {
-        add(&self.marked_dead, 1);
+        add(&self.mine().marked_dead, 1);
     }
 
     pub fn revived(&self) {
-        add(&self.revived, 1);
+        add(&self.mine().revived, 1);
     }
 
     /// One wave of a multi-key call: `keys` keys in one round trip.
     pub fn multi(&self, keys: usize) {
-        add(&self.multi_keys, keys as u64);
-        add(&self.multi_round_trips, 1);
+        let s = self.mine();
+        add(&s.multi_keys, keys as u64);
+        add(&s.multi_round_trips, 1);
     }
 
     pub fn sent(&self, bytes: usize) {
-        add(&self.bytes_sent, bytes as u64);
+        add(&self.mine().bytes_sent, bytes as u64);
     }
 
     pub fn received(&self, bytes: usize) {
-        add(&self.bytes_received, bytes as u64);
+        add(&self.mine().bytes_received, bytes as u64);
     }
 
     /// A connection was opened (`true`) or closed.
     pub fn connection(&self, open: bool) {
-        gauge(&self.connections_open, open);
+        self.mine()
+            .connections_open
+            .fetch_add(if open { 1 } else { -1 }, Ordering::Relaxed);
     }
 
     /// A connection was taken into use (`true`: checked out of its pool, or
     /// given its first request in flight) or left idle.
     pub fn in_use(&self, busy: bool) {
-        gauge(&self.connections_in_use, busy);
+        self.mine()
+            .connections_in_use
+            .fetch_add(if busy { 1 } else { -1 }, Ordering::Relaxed);
     }
 
     /// How long an attempt took, from being sent to its answer or failure.
     pub fn latency(&self, took: Duration) {
         let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         let bucket = (u64::BITS - us.leading_zeros()) as usize;
-        if let Some(b) = self.buckets.get(bucket.min(LATENCY_BUCKETS - 1)) {
+        let s = self.mine();
+        if let Some(b) = s.buckets.get(bucket.min(LATENCY_BUCKETS - 1)) {
             add(b, 1);
         }
-        add(&self.latency_sum_us, us);
-        // A read, and a write only for a new maximum: no contended write
-        // on most requests.
-        if us > self.latency_max_us.load(Ordering::Relaxed) {
-            self.latency_max_us.fetch_max(us, Ordering::Relaxed);
+        add(&s.latency_sum_us, us);
+        if us > s.latency_max_us.load(Ordering::Relaxed) {
+            s.latency_max_us.fetch_max(us, Ordering::Relaxed);
         }
     }
 
     fn snapshot(&self, server: &str, dead: bool) -> ServerMetrics {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let sum = |f: fn(&Stripe) -> &AtomicU64| -> u64 {
+            self.stripes
+                .iter()
+                .map(|s| f(s).load(Ordering::Relaxed))
+                .fold(0u64, u64::wrapping_add)
+        };
+        let gauge = |f: fn(&Stripe) -> &AtomicI64| -> u64 {
+            let total: i64 = self
+                .stripes
+                .iter()
+                .map(|s| f(s).load(Ordering::Relaxed))
+                .sum();
+            u64::try_from(total).unwrap_or(0)
+        };
+        let at = |i: usize, f: fn(&Stripe) -> &[AtomicU64]| -> u64 {
+            self.stripes
+                .iter()
+                .filter_map(|s| f(s).get(i))
+                .map(|c| c.load(Ordering::Relaxed))
+                .sum()
+        };
+        let buckets: Vec<u64> = (0..LATENCY_BUCKETS)
+            .map(|i| at(i, |s| &s.buckets))
+            .collect();
         ServerMetrics {
             server: server.to_owned(),
-            requests_read: get(&self.requests[0]),
-            requests_write: get(&self.requests[1]),
-            requests_write_once: get(&self.requests[2]),
-            hits: get(&self.hits),
-            misses: get(&self.misses),
+            requests_read: at(0, |s| &s.requests),
+            requests_write: at(1, |s| &s.requests),
+            requests_write_once: at(2, |s| &s.requests),
+            hits: sum(|s| &s.hits),
+            misses: sum(|s| &s.misses),
             errors: ErrorKind::ALL
                 .iter()
-                .zip(&self.errors)
-                .map(|(&k, c)| (k, get(c)))
+                .enumerate()
+                .map(|(i, &k)| (k, at(i, |s| &s.errors)))
                 .filter(|&(_, n)| n > 0)
                 .collect(),
-            failovers_away: get(&self.failovers_away),
-            failovers_onto: get(&self.failovers_onto),
-            marked_dead: get(&self.marked_dead),
-            revived: get(&self.revived),
+            failovers_away: sum(|s| &s.failovers_away),
+            failovers_onto: sum(|s| &s.failovers_onto),
+            marked_dead: sum(|s| &s.marked_dead),
+            revived: sum(|s| &s.revived),
             dead,
-            multi_keys: get(&self.multi_keys),
-            multi_round_trips: get(&self.multi_round_trips),
-            bytes_sent: get(&self.bytes_sent),
-            bytes_received: get(&self.bytes_received),
-            connections_open: get(&self.connections_open),
-            connections_in_use: get(&self.connections_in_use),
+            multi_keys: sum(|s| &s.multi_keys),
+            multi_round_trips: sum(|s| &s.multi_round_trips),
+            bytes_sent: sum(|s| &s.bytes_sent),
+            bytes_received: sum(|s| &s.bytes_received),
+            connections_open: gauge(|s| &s.connections_open),
+            connections_in_use: gauge(|s| &s.connections_in_use),
             latency: Latency {
-                buckets: self.buckets.iter().map(get).collect(),
-                count: self.buckets.iter().map(get).sum(),
-                sum: Duration::from_micros(get(&self.latency_sum_us)),
-                max: Duration::from_micros(get(&self.latency_max_us)),
+                count: buckets.iter().sum(),
+                buckets,
+                sum: Duration::from_micros(sum(|s| &s.latency_sum_us)),
+                max: Duration::from_micros(
+                    self.stripes
+                        .iter()
+                        .map(|s| s.latency_max_us.load(Ordering::Relaxed))
+                        .max()
+                        .unwrap_or(0),
+                ),
             },
         }
     }
 }
+
+/// Counters that nothing reads (never used: a recorder has its stripes).
+static EMPTY: Stripe = Stripe {
+    requests: [const { AtomicU64::new(0) }; 3],
+    hits: AtomicU64::new(0),
+    misses: AtomicU64::new(0),
+    errors: [const { AtomicU64::new(0) }; KINDS],
+    failovers_away: AtomicU64::new(0),
+    failovers_onto: AtomicU64::new(0),
+    marked_dead: AtomicU64::new(0),
+    revived: AtomicU64::new(0),
+    multi_keys: AtomicU64::new(0),
+    multi_round_trips: AtomicU64::new(0),
+    bytes_sent: AtomicU64::new(0),
+    bytes_received: AtomicU64::new(0),
+    connections_open: AtomicI64::new(0),
+    connections_in_use: AtomicI64::new(0),
+    buckets: [const { AtomicU64::new(0) }; LATENCY_BUCKETS],
+    latency_sum_us: AtomicU64::new(0),
+    latency_max_us: AtomicU64::new(0),
+};
 
 /// A snapshot of the client's metrics, one entry per server in the order
 /// given.
