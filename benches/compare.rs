@@ -797,7 +797,17 @@ fn report(results: &[Workload], quick: bool) {
             "ratios": ratios,
         }));
     }
-    let doc = json!({ "quick": quick, "workloads": json_rows });
+    // Whether the client counted its metrics in this run.
+    let metrics = cfg!(feature = "metrics");
+    println!(
+        "metrics: {}",
+        if metrics {
+            "on"
+        } else {
+            "off (built without the metrics feature)"
+        }
+    );
+    let doc = json!({ "quick": quick, "metrics": metrics, "workloads": json_rows });
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/memring-bench");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("compare.json");

@@ -24,6 +24,8 @@
 //!   `reply`, `multi`, `meta`, `inbox`).
 //! - `client`: the blocking driver (r2d2 pools, blocking sockets).
 //! - `aio`: the async driver (pipelined connections on tokio).
+//! - [`metrics`]: per-server counters and their Prometheus text.
+//! - [`stats`]: memcached's own statistics and slab classes, typed.
 //! - `builder`: every setting, its default and its bounds.
 //! - [`ring`]: pure routing (ketama, hash_ring, modulo), failover order.
 //! - `health`: per-server failure counts and dead-until times (atomics).

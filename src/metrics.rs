@@ -1,5 +1,5 @@
-//! Client metrics, per server: always on, atomics only (no lock and no
-//! allocation on the request path). The core records them, so both clients
+//! Client metrics, per server: on by default (feature `metrics`), atomics
+//! only (no lock and no allocation on the request path). The core records them, so both clients
 //! count alike; [`Metrics`] is a snapshot, with Prometheus text output.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -66,7 +66,8 @@ impl Recorder {
         }
     }
 
-    /// This thread's copy of the counters.
+    /// This thread's copy of the counters. Without the `metrics` feature
+    /// every recording method returns before it asks for one.
     fn mine(&self) -> &Stripe {
         let i = STRIPE.try_with(|i| *i).unwrap_or(0);
         match self.stripes.get(i).or_else(|| self.stripes.first()) {
@@ -77,6 +78,9 @@ impl Recorder {
 
     /// An attempt of a request of `class` was sent to this server.
     pub fn request(&self, class: Class) {
+        if !cfg!(feature = "metrics") {
+            return;
+        }
         let i = match class {
             Class::Read => 0,
             Class::Write => 1,
@@ -89,6 +93,9 @@ impl Recorder {
 
     /// Hits and misses among the answers of one request or batch.
     pub fn answers(&self, (hits, misses): (u64, u64)) {
+        if !cfg!(feature = "metrics") {
+            return;
+        }
         let s = self.mine();
         if hits > 0 {
             add(&s.hits, hits);
@@ -99,44 +106,71 @@ impl Recorder {
     }
 
     pub fn error(&self, kind: ErrorKind) {
+        if !cfg!(feature = "metrics") {
+            return;
+        }
         if let Some(c) = self.mine().errors.get(kind.index()) {
             add(c, 1);
         }
     }
 
     pub fn failover_away(&self) {
+        if !cfg!(feature = "metrics") {
+            return;
+        }
         add(&self.mine().failovers_away, 1);
     }
 
     pub fn failover_onto(&self) {
+        if !cfg!(feature = "metrics") {
+            return;
+        }
         add(&self.mine().failovers_onto, 1);
     }
 
     pub fn marked_dead(&self) {
+        if !cfg!(feature = "metrics") {
+            return;
+        }
         add(&self.mine().marked_dead, 1);
     }
 
     pub fn revived(&self) {
+        if !cfg!(feature = "metrics") {
+            return;
+        }
         add(&self.mine().revived, 1);
     }
 
     /// One wave of a multi-key call: `keys` keys in one round trip.
     pub fn multi(&self, keys: usize) {
+        if !cfg!(feature = "metrics") {
+            return;
+        }
         let s = self.mine();
         add(&s.multi_keys, keys as u64);
         add(&s.multi_round_trips, 1);
     }
 
     pub fn sent(&self, bytes: usize) {
+        if !cfg!(feature = "metrics") {
+            return;
+        }
         add(&self.mine().bytes_sent, bytes as u64);
     }
 
     pub fn received(&self, bytes: usize) {
+        if !cfg!(feature = "metrics") {
+            return;
+        }
         add(&self.mine().bytes_received, bytes as u64);
     }
 
     /// A connection was opened (`true`) or closed.
     pub fn connection(&self, open: bool) {
+        if !cfg!(feature = "metrics") {
+            return;
+        }
         self.mine()
             .connections_open
             .fetch_add(if open { 1 } else { -1 }, Ordering::Relaxed);
@@ -145,6 +179,9 @@ impl Recorder {
     /// A connection was taken into use (`true`: checked out of its pool, or
     /// given its first request in flight) or left idle.
     pub fn in_use(&self, busy: bool) {
+        if !cfg!(feature = "metrics") {
+            return;
+        }
         self.mine()
             .connections_in_use
             .fetch_add(if busy { 1 } else { -1 }, Ordering::Relaxed);
@@ -152,6 +189,9 @@ impl Recorder {
 
     /// How long an attempt took, from being sent to its answer or failure.
     pub fn latency(&self, took: Duration) {
+        if !cfg!(feature = "metrics") {
+            return;
+        }
         let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         let bucket = (u64::BITS - us.leading_zeros()) as usize;
         let s = self.mine();
@@ -552,6 +592,7 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "metrics")]
     #[test]
     fn latency_buckets_and_quantiles() {
         let r = Recorder::new();

@@ -3,6 +3,8 @@
 //! multi-key call is counted exactly, through both clients; totals stay
 //! right under 8 threads; the Prometheus output passes a strict parser.
 
+#![cfg(feature = "metrics")]
+
 mod support;
 
 use std::collections::{BTreeMap, HashSet};

@@ -124,6 +124,17 @@ fn spans_per_command_and_health_events() {
     let all = format!("{spans:?}{:?}", capture.events.lock().unwrap());
     assert!(!all.contains("secret-key"), "the key leaked: {all}");
     let events = capture.events.lock().unwrap();
+    // What a subscriber gets (run with --nocapture to see it).
+    for (_, name, fields) in spans
+        .iter()
+        .filter(|(_, _, f)| f.get("attempts").map(String::as_str) == Some("2"))
+        .take(1)
+    {
+        eprintln!("span {name} {fields:?}");
+    }
+    for e in events.iter() {
+        eprintln!("event {e:?}");
+    }
     let saw = |msg: &str| {
         events
             .iter()

@@ -90,6 +90,7 @@ fn miss_then_hit_with_the_same_body_and_sorted_arguments() {
     );
 }
 
+#[cfg(feature = "metrics")]
 #[test]
 fn metrics_are_served_for_prometheus() {
     let (_mc, port, _rt) = start();
