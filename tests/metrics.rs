@@ -129,6 +129,41 @@ both_clients! {
             assert!(s.latency.quantile(0.5).unwrap() <= s.latency.quantile(0.99).unwrap());
         }
     }
+    nonblocking: {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn totals_stay_right_under_sixty_four_tasks() {
+            let mc = Memcached::start();
+            let c = Client::new(mc.addr().as_str()).unwrap();
+            let read_before = mc.stat("bytes_read");
+            let tasks: Vec<_> = (0..64)
+                .map(|t| {
+                    let c = c.clone();
+                    tokio::spawn(async move {
+                        for i in 0..100 {
+                            let k = format!("t{t}:{}", i % 20);
+                            if i % 4 == 0 {
+                                c.set(&k, "v", MIN).await.unwrap();
+                            } else {
+                                let _ = c.get::<String>(&k).await.unwrap();
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+            let read = mc.stat("bytes_read") - read_before - 7;
+            let m = c.metrics();
+            let s = &m.servers[0];
+            assert_eq!(s.bytes_sent, read);
+            assert_eq!((s.requests_write, s.requests_read), (64 * 25, 64 * 75));
+            assert_eq!(s.hits + s.misses, 64 * 75);
+            assert_eq!(s.hits, mc.stat("get_hits"));
+            assert_eq!(s.latency.count, 64 * 100);
+            assert_eq!((s.connections_open, s.connections_in_use), (1, 0));
+        }
+    }
 }
 
 /// A strict reading of the Prometheus text format (0.0.4): every sample
