@@ -255,12 +255,8 @@ impl Client {
                 LeaseStep::Compute { cas, release } => {
                     return match compute().await {
                         Ok(v) => {
-                            if let Ok(data) = v.to_bytes() {
-                                let store =
-                                    leased_store(self.core(), key, &data, v.flags(), ttl, cas);
-                                if let Some(store) = store {
-                                    let _ = self.run(&store).await;
-                                }
+                            if let Some(store) = leased_store(self.core(), key, &v, ttl, cas) {
+                                let _ = self.run(&store).await;
                             }
                             Ok((v, Origin::Computed))
                         }

@@ -105,12 +105,8 @@ impl Client {
                 LeaseStep::Compute { cas, release } => {
                     return match compute() {
                         Ok(v) => {
-                            if let Ok(data) = v.to_bytes() {
-                                let store =
-                                    leased_store(self.core(), key, &data, v.flags(), ttl, cas);
-                                if let Some(store) = store {
-                                    let _ = self.run(&store);
-                                }
+                            if let Some(store) = leased_store(self.core(), key, &v, ttl, cas) {
+                                let _ = self.run(&store);
                             }
                             Ok((v, Origin::Computed))
                         }

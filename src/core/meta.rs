@@ -304,16 +304,16 @@ pub(crate) fn unreachable(e: &Error) -> bool {
 
 /// The store of a computed value: with the lease's cas when the caller won
 /// one (so a newer value is never overwritten), else as an add. `None`
-/// when the value cannot be stored (too large).
-pub(crate) fn leased_store<'a>(
+/// when the value cannot be stored (not convertible, or too large).
+pub(crate) fn leased_store<'a, V: crate::value::ToValue>(
     core: &Core,
     key: &'a [u8],
-    data: &'a [u8],
-    flags: u32,
+    value: &'a V,
     ttl: Expiry,
     cas: Option<u64>,
 ) -> Option<super::request::LeasedStore<'a>> {
-    core.check_value(data).ok()?;
+    let data = value.to_bytes().ok()?;
+    core.check_value(&data).ok()?;
     let condition = match cas {
         Some(c) => MetaFlag::CompareCas(c),
         None => MetaFlag::Mode(b'E'),
@@ -321,7 +321,7 @@ pub(crate) fn leased_store<'a>(
     Some(super::request::LeasedStore {
         key,
         data,
-        flags,
+        flags: value.flags(),
         ttl,
         condition,
     })

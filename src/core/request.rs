@@ -276,7 +276,7 @@ impl Request for Touch<'_> {
 #[derive(Debug)]
 pub(crate) struct LeasedStore<'a> {
     pub key: &'a [u8],
-    pub data: &'a [u8],
+    pub data: std::borrow::Cow<'a, [u8]>,
     pub flags: u32,
     pub ttl: Expiry,
     pub condition: MetaFlag<'static>,
@@ -299,7 +299,7 @@ impl Request for LeasedStore<'_> {
             MetaFlag::SetFlags(self.flags),
             self.condition,
         ];
-        encode::meta_set(buf, self.key, self.data, &flags);
+        encode::meta_set(buf, self.key, &self.data, &flags);
     }
     fn reply(&self) -> MetaRead {
         MetaRead::new(None)
