@@ -213,18 +213,27 @@ impl Core {
         }
     }
 
+    /// Counts an attempt on `server` that ended in `e` (the metrics, and
+    /// the server's health if it is a server failure). Returns whether it
+    /// was a server failure.
+    pub fn failed(&self, server: usize, e: &Error) -> bool {
+        if let Some(node) = self.nodes.get(server) {
+            node.metrics.error(e.kind());
+        }
+        let server_failure = e.is_server_failure();
+        if server_failure {
+            self.record_failure(server, e);
+        }
+        server_failure
+    }
+
     /// Records how a per-server command (or a probe) on `server` ended;
     /// a server failure counts against it. Returns the result labelled.
     pub fn settle<T>(&self, server: usize, r: Result<T>) -> Result<T> {
         match &r {
             Ok(_) => self.record_success(server),
             Err(e) => {
-                if let Some(node) = self.nodes.get(server) {
-                    node.metrics.error(e.kind());
-                }
-                if e.is_server_failure() {
-                    self.record_failure(server, e);
-                }
+                self.failed(server, e);
             }
         }
         r.map_err(|e| e.at(self.label(server)))

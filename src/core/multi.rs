@@ -266,10 +266,7 @@ impl<'c, B: Batch> Call<'c, B> {
             return;
         };
         let e = e.at(core.label(server));
-        let server_failure = e.is_server_failure();
-        if server_failure {
-            core.record_failure(server, &e);
-        }
+        let server_failure = core.failed(server, &e);
         let class = self.batch.class();
         for en in entries {
             let i = en.index;

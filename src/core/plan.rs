@@ -205,19 +205,14 @@ impl Plan<'_> {
     pub fn failed(&mut self, server: usize, e: Error, sent: bool) -> Option<Error> {
         self.sent |= sent;
         let e = e.at(self.core.label(server));
-        if let Some(node) = self.core.nodes.get(server) {
-            node.metrics.error(e.kind());
-            if let Some(t) = self.started.take() {
-                node.metrics.latency(t.elapsed());
-            }
+        if let (Some(node), Some(t)) = (self.core.nodes.get(server), self.started.take()) {
+            node.metrics.latency(t.elapsed());
         }
+        let server_failure = self.core.failed(server, &e);
         if e.kind() == ErrorKind::PoolTimeout {
             return Some(retry::give_up(self.class, e, self.sent));
         }
-        let server_failure = e.is_server_failure();
-        if server_failure {
-            self.core.record_failure(server, &e);
-        } else {
+        if !server_failure {
             // The server is alive and answered.
             self.core.record_success(server);
         }
