@@ -143,7 +143,7 @@ impl Memcached {
             if let Ok(Some(_)) = child.try_wait() {
                 return false; // exited: port taken, most likely
             }
-            if self.is_ready() {
+            if self.is_ready(child.id()) {
                 self.child = Some(child);
                 return true;
             }
@@ -154,11 +154,38 @@ impl Memcached {
         false
     }
 
-    fn is_ready(&self) -> bool {
+    /// True once the process `pid` listens. On TCP the listening socket
+    /// must be that process's own (found through `/proc`): a free port can
+    /// be taken by another test's server in the meantime, and ours then
+    /// fails to bind while the port still answers.
+    fn is_ready(&self, pid: u32) -> bool {
         match &self.socket {
             Some(p) => std::os::unix::net::UnixStream::connect(p).is_ok(),
-            None => TcpStream::connect((self.host, self.port)).is_ok(),
+            None => TcpStream::connect((self.host, self.port)).is_ok() && self.listens(pid),
         }
+    }
+
+    /// Whether process `pid` holds the socket listening on our port.
+    fn listens(&self, pid: u32) -> bool {
+        let port = format!(":{:04X}", self.port);
+        let mut inodes = Vec::new();
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            let text = std::fs::read_to_string(table).unwrap_or_default();
+            for line in text.lines().skip(1) {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                // local_address, state (0A = LISTEN), inode.
+                if f.len() > 9 && f[1].ends_with(&port) && f[3] == "0A" {
+                    inodes.push(format!("socket:[{}]", f[9]));
+                }
+            }
+        }
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            return false;
+        };
+        fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|l| inodes.iter().any(|i| l.to_string_lossy() == *i))
+        })
     }
 
     pub fn pid(&self) -> i32 {
