@@ -166,14 +166,28 @@ impl Client {
 fn exchange<R: Reply>(conn: &mut Connection, mut reader: R) -> Result<R::Out> {
     conn.send()?;
     loop {
-        match conn.next(|r| reader.feed(r)) {
-            Ok(Some(out)) => {
+        if let Some(out) = feed(conn, &mut reader)? {
+            return Ok(out);
+        }
+        conn.fill()?;
+    }
+}
+
+/// Feeds the replies already read to `reader`: its answer once it has
+/// one, `None` while it needs more bytes. The connection is finished (can
+/// go back to its pool) only if the stream is in step after the answer or
+/// the error reply.
+fn feed<R: Reply>(conn: &mut Connection, reader: &mut R) -> Result<Option<R::Out>> {
+    loop {
+        match conn.try_next(|r| reader.feed(r)) {
+            Ok(Ok(Some(out))) => {
                 if reader.in_step() {
                     conn.finish();
                 }
-                return Ok(out);
+                return Ok(Some(out));
             }
-            Ok(None) => {}
+            Ok(Ok(None)) => {}
+            Ok(Err(_)) => return Ok(None),
             Err(e) => {
                 if in_step_after(&e) {
                     conn.finish();

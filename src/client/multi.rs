@@ -6,9 +6,9 @@
 
 use std::time::Instant;
 
-use super::Client;
+use super::{feed, Client};
 use crate::core::multi::{Batch, Call, Entry, GetBatch, KeyBatch, Round, SetBatch};
-use crate::core::reply::{in_step_after, value, value_cas, Reply};
+use crate::core::reply::{value, value_cas, Reply};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::PooledConn;
 use crate::value::{CasToken, Expiry, FromValue, ToValue};
@@ -165,25 +165,12 @@ impl Client {
 /// Feeds the replies already buffered to the flight's reader. True once
 /// its batch is answered (the answers are recorded).
 fn step<B: Batch>(call: &mut Call<'_, B>, f: &mut Flight<'_, B::Reader>) -> Result<bool> {
-    loop {
-        let reader = &mut f.reader;
-        match f.conn.try_next(|r| reader.feed(r)) {
-            Ok(Ok(Some(answers))) => {
-                if f.reader.in_step() {
-                    f.conn.finish();
-                }
-                call.answered(f.server, answers);
-                return Ok(true);
-            }
-            Ok(Ok(None)) => {}
-            Ok(Err(_)) => return Ok(false),
-            Err(e) => {
-                if in_step_after(&e) {
-                    f.conn.finish();
-                }
-                return Err(e);
-            }
+    match feed(&mut f.conn, &mut f.reader)? {
+        Some(answers) => {
+            call.answered(f.server, answers);
+            Ok(true)
         }
+        None => Ok(false),
     }
 }
 
