@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::auth::Credentials;
+use crate::codec::Codec;
 use crate::connection::ConnOptions;
 use crate::error::{Error, ErrorKind, Result};
 use crate::health::Policy;
@@ -61,6 +62,7 @@ pub(crate) struct Config {
     pub max_value_size: usize,
     pub lease_ttl: Duration,
     pub lease_wait: Duration,
+    pub codec: Codec,
 }
 
 /// Builds a [`Client`](crate::Client). Every setter says what it defaults
@@ -97,6 +99,7 @@ pub struct ClientBuilder {
     max_value_size: usize,
     lease_ttl: Duration,
     lease_wait: Duration,
+    codec: Codec,
     credentials: Option<Credentials>,
 }
 
@@ -123,6 +126,7 @@ impl Default for ClientBuilder {
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
             lease_ttl: Duration::from_secs(30),
             lease_wait: Duration::from_secs(2),
+            codec: Codec::raw(),
             credentials: None,
         }
     }
@@ -283,6 +287,19 @@ impl ClientBuilder {
         self
     }
 
+    /// How values are turned into stored bytes and flags, and back: flags
+    /// by kind of value and compression, to share a cache with Python
+    /// clients ([`Codec::python_memcached`], [`Codec::pylibmc`], feature
+    /// `python`) or to compress large values ([`Codec::lz4`], feature
+    /// `lz4`). It applies to every command that carries a value, multi-key
+    /// ones and `get_or_set` included, and to an `ms` sent through
+    /// [`Client::meta`](crate::Client::meta) without client flags.
+    /// Defaults to [`Codec::raw`]: bytes as given, flags 0.
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+
     /// Logs in on every new connection with memcached's ASCII
     /// authentication (servers started with `-Y authfile`, memcached
     /// 1.5.15+), before the connection is used. A refused login is
@@ -376,6 +393,7 @@ impl ClientBuilder {
             max_value_size: self.max_value_size,
             lease_ttl: self.lease_ttl,
             lease_wait: clamp(self.lease_wait),
+            codec: self.codec,
         };
         Ok(Parts {
             servers: self.servers,

@@ -61,11 +61,14 @@ pub enum ErrorKind {
     /// server is marked dead at once, so a misconfiguration costs one
     /// attempt per `retry_timeout`, not one per request.
     AuthFailed,
+    /// The stored value is a Python pickle (its flags say so), which memring
+    /// does not unpickle. Read it as [`Item`](crate::Item) for its bytes.
+    Pickled,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order (for per-kind counters).
-    pub(crate) const ALL: [ErrorKind; 16] = [
+    pub(crate) const ALL: [ErrorKind; 17] = [
         ErrorKind::InvalidKey,
         ErrorKind::ValueTooLarge,
         ErrorKind::InvalidConfig,
@@ -82,6 +85,7 @@ impl ErrorKind {
         ErrorKind::NoServerAvailable,
         ErrorKind::OutcomeUnknown,
         ErrorKind::AuthFailed,
+        ErrorKind::Pickled,
     ];
 
     /// The kind's position in [`ALL`](Self::ALL).
@@ -108,6 +112,7 @@ impl ErrorKind {
             ErrorKind::NoServerAvailable => "no_server_available",
             ErrorKind::OutcomeUnknown => "outcome_unknown",
             ErrorKind::AuthFailed => "auth_failed",
+            ErrorKind::Pickled => "pickled",
         }
     }
 
@@ -129,6 +134,7 @@ impl ErrorKind {
             ErrorKind::NoServerAvailable => "no server available",
             ErrorKind::OutcomeUnknown => "write outcome unknown",
             ErrorKind::AuthFailed => "authentication failed",
+            ErrorKind::Pickled => "value is a Python pickle",
         }
     }
 }

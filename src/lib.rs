@@ -53,6 +53,7 @@ pub mod aio;
 mod auth;
 mod builder;
 mod client;
+mod codec;
 mod connection;
 mod core;
 mod error;
@@ -75,6 +76,7 @@ pub use builder::{
     ClientBuilder, DEFAULT_MAX_VALUE_SIZE, MAX_SETTING_DURATION, MAX_VALUE_SIZE_LIMIT,
 };
 pub use client::Client;
+pub use codec::Codec;
 pub use error::{Error, ErrorKind, Result};
 pub use hints::DEFAULT_REJOIN_HINTS;
 pub use key::KeyBuilder;
@@ -82,7 +84,7 @@ pub use ring::{Distribution, Ring};
 pub use server::{Endpoint, IntoServers, Server, DEFAULT_PORT, MAX_WEIGHT};
 #[cfg(feature = "serde")]
 pub use value::Json;
-pub use value::{CasToken, Expiry, FromValue, Item, ToValue, WithFlags, MAX_EXPTIME};
+pub use value::{CasToken, Expiry, FromValue, Item, Kind, ToValue, WithFlags, MAX_EXPTIME};
 
 /// The README's examples, compiled as doctests.
 #[cfg(doctest)]

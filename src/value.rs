@@ -7,34 +7,60 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, ErrorKind};
 
-/// Something that can be stored: its bytes and the flags stored with them.
+/// Something that can be stored: its bytes, and what kind of value they
+/// are, from which the client's [`Codec`](crate::Codec) picks the flags.
 ///
-/// Implemented for byte slices and vectors, strings, and integers (stored
-/// in decimal, so `incr`/`decr` work on them).
+/// Implemented for byte slices and vectors, strings, integers (stored in
+/// decimal, so `incr`/`decr` work on them) and `bool` (`"1"` or `"0"`).
 pub trait ToValue {
     /// The bytes to store, borrowed where the value already is bytes. An
     /// error (say, a value that cannot be serialised) is returned to the
     /// caller before anything is sent.
     fn to_bytes(&self) -> Result<Cow<'_, [u8]>, Error>;
-    /// The client flags stored with the value. Defaults to 0.
-    fn flags(&self) -> u32 {
-        0
+    /// What the bytes are. Defaults to [`Kind::Bytes`].
+    fn kind(&self) -> Kind {
+        Kind::Bytes
     }
+}
+
+/// What a stored value's bytes are: the codec turns this into flags (a
+/// Python codec stores text with python-memcached's `_FLAG_TEXT`, for
+/// instance), while [`Kind::Flagged`] carries the caller's own flags, which
+/// no codec touches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Kind {
+    /// Plain bytes.
+    Bytes,
+    /// UTF-8 text.
+    Text,
+    /// An integer in decimal.
+    Integer,
+    /// A boolean as `"1"` or `"0"`.
+    Bool,
+    /// Bytes stored as given with these flags: no codec changes them.
+    Flagged(u32),
 }
 
 /// Something a stored value can be read back as.
 pub trait FromValue: Sized {
-    /// Converts the stored bytes and flags. The bytes are handed over owned,
-    /// so a `Vec<u8>` or `String` result costs no copy.
+    /// Converts the stored bytes and flags, after the client's
+    /// [`Codec`](crate::Codec) has decoded them (decompressed, and checked
+    /// that their flags are a type it can read). The bytes are handed over
+    /// owned, so a `Vec<u8>` or `String` result costs no copy.
     fn from_value(data: Vec<u8>, flags: u32) -> Result<Self, Error>;
+
+    /// True for a type that takes the bytes and flags exactly as stored,
+    /// before any codec: [`Item`]. Defaults to false.
+    const VERBATIM: bool = false;
 }
 
 impl<T: ToValue + ?Sized> ToValue for &T {
     fn to_bytes(&self) -> Result<Cow<'_, [u8]>, Error> {
         (**self).to_bytes()
     }
-    fn flags(&self) -> u32 {
-        (**self).flags()
+    fn kind(&self) -> Kind {
+        (**self).kind()
     }
 }
 
@@ -60,15 +86,46 @@ impl ToValue for str {
     fn to_bytes(&self) -> Result<Cow<'_, [u8]>, Error> {
         Ok(Cow::Borrowed(self.as_bytes()))
     }
+    fn kind(&self) -> Kind {
+        Kind::Text
+    }
 }
 
 impl ToValue for String {
     fn to_bytes(&self) -> Result<Cow<'_, [u8]>, Error> {
         Ok(Cow::Borrowed(self.as_bytes()))
     }
+    fn kind(&self) -> Kind {
+        Kind::Text
+    }
+}
+
+impl ToValue for bool {
+    fn to_bytes(&self) -> Result<Cow<'_, [u8]>, Error> {
+        Ok(Cow::Borrowed(if *self { b"1" } else { b"0" }))
+    }
+    fn kind(&self) -> Kind {
+        Kind::Bool
+    }
+}
+
+impl FromValue for bool {
+    /// `"1"` is true and `"0"` false (as pylibmc stores them); anything
+    /// else is an [`ErrorKind::Decode`] error.
+    fn from_value(data: Vec<u8>, _flags: u32) -> Result<Self, Error> {
+        match data.strip_suffix(b" ").unwrap_or(&data) {
+            b"1" => Ok(true),
+            b"0" => Ok(false),
+            _ => Err(Error::new(
+                ErrorKind::Decode,
+                "value is not a bool (1 or 0)",
+            )),
+        }
+    }
 }
 
 /// A value stored with explicit client flags: `WithFlags(b"data", 7)`.
+/// The bytes and flags are stored exactly as given, whatever the codec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WithFlags<T>(pub T, pub u32);
 
@@ -76,12 +133,14 @@ impl<T: ToValue> ToValue for WithFlags<T> {
     fn to_bytes(&self) -> Result<Cow<'_, [u8]>, Error> {
         self.0.to_bytes()
     }
-    fn flags(&self) -> u32 {
-        self.1
+    fn kind(&self) -> Kind {
+        Kind::Flagged(self.1)
     }
 }
 
-/// A stored value with its flags, as read back.
+/// A stored value with its flags, exactly as stored: no codec decodes an
+/// `Item` read back, nor encodes one written (so an `Item` read from one
+/// key can be copied to another byte for byte, compressed or not).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
     /// The value bytes.
@@ -94,14 +153,15 @@ impl FromValue for Item {
     fn from_value(data: Vec<u8>, flags: u32) -> Result<Self, Error> {
         Ok(Item { data, flags })
     }
+    const VERBATIM: bool = true;
 }
 
 impl ToValue for Item {
     fn to_bytes(&self) -> Result<Cow<'_, [u8]>, Error> {
         Ok(Cow::Borrowed(&self.data))
     }
-    fn flags(&self) -> u32 {
-        self.flags
+    fn kind(&self) -> Kind {
+        Kind::Flagged(self.flags)
     }
 }
 
@@ -124,6 +184,9 @@ macro_rules! integer_value {
         impl ToValue for $t {
             fn to_bytes(&self) -> Result<Cow<'_, [u8]>, Error> {
                 Ok(Cow::Owned(self.to_string().into_bytes()))
+            }
+            fn kind(&self) -> Kind {
+                Kind::Integer
             }
         }
         impl FromValue for $t {
@@ -159,6 +222,10 @@ impl<T: serde::Serialize> ToValue for Json<T> {
         serde_json::to_vec(&self.0).map(Cow::Owned).map_err(|e| {
             Error::new(ErrorKind::Decode, "cannot serialise value as JSON").with_source(e)
         })
+    }
+    /// JSON is UTF-8 text (a Python client reads it as `str`).
+    fn kind(&self) -> Kind {
+        Kind::Text
     }
 }
 

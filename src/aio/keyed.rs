@@ -2,7 +2,7 @@
 //! blocking client's, run through [`Client::run`].
 
 use super::Client;
-use crate::core::reply::{cas_outcome, stored, stored_if, value, value_cas, StoreReply};
+use crate::core::reply::{cas_outcome, stored, stored_if, StoreReply};
 use crate::core::request::{Arith, Delete, Fetch, Store, Touch};
 use crate::error::Result;
 use crate::protocol::StoreCommand;
@@ -19,12 +19,14 @@ impl Client {
     /// `max_value_size` is [`ErrorKind::ValueTooLarge`](crate::ErrorKind),
     /// never a miss.
     pub async fn get<V: FromValue>(&self, key: impl AsRef<[u8]>) -> Result<Option<V>> {
-        value(self.run(&Fetch::new(key.as_ref(), false, None)).await?)
+        self.core()
+            .value(self.run(&Fetch::new(key.as_ref(), false, None)).await?)
     }
 
     /// Reads a value and its cas token (for [`cas`](Self::cas)).
     pub async fn gets<V: FromValue>(&self, key: impl AsRef<[u8]>) -> Result<Option<(V, CasToken)>> {
-        value_cas(self.run(&Fetch::new(key.as_ref(), true, None)).await?)
+        self.core()
+            .value_cas(self.run(&Fetch::new(key.as_ref(), true, None)).await?)
     }
 
     /// Reads a value and sets its expiry in one step (`gat`).
@@ -33,7 +35,7 @@ impl Client {
         key: impl AsRef<[u8]>,
         ttl: impl Into<Expiry>,
     ) -> Result<Option<V>> {
-        value(
+        self.core().value(
             self.run(&Fetch::new(key.as_ref(), false, Some(ttl.into())))
                 .await?,
         )
@@ -45,7 +47,7 @@ impl Client {
         key: impl AsRef<[u8]>,
         ttl: impl Into<Expiry>,
     ) -> Result<Option<(V, CasToken)>> {
-        value_cas(
+        self.core().value_cas(
             self.run(&Fetch::new(key.as_ref(), true, Some(ttl.into())))
                 .await?,
         )
@@ -61,8 +63,7 @@ impl Client {
         value: &(impl ToValue + ?Sized),
         ttl: Expiry,
     ) -> Result<StoreReply> {
-        let data = value.to_bytes()?;
-        let req = Store::new(self.core(), cmd, key, value.flags(), &data, ttl)?;
+        let req = Store::new(self.core(), cmd, key, value, ttl)?;
         self.run(&req).await
     }
 
@@ -250,7 +251,7 @@ impl Client {
             };
             match lease.step(r) {
                 LeaseStep::Found(data, flags, origin) => {
-                    return Ok((V::from_value(data, flags)?, origin))
+                    return Ok((self.core().decode(data, flags)?, origin))
                 }
                 LeaseStep::Compute { cas, release } => {
                     return match compute().await {

@@ -5,7 +5,6 @@
 
 use super::Client;
 use crate::core::multi::{Batch, Call, GetBatch, KeyBatch, Round, SetBatch};
-use crate::core::reply::{value, value_cas};
 use crate::error::Result;
 use crate::value::{CasToken, Expiry, FromValue, ToValue};
 
@@ -71,7 +70,9 @@ impl Client {
             with_cas: false,
         };
         let got = self.multi(&batch, keys.len()).await;
-        got.into_iter().map(|r| r.and_then(value)).collect()
+        got.into_iter()
+            .map(|r| r.and_then(|f| self.core().value(f)))
+            .collect()
     }
 
     /// [`get_multi`](Self::get_multi) with cas tokens (`gets`).
@@ -84,7 +85,9 @@ impl Client {
             with_cas: true,
         };
         let got = self.multi(&batch, keys.len()).await;
-        got.into_iter().map(|r| r.and_then(value_cas)).collect()
+        got.into_iter()
+            .map(|r| r.and_then(|f| self.core().value_cas(f)))
+            .collect()
     }
 
     /// Stores many key/value pairs at once; one result per pair.

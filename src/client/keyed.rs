@@ -2,7 +2,7 @@
 //! through [`Client::run`]; the core says what the reply means.
 
 use super::Client;
-use crate::core::reply::{cas_outcome, stored, stored_if, value, value_cas, StoreReply};
+use crate::core::reply::{cas_outcome, stored, stored_if, StoreReply};
 use crate::core::request::{Arith, Delete, Fetch, Store, Touch};
 use crate::error::Result;
 use crate::protocol::StoreCommand;
@@ -19,12 +19,14 @@ impl Client {
     /// `max_value_size` is [`ErrorKind::ValueTooLarge`](crate::ErrorKind),
     /// never a miss.
     pub fn get<V: FromValue>(&self, key: impl AsRef<[u8]>) -> Result<Option<V>> {
-        value(self.run(&Fetch::new(key.as_ref(), false, None))?)
+        self.core()
+            .value(self.run(&Fetch::new(key.as_ref(), false, None))?)
     }
 
     /// Reads a value and its cas token (for [`cas`](Self::cas)).
     pub fn gets<V: FromValue>(&self, key: impl AsRef<[u8]>) -> Result<Option<(V, CasToken)>> {
-        value_cas(self.run(&Fetch::new(key.as_ref(), true, None))?)
+        self.core()
+            .value_cas(self.run(&Fetch::new(key.as_ref(), true, None))?)
     }
 
     /// Reads a value and sets its expiry in one step (`gat`).
@@ -33,7 +35,8 @@ impl Client {
         key: impl AsRef<[u8]>,
         ttl: impl Into<Expiry>,
     ) -> Result<Option<V>> {
-        value(self.run(&Fetch::new(key.as_ref(), false, Some(ttl.into())))?)
+        self.core()
+            .value(self.run(&Fetch::new(key.as_ref(), false, Some(ttl.into())))?)
     }
 
     /// `gat` that also returns the cas token (`gats`).
@@ -42,7 +45,8 @@ impl Client {
         key: impl AsRef<[u8]>,
         ttl: impl Into<Expiry>,
     ) -> Result<Option<(V, CasToken)>> {
-        value_cas(self.run(&Fetch::new(key.as_ref(), true, Some(ttl.into())))?)
+        self.core()
+            .value_cas(self.run(&Fetch::new(key.as_ref(), true, Some(ttl.into())))?)
     }
 
     // ----- storage -----------------------------------------------------
@@ -55,15 +59,7 @@ impl Client {
         value: &(impl ToValue + ?Sized),
         ttl: Expiry,
     ) -> Result<StoreReply> {
-        let data = value.to_bytes()?;
-        self.run(&Store::new(
-            self.core(),
-            cmd,
-            key,
-            value.flags(),
-            &data,
-            ttl,
-        )?)
+        self.run(&Store::new(self.core(), cmd, key, value, ttl)?)
     }
 
     /// Stores a value unconditionally.

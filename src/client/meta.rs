@@ -100,7 +100,7 @@ impl Client {
             };
             match lease.step(r) {
                 LeaseStep::Found(data, flags, origin) => {
-                    return Ok((V::from_value(data, flags)?, origin))
+                    return Ok((self.core().decode(data, flags)?, origin))
                 }
                 LeaseStep::Compute { cas, release } => {
                     return match compute() {

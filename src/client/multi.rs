@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::{feed, Client};
 use crate::core::multi::{Batch, Call, Entry, GetBatch, KeyBatch, Round, SetBatch};
-use crate::core::reply::{value, value_cas, Reply};
+use crate::core::reply::Reply;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::PooledConn;
 use crate::value::{CasToken, Expiry, FromValue, ToValue};
@@ -113,7 +113,9 @@ impl Client {
             with_cas: false,
         };
         let got = self.multi(&batch, keys.len());
-        got.into_iter().map(|r| r.and_then(value)).collect()
+        got.into_iter()
+            .map(|r| r.and_then(|f| self.core().value(f)))
+            .collect()
     }
 
     /// [`get_multi`](Self::get_multi) with cas tokens (`gets`).
@@ -126,7 +128,9 @@ impl Client {
             with_cas: true,
         };
         let got = self.multi(&batch, keys.len());
-        got.into_iter().map(|r| r.and_then(value_cas)).collect()
+        got.into_iter()
+            .map(|r| r.and_then(|f| self.core().value_cas(f)))
+            .collect()
     }
 
     /// Stores many key/value pairs at once (`set`, pipelined per server).

@@ -18,6 +18,7 @@ use super::Core;
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{check_meta_flags, encode, meta_flag, MetaCode, MetaFlag};
 use crate::value::Expiry;
+use std::borrow::Cow;
 
 /// A meta command for `meta`.
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +59,16 @@ impl MetaReply {
     /// True when the bare flag is present (`W`, `X`, `Z`).
     pub fn has(&self, letter: char) -> bool {
         self.flag(letter).is_some()
+    }
+
+    /// The value and its client flags as stored, when the `mg` asked for
+    /// both (`v` and `f`): hand it to the client's `decode` for the value as
+    /// `get` would return it.
+    pub fn item(&self) -> Option<crate::Item> {
+        Some(crate::Item {
+            data: self.value.clone()?,
+            flags: self.number('f')?,
+        })
     }
 
     fn number<T: std::str::FromStr>(&self, letter: char) -> Option<T> {
@@ -142,23 +153,42 @@ pub(crate) struct Meta<'a> {
     pub key: &'a [u8],
     pub request: MetaRequest<'a>,
     quiet: bool,
+    /// For `ms`: the data as sent, and the client flags the codec chose
+    /// when the caller gave none.
+    data: Cow<'a, [u8]>,
+    codec_flags: Option<u32>,
 }
 
 impl<'a> Meta<'a> {
     /// Checks the flags (and for `ms` the value's length) before anything
-    /// is sent.
+    /// is sent. An `ms` without client flags (`F`) has its data encoded by
+    /// the codec as bytes (compressed, unless appending or prepending); one
+    /// with them is sent as given.
     pub fn new(core: &Core, key: &'a [u8], request: MetaRequest<'a>) -> Result<Meta<'a>> {
         if let Err(problem) = check_meta_flags(request.flags()) {
             return Err(Error::new(ErrorKind::InvalidInput, problem));
         }
-        if let MetaRequest::Set(data, _) = request {
-            core.check_value(data)?;
+        let (mut data, mut codec_flags) = (Cow::Borrowed(&[][..]), None);
+        if let MetaRequest::Set(given, f) = request {
+            if f.iter().any(|f| matches!(f, MetaFlag::SetFlags(_))) {
+                core.check_value(given)?;
+                data = Cow::Borrowed(given);
+            } else {
+                let adds = f
+                    .iter()
+                    .any(|f| matches!(f, MetaFlag::Mode(b'A' | b'a' | b'P' | b'p')));
+                let (encoded, flags) = core.encode(given, !adds)?;
+                data = encoded;
+                codec_flags = (flags != 0).then_some(flags);
+            }
         }
         let quiet = request.flags().contains(&MetaFlag::Quiet);
         Ok(Meta {
             key,
             request,
             quiet,
+            data,
+            codec_flags,
         })
     }
 }
@@ -183,10 +213,16 @@ impl Request for Meta<'_> {
         let key = self.key;
         match self.request {
             MetaRequest::Get(f) => encode::meta_get(buf, key, f),
-            MetaRequest::Set(data, f) => match core.config.failover_ttl.filter(|_| failover) {
-                Some(cap) => encode::meta_set(buf, key, data, &capped_ttl(f, cap)),
-                None => encode::meta_set(buf, key, data, f),
-            },
+            MetaRequest::Set(_, f) => {
+                let mut f = Cow::Borrowed(f);
+                if let Some(flags) = self.codec_flags {
+                    f.to_mut().push(MetaFlag::SetFlags(flags));
+                }
+                match core.config.failover_ttl.filter(|_| failover) {
+                    Some(cap) => encode::meta_set(buf, key, &self.data, &capped_ttl(&f, cap)),
+                    None => encode::meta_set(buf, key, &self.data, &f),
+                }
+            }
             MetaRequest::Delete(f) => encode::meta_delete(buf, key, f),
             MetaRequest::Arith(f) => encode::meta_arith(buf, key, f),
         }
@@ -312,8 +348,7 @@ pub(crate) fn leased_store<'a, V: crate::value::ToValue>(
     ttl: Expiry,
     cas: Option<u64>,
 ) -> Option<super::request::LeasedStore<'a>> {
-    let data = value.to_bytes().ok()?;
-    core.check_value(&data).ok()?;
+    let (data, flags) = core.encode(value, true).ok()?;
     let condition = match cas {
         Some(c) => MetaFlag::CompareCas(c),
         None => MetaFlag::Mode(b'E'),
@@ -321,7 +356,7 @@ pub(crate) fn leased_store<'a, V: crate::value::ToValue>(
     Some(super::request::LeasedStore {
         key,
         data,
-        flags: value.flags(),
+        flags,
         ttl,
         condition,
     })

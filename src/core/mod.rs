@@ -26,7 +26,9 @@ use crate::health::{Clock, Health};
 use crate::hints::Hints;
 use crate::ring::Ring;
 use crate::server::Server;
-use crate::value::Expiry;
+use crate::value::{CasToken, Expiry, FromValue, ToValue};
+use reply::Fetched;
+use std::borrow::Cow;
 
 /// A `tracing` event with the feature on; nothing at all with it off.
 macro_rules! trace_event {
@@ -81,6 +83,13 @@ macro_rules! core_queries {
         /// overflowed so that it will be flushed instead.
         pub fn rejoin_hints(&self, server: usize) -> (usize, bool) {
             self.core().rejoin_hints(server)
+        }
+
+        /// A stored value (say an `ms`/`mg` pair's, through
+        /// [`MetaReply::item`](crate::MetaReply::item)) as `get` would
+        /// return it: decoded by the client's [`Codec`](crate::Codec).
+        pub fn decode<V: crate::FromValue>(&self, item: crate::Item) -> crate::Result<V> {
+            self.core().decode(item.data, item.flags)
         }
 
         /// A snapshot of the client's metrics, per server (see
@@ -282,5 +291,47 @@ impl Core {
 
     pub fn check_value(&self, data: &[u8]) -> Result<()> {
         reply::check_value_len(data.len(), self.config.max_value_size)
+    }
+
+    /// A value's bytes and flags as the codec stores them (compressed only
+    /// when `compress`: never for `append`/`prepend`), checked against
+    /// `max_value_size`.
+    pub fn encode<'v, V: ToValue + ?Sized>(
+        &self,
+        value: &'v V,
+        compress: bool,
+    ) -> Result<(Cow<'v, [u8]>, u32)> {
+        let (data, flags) = self.config.codec.encode(value, compress)?;
+        self.check_value(&data)?;
+        Ok((data, flags))
+    }
+
+    // ----- what is read ------------------------------------------------------
+
+    /// A stored value as the caller's type, decoded by the codec (an
+    /// [`Item`](crate::Item) is not: it is the value as stored).
+    pub fn decode<V: FromValue>(&self, data: Vec<u8>, flags: u32) -> Result<V> {
+        if V::VERBATIM {
+            return V::from_value(data, flags);
+        }
+        let max = self.config.max_value_size;
+        let (data, flags) = self.config.codec.decode(data, flags, max)?;
+        V::from_value(data, flags)
+    }
+
+    /// A fetched value as the caller's type.
+    pub fn value<V: FromValue>(&self, f: Option<Fetched>) -> Result<Option<V>> {
+        f.map(|(d, flags, _)| self.decode(d, flags)).transpose()
+    }
+
+    /// A fetched value and its cas token.
+    pub fn value_cas<V: FromValue>(&self, f: Option<Fetched>) -> Result<Option<(V, CasToken)>> {
+        f.map(|(d, flags, cas)| {
+            let cas = cas.ok_or_else(|| {
+                crate::Error::new(crate::ErrorKind::Protocol, "gets reply without a cas token")
+            })?;
+            Ok((self.decode(d, flags)?, CasToken(cas)))
+        })
+        .transpose()
     }
 }

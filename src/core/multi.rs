@@ -15,7 +15,7 @@
 use std::borrow::Cow;
 
 use super::plan::{decide, skip_dead};
-use super::reply::{check_value_len, key_error, lossy, unexpected, Fetched, Got, Reply};
+use super::reply::{key_error, lossy, unexpected, Fetched, Got, Reply};
 use super::retry::{self, Class, Decision};
 use super::Core;
 use crate::error::{Error, ErrorKind, Result};
@@ -480,19 +480,18 @@ impl Reply for ValuesRead {
 #[derive(Debug)]
 pub(crate) struct SetBatch<'a, K, V> {
     pub items: &'a [(K, V)],
-    /// Each value's bytes, converted once.
-    pub bytes: Vec<Result<Cow<'a, [u8]>>>,
+    /// Each value's bytes and flags, encoded once (and checked against
+    /// `max_value_size`).
+    pub bytes: Vec<Result<(Cow<'a, [u8]>, u32)>>,
     pub ttl: Expiry,
-    pub max_value: usize,
 }
 
 impl<'a, K, V: ToValue> SetBatch<'a, K, V> {
     pub fn new(core: &Core, items: &'a [(K, V)], ttl: Expiry) -> SetBatch<'a, K, V> {
         SetBatch {
             items,
-            bytes: items.iter().map(|(_, v)| v.to_bytes()).collect(),
+            bytes: items.iter().map(|(_, v)| core.encode(v, true)).collect(),
             ttl,
-            max_value: core.config.max_value_size,
         }
     }
 }
@@ -522,7 +521,7 @@ impl<K: AsRef<[u8]>, V: ToValue> Batch for SetBatch<'_, K, V> {
 
     fn check(&self, index: usize) -> Result<()> {
         match self.bytes.get(index) {
-            Some(Ok(b)) => check_value_len(b.len(), self.max_value),
+            Some(Ok(_)) => Ok(()),
             Some(Err(e)) => Err(e.duplicate()),
             None => Err(Error::new(ErrorKind::InvalidInput, "no such item")),
         }
@@ -530,7 +529,7 @@ impl<K: AsRef<[u8]>, V: ToValue> Batch for SetBatch<'_, K, V> {
 
     fn cost(&self, index: usize) -> usize {
         let value = match self.bytes.get(index) {
-            Some(Ok(b)) => b.len(),
+            Some(Ok((b, _))) => b.len(),
             _ => 0,
         };
         self.key(index).len() + value + 48
@@ -538,7 +537,7 @@ impl<K: AsRef<[u8]>, V: ToValue> Batch for SetBatch<'_, K, V> {
 
     fn encode(&self, core: &Core, buf: &mut Vec<u8>, entries: &[Entry]) {
         for e in entries {
-            let (Some((key, value)), Some(Ok(data))) =
+            let (Some((key, _)), Some(Ok((data, flags)))) =
                 (self.items.get(e.index), self.bytes.get(e.index))
             else {
                 continue; // refused by `check`, never batched
@@ -548,7 +547,7 @@ impl<K: AsRef<[u8]>, V: ToValue> Batch for SetBatch<'_, K, V> {
                 buf,
                 StoreCommand::Set,
                 key.as_ref(),
-                value.flags(),
+                *flags,
                 exptime,
                 data,
                 false,
@@ -689,9 +688,8 @@ mod tests {
     fn set_batch<'a>(items: &'a [(String, &'a [u8])]) -> SetBatch<'a, String, &'a [u8]> {
         SetBatch {
             items,
-            bytes: items.iter().map(|(_, v)| v.to_bytes()).collect(),
+            bytes: items.iter().map(|(_, v)| Ok((v.to_bytes()?, 0))).collect(),
             ttl: Expiry::Never,
-            max_value: usize::MAX,
         }
     }
 

@@ -4,7 +4,6 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{KeyProblem, MetaCode, Response, MAX_KEY_LEN};
-use crate::value::{CasToken, FromValue};
 
 /// Reads the reply to one request from the replies a driver decodes, one at
 /// a time, in order.
@@ -245,17 +244,6 @@ pub(crate) fn cas_outcome(r: StoreReply) -> Result<CasOutcome> {
     }
 }
 
-/// A fetched value as the caller's type.
-pub(crate) fn value<V: FromValue>(f: Option<Fetched>) -> Result<Option<V>> {
-    f.map(|(d, flags, _)| V::from_value(d, flags)).transpose()
-}
-
-/// A fetched value and its cas token.
-pub(crate) fn value_cas<V: FromValue>(f: Option<Fetched>) -> Result<Option<(V, CasToken)>> {
-    f.map(|(d, flags, cas)| with_token(d, flags, cas))
-        .transpose()
-}
-
 /// A retrieved item: value, flags and, for gets/gats, the cas token.
 pub(crate) type Fetched = (Vec<u8>, u32, Option<u64>);
 
@@ -399,16 +387,6 @@ impl<'a> Got<'a> {
             Got::TooLarge(len) => Err(too_large(len)),
         }
     }
-}
-
-pub(crate) fn with_token<V: FromValue>(
-    d: Vec<u8>,
-    f: u32,
-    cas: Option<u64>,
-) -> Result<(V, CasToken)> {
-    let cas =
-        cas.ok_or_else(|| Error::new(ErrorKind::Protocol, "gets reply without a cas token"))?;
-    Ok((V::from_value(d, f)?, CasToken(cas)))
 }
 
 #[cfg(test)]

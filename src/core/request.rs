@@ -4,12 +4,14 @@
 //!
 //! [`Plan`]: super::plan::Plan
 
+use std::borrow::Cow;
+
 use super::reply::{unexpected, FetchOne, Line, MetaRead, Reply, StoreReply};
 use super::retry::Class;
 use super::Core;
 use crate::error::Result;
 use crate::protocol::{encode, MetaFlag, Response, StoreCommand};
-use crate::value::Expiry;
+use crate::value::{Expiry, ToValue};
 
 /// A request for one key.
 pub(crate) trait Request {
@@ -99,22 +101,23 @@ pub(crate) struct Store<'a> {
     pub cmd: StoreCommand,
     pub key: &'a [u8],
     pub flags: u32,
-    pub data: &'a [u8],
+    pub data: Cow<'a, [u8]>,
     pub ttl: Expiry,
 }
 
 impl<'a> Store<'a> {
-    /// A storage command; a value above `max_value_size` is refused here,
-    /// before anything is sent.
-    pub fn new(
+    /// A storage command, its value encoded by the codec (never compressed
+    /// for `append`/`prepend`, which add to a stored value); a value above
+    /// `max_value_size` is refused here, before anything is sent.
+    pub fn new<V: ToValue + ?Sized>(
         core: &Core,
         cmd: StoreCommand,
         key: &'a [u8],
-        flags: u32,
-        data: &'a [u8],
+        value: &'a V,
         ttl: Expiry,
     ) -> Result<Store<'a>> {
-        core.check_value(data)?;
+        let whole = !matches!(cmd, StoreCommand::Append | StoreCommand::Prepend);
+        let (data, flags) = core.encode(value, whole)?;
         Ok(Store {
             cmd,
             key,
@@ -146,7 +149,7 @@ impl Request for Store<'_> {
     fn encode(&self, core: &Core, failover: bool, buf: &mut Vec<u8>) {
         let exptime = core.exptime(self.ttl, failover);
         encode::store(
-            buf, self.cmd, self.key, self.flags, exptime, self.data, false,
+            buf, self.cmd, self.key, self.flags, exptime, &self.data, false,
         );
     }
     fn reply(&self) -> Line<StoreReply> {
@@ -276,7 +279,7 @@ impl Request for Touch<'_> {
 #[derive(Debug)]
 pub(crate) struct LeasedStore<'a> {
     pub key: &'a [u8],
-    pub data: std::borrow::Cow<'a, [u8]>,
+    pub data: Cow<'a, [u8]>,
     pub flags: u32,
     pub ttl: Expiry,
     pub condition: MetaFlag<'static>,
