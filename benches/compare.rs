@@ -4,7 +4,8 @@
 //! client, `async-memcached`). Prints a table and writes
 //! `target/memring-bench/compare.json` with rates and ratios.
 //!
-//! `cargo bench --features tokio --bench compare` (about 3 minutes);
+//! `cargo bench --features tokio --bench compare` (about 3 minutes;
+//! `--all-features` adds `codec_get_10k`, which needs `python` and `lz4`);
 //! `MEMRING_BENCH_QUICK=1 cargo bench --features tokio --bench compare` (about a
 //! minute); `MEMRING_BENCH_ASYNC_ONLY=1` runs only the async workloads.
 //! The servers are real memcached processes started on free ports.
@@ -190,9 +191,17 @@ struct Workload {
     name: &'static str,
     unit: &'static str,
     rates: BTreeMap<&'static str, f64>,
-    /// The contender the ratios are of, and what it is compared with.
-    lead: &'static str,
-    against: &'static [&'static str],
+    /// The ratios reported, as (numerator, denominator) contenders.
+    pairs: Vec<(&'static str, &'static str)>,
+    /// Bytes each contender's value takes on the wire, where that differs.
+    wire: BTreeMap<&'static str, usize>,
+    /// Microseconds each contender spends decoding one value, without I/O.
+    decode_us: BTreeMap<&'static str, f64>,
+}
+
+/// The ratios of `lead` to each of `against`.
+fn vs(lead: &'static str, against: &[&'static str]) -> Vec<(&'static str, &'static str)> {
+    against.iter().map(|&a| (lead, a)).collect()
 }
 
 /// One slice of an async workload: runs for the given time, returns the
@@ -329,8 +338,9 @@ fn main() {
             name,
             unit,
             rates: rates.into_iter().collect(),
-            lead: "memring",
-            against: &["raw", "memcache", "memcache_ascii"],
+            pairs: vs("memring", &["raw", "memcache", "memcache_ascii"]),
+            wire: BTreeMap::new(),
+            decode_us: BTreeMap::new(),
         };
         eprintln!("{:<18} {:?}", w.name, w.rates);
         results.push(w);
@@ -551,8 +561,106 @@ fn main() {
         }
     }
 
+    if !async_only {
+        codec_workload(dur, &one, &mut results);
+    }
     async_workloads(dur, &addrs, &keys, &value, &mr_four, &mut results);
     report(&results, quick);
+}
+
+/// codec_get_10k: one thread reads 10 KiB JSON values (compressible, as
+/// cached API responses are) with no codec, with the Python zlib codec and
+/// with LZ4; the ratios are of each codec's rate to no codec's, and the
+/// bytes each value takes on the wire are reported beside them.
+#[cfg(all(feature = "python", feature = "lz4"))]
+fn codec_workload(dur: Duration, server: &str, results: &mut Vec<Workload>) {
+    use memring::{Codec, Item};
+    const VALUES: usize = 64;
+    let json = |n: usize| {
+        let mut v = String::from("[");
+        let mut i = 0;
+        while v.len() < 10 * 1024 - 120 {
+            v.push_str(&format!(
+                r#"{{"id":{},"name":"user{}","email":"user{}@example.com","active":{},"score":{}.{}}},"#,
+                n * 1000 + i,
+                i,
+                i,
+                i % 3 == 0,
+                (i * 7919 + n) % 100,
+                (i * 104_729) % 1000
+            ));
+            i += 1;
+        }
+        v.pop();
+        v.push(']');
+        v
+    };
+    let values: Vec<String> = (0..VALUES).map(json).collect();
+    let codecs = [
+        ("memring", Codec::raw()),
+        (
+            "memring_zlib",
+            Codec::python_memcached().min_compress_len(1024),
+        ),
+        ("memring_lz4", Codec::lz4()),
+    ];
+    let mut wire = BTreeMap::new();
+    let mut decode_us = BTreeMap::new();
+    let mut contenders: Vec<(&'static str, Op<'_>)> = Vec::new();
+    for (name, codec) in codecs {
+        let c = memring::Client::builder()
+            .servers(server)
+            .codec(codec)
+            .build()
+            .unwrap();
+        let keys: Vec<String> = (0..VALUES).map(|i| format!("{name}:{i}")).collect();
+        for (k, v) in keys.iter().zip(&values) {
+            c.set(k, v.as_str(), Duration::from_secs(3600)).unwrap();
+        }
+        let stored: usize = keys
+            .iter()
+            .map(|k| c.get::<Item>(k).unwrap().unwrap().data.len())
+            .sum();
+        wire.insert(name, stored / VALUES);
+        // The codec's own cost, without the network: decoding stored items.
+        let items: Vec<Item> = keys.iter().map(|k| c.get(k).unwrap().unwrap()).collect();
+        let rounds = 20;
+        let started = Instant::now();
+        for _ in 0..rounds {
+            for item in &items {
+                std::hint::black_box(c.decode::<String>(item.clone()).unwrap());
+            }
+        }
+        let per = started.elapsed().as_secs_f64() * 1e6 / (rounds * VALUES) as f64;
+        decode_us.insert(name, per);
+        let lens: Vec<usize> = values.iter().map(String::len).collect();
+        let mut i = 0;
+        contenders.push((
+            name,
+            Box::new(move || {
+                i += 1;
+                let v = c.get::<String>(&keys[i % VALUES]).unwrap().unwrap();
+                assert_eq!(v.len(), lens[i % VALUES]);
+                1
+            }),
+        ));
+    }
+    let rates = race(dur, contenders);
+    let w = Workload {
+        name: "codec_get_10k",
+        unit: "ops/s",
+        rates: rates.into_iter().collect(),
+        pairs: vec![("memring_zlib", "memring"), ("memring_lz4", "memring")],
+        wire,
+        decode_us,
+    };
+    eprintln!("{:<18} {:?} {:?}", w.name, w.rates, w.wire);
+    results.push(w);
+}
+
+#[cfg(not(all(feature = "python", feature = "lz4")))]
+fn codec_workload(_: Duration, _: &str, _: &mut Vec<Workload>) {
+    eprintln!("codec_get_10k: not run (it needs the python and lz4 features; use --all-features)");
 }
 
 /// async_get_c256, async_mixed_c256 (256 tasks, 4 servers) and
@@ -708,8 +816,12 @@ fn async_workloads(
             name,
             unit: "ops/s",
             rates: rates.into_iter().collect(),
-            lead: "memring_async",
-            against: &["memring_threads8", "memcache_async", "async_memcached"],
+            pairs: vs(
+                "memring_async",
+                &["memring_threads8", "memcache_async", "async_memcached"],
+            ),
+            wire: BTreeMap::new(),
+            decode_us: BTreeMap::new(),
         };
         eprintln!("{:<18} {:?}", w.name, w.rates);
         results.push(w);
@@ -765,8 +877,9 @@ fn async_workloads(
         name: "async_seq_get",
         unit: "ops/s",
         rates: rates.into_iter().collect(),
-        lead: "memring_async",
-        against: &["raw"],
+        pairs: vs("memring_async", &["raw"]),
+        wire: BTreeMap::new(),
+        decode_us: BTreeMap::new(),
     };
     eprintln!("{:<18} {:?}", w.name, w.rates);
     results.push(w);
@@ -778,9 +891,9 @@ fn report(results: &[Workload], quick: bool) {
     for w in results {
         let rate = |c: &str| w.rates.get(c).copied();
         let mut ratios = serde_json::Map::new();
-        for c in w.against {
-            if let (Some(lead), Some(other)) = (rate(w.lead), rate(c)) {
-                ratios.insert(format!("{}/{c}", w.lead), json!(lead / other));
+        for (lead, c) in &w.pairs {
+            if let (Some(l), Some(other)) = (rate(lead), rate(c)) {
+                ratios.insert(format!("{lead}/{c}"), json!(l / other));
             }
         }
         let rates: Vec<String> = w.rates.iter().map(|(k, v)| format!("{k} {v:.0}")).collect();
@@ -790,12 +903,27 @@ fn report(results: &[Workload], quick: bool) {
             .collect();
         println!("{:<18} {:>7}  {}", w.name, w.unit, rates.join(", "));
         println!("{:<18} {:>7}  {}", "", "ratios", shown.join(", "));
-        json_rows.push(json!({
+        let mut row = json!({
             "name": w.name,
             "unit": w.unit,
             "rates": w.rates,
             "ratios": ratios,
-        }));
+        });
+        if !w.wire.is_empty() {
+            let per_op: BTreeMap<&str, f64> = w.rates.iter().map(|(k, r)| (*k, 1e6 / r)).collect();
+            let wire: Vec<String> = w.wire.iter().map(|(k, b)| format!("{k} {b}")).collect();
+            println!("{:<18} {:>7}  {}", "", "bytes", wire.join(", "));
+            let decode: Vec<String> = w
+                .decode_us
+                .iter()
+                .map(|(k, t)| format!("{k} {t:.2}"))
+                .collect();
+            println!("{:<18} {:>7}  {}", "", "decode", decode.join(", "));
+            row["wire_bytes"] = json!(w.wire);
+            row["decode_us"] = json!(w.decode_us);
+            row["us_per_op"] = json!(per_op);
+        }
+        json_rows.push(row);
     }
     // Whether the client counted its metrics in this run.
     let metrics = cfg!(feature = "metrics");
