@@ -79,8 +79,8 @@ mod py {
 
 impl Codec {
     /// The flag bit [`Codec::lz4`] sets on a value it compressed: bit 28,
-    /// clear of the bits Python, PHP, Java and Ruby clients use for their
-    /// types and compression. A caller's own flags ([`WithFlags`]) with this
+    /// outside the low 16 bits where the Python, PHP, Java and Ruby clients
+    /// keep their type and compression flags. A caller's own flags ([`WithFlags`]) with this
     /// bit set are refused under the LZ4 codec.
     ///
     /// [`WithFlags`]: crate::WithFlags
