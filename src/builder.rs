@@ -101,6 +101,8 @@ pub struct ClientBuilder {
     lease_wait: Duration,
     codec: Codec,
     credentials: Option<Credentials>,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Default for ClientBuilder {
@@ -128,6 +130,8 @@ impl Default for ClientBuilder {
             lease_wait: Duration::from_secs(2),
             codec: Codec::raw(),
             credentials: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -300,6 +304,20 @@ impl ClientBuilder {
         self
     }
 
+    /// Connects to every server over TLS (feature `tls`), with these
+    /// settings: see [`TlsConfig`](crate::TlsConfig). The handshake counts
+    /// against `connect_timeout`; TLS connections go through the same
+    /// pools, health and failover as plain ones, and sessions are resumed
+    /// when a connection is replaced. A certificate or handshake that
+    /// cannot succeed is [`ErrorKind::Tls`] and marks the server dead at
+    /// once. There is no fallback to plaintext. Servers must be TCP
+    /// addresses. Defaults to none (plaintext).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: crate::tls::TlsConfig) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
     /// Logs in on every new connection with memcached's ASCII
     /// authentication (servers started with `-Y authfile`, memcached
     /// 1.5.15+), before the connection is used. A refused login is
@@ -364,6 +382,23 @@ impl ClientBuilder {
         if u32::try_from(self.servers.len()).is_err() {
             return invalid("too many servers");
         }
+        #[cfg(feature = "tls")]
+        let tls = match &self.tls {
+            Some(t) => {
+                if let Some(s) = self
+                    .servers
+                    .iter()
+                    .find(|s| matches!(s.endpoint(), crate::Endpoint::Unix(_)))
+                {
+                    return Err(Error::new(
+                        ErrorKind::InvalidConfig,
+                        format!("server {s}: TLS needs a TCP address, not a Unix socket"),
+                    ));
+                }
+                Some(std::sync::Arc::new(t.build()?))
+            }
+            None => None,
+        };
         let clamp = |d: Duration| d.min(MAX_SETTING_DURATION);
         let conn = ConnOptions {
             connect_timeout: clamp(self.connect_timeout),
@@ -374,6 +409,8 @@ impl ClientBuilder {
             max_value: self.max_value_size,
             credentials: self.credentials,
             metrics: None,
+            #[cfg(feature = "tls")]
+            tls,
         };
         let pool = PoolOptions {
             max_size: self.pool_size,

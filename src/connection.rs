@@ -31,6 +31,9 @@ pub(crate) struct ConnOptions {
     pub credentials: Option<Credentials>,
     /// The server's metrics (bytes, connections).
     pub metrics: Option<std::sync::Arc<crate::metrics::Recorder>>,
+    /// TLS for every connection (feature `tls`).
+    #[cfg(feature = "tls")]
+    pub tls: Option<std::sync::Arc<crate::tls::Tls>>,
 }
 
 const INITIAL_BUF: usize = 16 * 1024;
@@ -61,7 +64,13 @@ pub(crate) struct Connection {
     broken: bool,
     sent: bool,
     last_used: Instant,
+    /// True until the first reply has been read: a reset before it hints
+    /// at a server that wants TLS.
+    first: bool,
     metrics: Option<std::sync::Arc<crate::metrics::Recorder>>,
+    /// The TLS session over `sock`, if any.
+    #[cfg(feature = "tls")]
+    tls: Option<Box<rustls::ClientConnection>>,
 }
 
 impl Drop for Connection {
@@ -99,6 +108,8 @@ fn open(addr: &SockAddr, domain: Domain, opts: &ConnOptions) -> io::Result<Socke
 impl Connection {
     /// Connects to `server` with the configured timeouts and socket options.
     pub fn connect(server: &Server, opts: &ConnOptions) -> Result<Connection> {
+        #[cfg(feature = "tls")]
+        let started = Instant::now();
         let sock = match server.endpoint() {
             Endpoint::Tcp { host, port } => {
                 let mut last = None;
@@ -136,7 +147,24 @@ impl Connection {
                     .map_err(|e| connect_error("cannot connect".into(), e))?
             }
         };
+        #[cfg(feature = "tls")]
+        let tls = match &opts.tls {
+            Some(tls) => {
+                let deadline = started + opts.connect_timeout;
+                let session = tls.handshake(&sock, server.host(), deadline)?;
+                if let Some(m) = &opts.metrics {
+                    m.tls_handshake(crate::tls::resumed(&session));
+                }
+                Some(Box::new(session))
+            }
+            None => None,
+        };
+        #[allow(unused_mut)]
         let mut conn = Connection::over(sock, opts)?;
+        #[cfg(feature = "tls")]
+        {
+            conn.tls = tls;
+        }
         if let Some(c) = &opts.credentials {
             conn.authenticate(c)?;
         }
@@ -174,7 +202,10 @@ impl Connection {
             broken: false,
             sent: false,
             last_used: Instant::now(),
+            first: true,
             metrics: opts.metrics.clone().inspect(|m| m.connection(true)),
+            #[cfg(feature = "tls")]
+            tls: None,
         })
     }
 
@@ -204,14 +235,36 @@ impl Connection {
     /// way the connection is marked broken and `false` is returned. One
     /// non-blocking syscall, no round trip.
     pub fn check_idle(&mut self) -> bool {
-        if self.broken
-            || !self.drained()
-            || !matches!(crate::sys::readable_now(self.raw_fd()), Ok(false))
-        {
+        if self.broken || !self.drained() || !self.quiet() {
             self.broken = true;
             return false;
         }
         true
+    }
+
+    /// True when the socket has nothing to read. Over TLS, records that
+    /// carry no data (session tickets after the handshake) are taken in
+    /// and do not count; data, a close or an error do.
+    fn quiet(&mut self) -> bool {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_mut() {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&self.sock);
+            loop {
+                match crate::sys::readable_now(fd) {
+                    Ok(false) => return true,
+                    Ok(true) => {}
+                    Err(_) => return false,
+                }
+                if !matches!(tls.read_tls(&mut &self.sock), Ok(n) if n > 0) {
+                    return false;
+                }
+                match tls.process_new_packets() {
+                    Ok(st) if st.plaintext_bytes_to_read() == 0 && !st.peer_has_closed() => {}
+                    _ => return false,
+                }
+            }
+        }
+        matches!(crate::sys::readable_now(self.raw_fd()), Ok(false))
     }
 
     /// Starts a request: marks the connection in flight (broken until the
@@ -251,7 +304,7 @@ impl Connection {
                 let left = self.remaining()?;
                 self.set_write_timeout(left)?;
             }
-            match (&self.sock).write(self.wbuf.get(pos..).unwrap_or_default()) {
+            match self.write_some(pos) {
                 Ok(0) => return Err(Error::new(ErrorKind::Io, "connection closed while writing")),
                 Ok(n) => {
                     self.sent = true;
@@ -265,6 +318,24 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// Writes some of the request from `pos`: over TLS, encrypts it all and
+    /// writes every record out.
+    fn write_some(&mut self, pos: usize) -> io::Result<usize> {
+        let buf = self.wbuf.get(pos..).unwrap_or_default();
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_mut() {
+            let n = tls.writer().write(buf)?;
+            while tls.wants_write() {
+                if tls.write_tls(&mut &self.sock)? > 0 {
+                    // A record may be whole at the server already.
+                    self.sent = true;
+                }
+            }
+            return Ok(n);
+        }
+        (&self.sock).write(buf)
     }
 
     /// When the reply to the request in flight is due: `io_timeout` after
@@ -307,6 +378,7 @@ impl Connection {
     /// the server sent more than was asked for, so the connection stays
     /// broken.
     pub fn finish(&mut self) {
+        self.first = false;
         if self.drained() {
             self.broken = false;
         }
@@ -327,27 +399,98 @@ impl Connection {
         self.read_some()
     }
 
-    /// Reads what the socket has, for a socket known to be readable.
+    /// Reads what the socket has, for a socket known to be readable (or a
+    /// connection with [`buffered`](Self::buffered) data): never waits for
+    /// more.
     pub fn read_ready(&mut self) -> Result<()> {
         self.reading = true;
-        self.read_some()
+        self.read_more(false)
     }
 
     fn read_some(&mut self) -> Result<()> {
-        loop {
-            match (&self.sock).read(self.inbox.spare()) {
-                Ok(0) => return Err(inbox::closed(!self.inbox.is_empty())),
-                Ok(n) => {
-                    self.inbox.filled(n);
-                    if let Some(m) = &self.metrics {
-                        m.received(n);
-                    }
-                    return Ok(());
+        self.read_more(true)
+    }
+
+    /// Reads into the inbox; with `wait`, until at least one byte came.
+    fn read_more(&mut self, wait: bool) -> Result<()> {
+        let n = loop {
+            match self.read_once(wait) {
+                Ok(0) if self.first && self.inbox.is_empty() => {
+                    return Err(Error::new(
+                        ErrorKind::Io,
+                        "the server closed a new connection before answering (does it require \
+                         TLS or a login?)",
+                    ))
                 }
+                Ok(0) => return Err(inbox::closed(!self.inbox.is_empty())),
+                Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && !wait => return Ok(()),
+                #[cfg(feature = "tls")]
+                Err(e) if crate::tls::rustls_error(&e).is_some() => {
+                    return Err(crate::tls::rustls_error(&e).unwrap_or_else(|| Error::io(e, "")))
+                }
+                Err(e)
+                    if self.first
+                        && self.inbox.is_empty()
+                        && e.kind() == io::ErrorKind::ConnectionReset =>
+                {
+                    return Err(Error::io(
+                        e,
+                        "the server reset a new connection before answering (does it require TLS?)",
+                    ))
+                }
                 Err(e) => return Err(Error::io(e, "reading reply")),
             }
+        };
+        self.inbox.filled(n);
+        if let Some(m) = &self.metrics {
+            m.received(n);
         }
+        Ok(())
+    }
+
+    /// One read: plaintext from the TLS session (taking in records from
+    /// the socket until some arrives, or, without `wait`, after one read of
+    /// the socket: `WouldBlock` if it brought none), or from the socket.
+    fn read_once(&mut self, wait: bool) -> io::Result<usize> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_mut() {
+            let mut took = false;
+            loop {
+                match tls.reader().read(self.inbox.spare()) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    // A clean close (close_notify), data, or an error.
+                    other => return other,
+                }
+                if took && !wait {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                if tls.read_tls(&mut &self.sock)? == 0 {
+                    return Ok(0);
+                }
+                took = true;
+                tls.process_new_packets()
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                while tls.wants_write() {
+                    tls.write_tls(&mut &self.sock)?;
+                }
+            }
+        }
+        let _ = wait;
+        (&self.sock).read(self.inbox.spare())
+    }
+
+    /// True when data is held by the TLS session, so waiting on the socket
+    /// would miss it.
+    pub fn buffered(&mut self) -> bool {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_mut() {
+            return tls
+                .process_new_packets()
+                .is_ok_and(|st| st.plaintext_bytes_to_read() > 0);
+        }
+        false
     }
 
     /// Time left until the deadline; a timeout error when none is left.
@@ -385,8 +528,9 @@ impl Connection {
             match self.remaining() {
                 Ok(r) => r,
                 Err(e) => {
-                    let ready = crate::sys::readable_now(self.raw_fd())
-                        .map_err(|e| Error::io(e, "polling socket"))?;
+                    let ready = self.buffered()
+                        || crate::sys::readable_now(self.raw_fd())
+                            .map_err(|e| Error::io(e, "polling socket"))?;
                     if ready {
                         return Ok(());
                     }
@@ -424,6 +568,8 @@ mod tests {
             max_value,
             credentials: None,
             metrics: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         };
         let sock = Socket::from(std::os::fd::OwnedFd::from(a));
         (Connection::over(sock, &opts).unwrap(), b)

@@ -64,11 +64,18 @@ pub enum ErrorKind {
     /// The stored value is a Python pickle (its flags say so), which memring
     /// does not unpickle. Read it as [`Item`](crate::Item) for its bytes.
     Pickled,
+    /// The TLS handshake or session failed in a way that needs a change
+    /// of configuration, not a retry: the server's certificate is not
+    /// trusted, does not name the server or has expired, the server refused
+    /// the client's certificate (or wants one), or it does not speak TLS.
+    /// The detail says which. Like [`AuthFailed`](Self::AuthFailed), it marks
+    /// the server dead at once.
+    Tls,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order (for per-kind counters).
-    pub(crate) const ALL: [ErrorKind; 17] = [
+    pub(crate) const ALL: [ErrorKind; 18] = [
         ErrorKind::InvalidKey,
         ErrorKind::ValueTooLarge,
         ErrorKind::InvalidConfig,
@@ -86,6 +93,7 @@ impl ErrorKind {
         ErrorKind::OutcomeUnknown,
         ErrorKind::AuthFailed,
         ErrorKind::Pickled,
+        ErrorKind::Tls,
     ];
 
     /// The kind's position in [`ALL`](Self::ALL).
@@ -113,6 +121,7 @@ impl ErrorKind {
             ErrorKind::OutcomeUnknown => "outcome_unknown",
             ErrorKind::AuthFailed => "auth_failed",
             ErrorKind::Pickled => "pickled",
+            ErrorKind::Tls => "tls",
         }
     }
 
@@ -135,6 +144,7 @@ impl ErrorKind {
             ErrorKind::OutcomeUnknown => "write outcome unknown",
             ErrorKind::AuthFailed => "authentication failed",
             ErrorKind::Pickled => "value is a Python pickle",
+            ErrorKind::Tls => "TLS failed",
         }
     }
 }
@@ -259,7 +269,7 @@ impl Error {
     }
 
     /// True for failures of the server or the network (connect, timeout,
-    /// I/O, malformed reply, refused login), the kind that fails over to
+    /// I/O, malformed reply, refused login, failed TLS), the kind that fails over to
     /// another server.
     pub fn is_server_failure(&self) -> bool {
         matches!(
@@ -269,6 +279,7 @@ impl Error {
                 | ErrorKind::Io
                 | ErrorKind::Protocol
                 | ErrorKind::AuthFailed
+                | ErrorKind::Tls
         )
     }
 

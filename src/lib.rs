@@ -67,6 +67,8 @@ pub mod ring;
 mod server;
 pub mod stats;
 mod sys;
+#[cfg(feature = "tls")]
+mod tls;
 mod value;
 
 pub use crate::core::meta::{MetaReply, MetaRequest, Origin};
@@ -82,6 +84,8 @@ pub use hints::DEFAULT_REJOIN_HINTS;
 pub use key::KeyBuilder;
 pub use ring::{Distribution, Ring};
 pub use server::{Endpoint, IntoServers, Server, DEFAULT_PORT, MAX_WEIGHT};
+#[cfg(feature = "tls")]
+pub use tls::TlsConfig;
 #[cfg(feature = "serde")]
 pub use value::Json;
 pub use value::{CasToken, Expiry, FromValue, Item, Kind, ToValue, WithFlags, MAX_EXPTIME};

@@ -31,6 +31,8 @@ struct Stripe {
     failovers_onto: AtomicU64,
     marked_dead: AtomicU64,
     revived: AtomicU64,
+    tls_handshakes: AtomicU64,
+    tls_resumed: AtomicU64,
     multi_keys: AtomicU64,
     multi_round_trips: AtomicU64,
     bytes_sent: AtomicU64,
@@ -142,6 +144,18 @@ impl Recorder {
         add(&self.mine().revived, 1);
     }
 
+    /// A TLS handshake completed; `resumed` when it resumed a session.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub fn tls_handshake(&self, resumed: bool) {
+        if !cfg!(feature = "metrics") {
+            return;
+        }
+        add(&self.mine().tls_handshakes, 1);
+        if resumed {
+            add(&self.mine().tls_resumed, 1);
+        }
+    }
+
     /// One wave of a multi-key call: `keys` keys in one round trip.
     pub fn multi(&self, keys: usize) {
         if !cfg!(feature = "metrics") {
@@ -246,6 +260,8 @@ impl Recorder {
             failovers_onto: sum(|s| &s.failovers_onto),
             marked_dead: sum(|s| &s.marked_dead),
             revived: sum(|s| &s.revived),
+            tls_handshakes: sum(|s| &s.tls_handshakes),
+            tls_resumed: sum(|s| &s.tls_resumed),
             dead,
             multi_keys: sum(|s| &s.multi_keys),
             multi_round_trips: sum(|s| &s.multi_round_trips),
@@ -279,6 +295,8 @@ static EMPTY: Stripe = Stripe {
     failovers_onto: AtomicU64::new(0),
     marked_dead: AtomicU64::new(0),
     revived: AtomicU64::new(0),
+    tls_handshakes: AtomicU64::new(0),
+    tls_resumed: AtomicU64::new(0),
     multi_keys: AtomicU64::new(0),
     multi_round_trips: AtomicU64::new(0),
     bytes_sent: AtomicU64::new(0),
@@ -328,6 +346,11 @@ pub struct ServerMetrics {
     pub marked_dead: u64,
     /// See `marked_dead`.
     pub revived: u64,
+    /// TLS handshakes completed (feature `tls`), and how many of them
+    /// resumed an earlier session instead of a full handshake.
+    pub tls_handshakes: u64,
+    /// See `tls_handshakes`.
+    pub tls_resumed: u64,
     /// Whether it is marked dead now.
     pub dead: bool,
     /// Keys sent in multi-key calls, and the round trips that carried them.
@@ -422,6 +445,7 @@ impl Metrics {
     /// `memring_misses_total`, `memring_errors_total{server,kind}`,
     /// `memring_failovers_away_total`, `memring_failovers_onto_total`,
     /// `memring_marked_dead_total`, `memring_revived_total`,
+    /// `memring_tls_handshakes_total`, `memring_tls_resumed_total`,
     /// `memring_server_dead` (0 or 1), `memring_multi_keys_total`,
     /// `memring_multi_round_trips_total`, and the histogram
     /// `memring_request_duration_seconds`.
@@ -511,6 +535,18 @@ impl Metrics {
             "counter",
             "Times the server was brought back.",
             simple("memring_revived_total", |s| s.revived),
+        );
+        family(
+            "memring_tls_handshakes_total",
+            "counter",
+            "TLS handshakes completed.",
+            simple("memring_tls_handshakes_total", |s| s.tls_handshakes),
+        );
+        family(
+            "memring_tls_resumed_total",
+            "counter",
+            "TLS handshakes that resumed an earlier session.",
+            simple("memring_tls_resumed_total", |s| s.tls_resumed),
         );
         family(
             "memring_server_dead",

@@ -259,11 +259,14 @@ impl Writer {
     }
 }
 
-/// The read half of a socket.
+/// The read half of a socket. Over TLS, the local end of the pipe to the
+/// task that runs the session, and the error that ended it, if any.
 #[derive(Debug)]
 enum Reader {
     Tcp(tokio::net::tcp::OwnedReadHalf),
     Unix(tokio::net::unix::OwnedReadHalf),
+    #[cfg(feature = "tls")]
+    Tls(tokio::net::unix::OwnedReadHalf, tls::Fault),
 }
 
 impl Reader {
@@ -271,6 +274,8 @@ impl Reader {
         match self {
             Reader::Tcp(r) => r.try_read(buf),
             Reader::Unix(r) => r.try_read(buf),
+            #[cfg(feature = "tls")]
+            Reader::Tls(r, _) => r.try_read(buf),
         }
     }
 
@@ -278,7 +283,48 @@ impl Reader {
         match self {
             Reader::Tcp(r) => r.readable().await,
             Reader::Unix(r) => r.readable().await,
+            #[cfg(feature = "tls")]
+            Reader::Tls(r, _) => r.readable().await,
         }
+    }
+
+    /// The error for a connection that reached its end: what ended the
+    /// TLS session, a hint when a new connection closed before its first
+    /// reply, or the plain "closed".
+    fn closed(&self, mid_reply: bool, answered: bool) -> Error {
+        #[cfg(feature = "tls")]
+        if let Reader::Tls(_, fault) = self {
+            if let Some(e) = fault.get() {
+                return e;
+            }
+        }
+        if !mid_reply && !answered {
+            return Error::new(
+                ErrorKind::Io,
+                "the server closed a new connection before answering (does it require TLS or \
+                 a login?)",
+            );
+        }
+        inbox::closed(mid_reply)
+    }
+
+    /// The error for a failed read: what ended the TLS session, a hint
+    /// when a new connection was reset before its first reply, or the I/O
+    /// error.
+    fn failed(&self, e: std::io::Error, mid_reply: bool, answered: bool) -> Error {
+        #[cfg(feature = "tls")]
+        if let Reader::Tls(_, fault) = self {
+            if let Some(f) = fault.get() {
+                return f;
+            }
+        }
+        if !mid_reply && !answered && e.kind() == std::io::ErrorKind::ConnectionReset {
+            return Error::io(
+                e,
+                "the server reset a new connection before answering (does it require TLS?)",
+            );
+        }
+        Error::io(e, "reading replies")
     }
 
     /// Reads what is there, waiting until something is.
@@ -320,6 +366,9 @@ struct Conn {
     wake_writer: Notify,
     io_timeout: Duration,
     metrics: Option<Arc<crate::metrics::Recorder>>,
+    /// What ended the TLS session, if it ended.
+    #[cfg(feature = "tls")]
+    fault: Option<tls::Fault>,
 }
 
 impl Drop for Conn {
@@ -354,6 +403,15 @@ impl Conn {
 
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// The error that ended the connection's TLS session, if one did.
+    fn ended(&self) -> Option<Error> {
+        #[cfg(feature = "tls")]
+        if let Some(f) = &self.fault {
+            return f.get();
+        }
+        None
     }
 
     /// Queues a request: its bytes, and its reader for the reader task.
@@ -521,6 +579,7 @@ impl ServerConns {
             permits: permits_for(bytes.len()),
         });
         // A connection that closed under us is replaced once.
+        let mut closed = None;
         for _ in 0..2 {
             let handle = self.handle().await.map_err(Failed::unsent)?;
             match handle.0.submit(&bytes, slot).await {
@@ -533,11 +592,16 @@ impl ServerConns {
                 }
                 Err(back) => slot = back,
             }
+            closed = Some(handle);
         }
-        Err(Failed::unsent(Error::new(
-            ErrorKind::Io,
-            "the connection closed before the request could be sent",
-        )))
+        Err(Failed::unsent(
+            closed.and_then(|h| h.0.ended()).unwrap_or_else(|| {
+                Error::new(
+                    ErrorKind::Io,
+                    "the connection closed before the request could be sent",
+                )
+            }),
+        ))
     }
 
     /// An open connection, opening one if its slot has none.
@@ -589,6 +653,8 @@ fn connect_error(what: String, err: std::io::Error) -> Error {
 
 async fn open(server: &Server, opts: &ConnOptions) -> Result<Handle> {
     let timeout = opts.connect_timeout;
+    #[cfg_attr(not(feature = "tls"), allow(unused_variables))]
+    let handshaking = AtomicBool::new(false);
     let connect = async {
         match server.endpoint() {
             Endpoint::Tcp { host, port } => {
@@ -611,6 +677,13 @@ async fn open(server: &Server, opts: &ConnOptions) -> Result<Handle> {
                             setup().map_err(|e| {
                                 connect_error("cannot set socket options".into(), e)
                             })?;
+                            #[cfg(feature = "tls")]
+                            if let Some(t) = &opts.tls {
+                                handshaking.store(true, Ordering::Relaxed);
+                                let (pipe, fault) = tls::session(s, host, t, opts).await?;
+                                let (r, w) = pipe.into_split();
+                                return start(Reader::Tls(r, fault), Writer::Unix(w), opts).await;
+                            }
                             let (r, w) = s.into_split();
                             return start(Reader::Tcp(r), Writer::Tcp(w), opts).await;
                         }
@@ -636,10 +709,109 @@ async fn open(server: &Server, opts: &ConnOptions) -> Result<Handle> {
     };
     match tokio::time::timeout(timeout, connect).await {
         Ok(r) => r,
+        #[cfg(feature = "tls")]
+        Err(_) if handshaking.load(Ordering::Relaxed) => Err(crate::tls::handshake_timeout()),
         Err(_) => Err(Error::new(
             ErrorKind::Connect,
             format!("connect timed out after {timeout:?}"),
         )),
+    }
+}
+
+/// TLS for the async client: tokio-rustls runs the session in a task of
+/// its own, which moves plaintext between it and one end of a local socket
+/// pair; the connection reads and writes the other end as it would a
+/// plain socket, so pipelining, the checks for bytes nobody asked for and
+/// the deadlines are the same code. Records that carry no data (session
+/// tickets) never reach the connection; an error that ends the session is
+/// kept for the connection to report.
+#[cfg(feature = "tls")]
+mod tls {
+    use std::sync::{Arc, Mutex, PoisonError};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpStream, UnixStream};
+
+    use crate::connection::ConnOptions;
+    use crate::error::{Error, Result};
+    use crate::tls::Tls;
+
+    /// The error that ended a session, for the connection to report.
+    #[derive(Debug, Clone, Default)]
+    pub(super) struct Fault(Arc<Mutex<Option<Error>>>);
+
+    impl Fault {
+        pub fn get(&self) -> Option<Error> {
+            let e = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            e.as_ref().map(Error::duplicate)
+        }
+
+        fn set(&self, e: Error) {
+            *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
+        }
+    }
+
+    /// Runs the handshake over `tcp` and starts the session's task.
+    /// Returns the plaintext end of the pipe.
+    pub(super) async fn session(
+        tcp: TcpStream,
+        host: &str,
+        tls: &Tls,
+        opts: &ConnOptions,
+    ) -> Result<(UnixStream, Fault)> {
+        let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+        let stream = connector
+            .connect(tls.server_name(host)?, tcp)
+            .await
+            .map_err(crate::tls::handshake_error)?;
+        if let Some(m) = &opts.metrics {
+            m.tls_handshake(crate::tls::resumed(stream.get_ref().1));
+        }
+        let (ours, theirs) =
+            UnixStream::pair().map_err(|e| Error::io(e, "creating the pipe to the TLS session"))?;
+        let fault = Fault::default();
+        tokio::spawn(pump(theirs, stream, fault.clone()));
+        Ok((ours, fault))
+    }
+
+    /// Moves bytes both ways until either side ends. The connection's end
+    /// closing ends the session (with close_notify); the server's ending
+    /// or failing closes the pipe, after the error is kept.
+    async fn pump(
+        pipe: UnixStream,
+        session: tokio_rustls::client::TlsStream<TcpStream>,
+        fault: Fault,
+    ) {
+        let (mut pipe_r, mut pipe_w) = pipe.into_split();
+        let (mut tls_r, mut tls_w) = tokio::io::split(session);
+        let up = async {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let n = pipe_r.read(&mut buf).await?;
+                if n == 0 {
+                    return tls_w.shutdown().await;
+                }
+                tls_w.write_all(buf.get(..n).unwrap_or_default()).await?;
+                tls_w.flush().await?;
+            }
+        };
+        let down = async {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let n = tls_r.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok::<(), std::io::Error>(());
+                }
+                pipe_w.write_all(buf.get(..n).unwrap_or_default()).await?;
+            }
+        };
+        let ended = tokio::select! {
+            r = up => r,
+            r = down => r,
+        };
+        if let Err(e) = ended {
+            fault.set(crate::tls::rustls_error(&e).unwrap_or_else(|| Error::io(e, "TLS session")));
+        }
     }
 }
 
@@ -687,6 +859,11 @@ async fn start(r: Reader, w: Writer, opts: &ConnOptions) -> Result<Handle> {
         wake_writer: Notify::new(),
         io_timeout: opts.io_timeout,
         metrics: opts.metrics.clone().inspect(|m| m.connection(true)),
+        #[cfg(feature = "tls")]
+        fault: match &r {
+            Reader::Tls(_, f) => Some(f.clone()),
+            _ => None,
+        },
     });
     tokio::spawn(write_loop(conn.clone()));
     tokio::spawn(read_loop(r, inbox, rx, conn.clone()));
@@ -756,6 +933,9 @@ async fn read_loop(
     conn: Arc<Conn>,
 ) {
     let mut queue: VecDeque<Box<dyn Waiter>> = VecDeque::new();
+    // Whether any reply came on this connection (for the error of one
+    // closed before its first).
+    let mut answered = false;
     let error = loop {
         // Hand out every reply already read.
         let mut failed = None;
@@ -802,6 +982,7 @@ async fn read_loop(
                     conn.answered(done.permits());
                     done.deliver();
                     delivered = true;
+                    answered = true;
                 }
                 Ok(Err(_)) => break,
                 Err(e) => {
@@ -854,12 +1035,12 @@ async fn read_loop(
                         match r.try_read(inbox.spare()) {
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                            Ok(0) => break inbox::closed(false),
+                            Ok(0) => break r.closed(false, answered),
                             Ok(_) => {
                                 conn.close();
                                 break unsolicited();
                             }
-                            Err(e) => break Error::io(e, "reading replies"),
+                            Err(e) => break r.failed(e, false, answered),
                         }
                     }
                 }
@@ -870,7 +1051,7 @@ async fn read_loop(
             break Error::io(e, "waiting for replies");
         }
         match r.try_read(inbox.spare()) {
-            Ok(0) => break inbox::closed(!inbox.is_empty()),
+            Ok(0) => break r.closed(!inbox.is_empty(), answered),
             Ok(n) => {
                 inbox.filled(n);
                 if let Some(m) = &conn.metrics {
@@ -879,7 +1060,7 @@ async fn read_loop(
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => break Error::io(e, "reading replies"),
+            Err(e) => break r.failed(e, !inbox.is_empty(), answered),
         }
     };
     conn.close();

@@ -200,15 +200,25 @@ fn read_wave<B: Batch>(call: &mut Call<'_, B>, mut flights: Vec<Flight<'_, B::Re
             return;
         }
         let now = Instant::now();
-        let wait = flights
-            .iter()
-            .filter_map(|f| f.conn.deadline())
-            .map(|d| d.saturating_duration_since(now))
-            .min()
-            .unwrap_or_default();
+        // Data a TLS session already holds is ready without the socket.
+        let held: Vec<bool> = flights.iter_mut().map(|f| f.conn.buffered()).collect();
+        let wait = if held.contains(&true) {
+            std::time::Duration::ZERO
+        } else {
+            flights
+                .iter()
+                .filter_map(|f| f.conn.deadline())
+                .map(|d| d.saturating_duration_since(now))
+                .min()
+                .unwrap_or_default()
+        };
         let fds: Vec<_> = flights.iter().map(|f| f.conn.raw_fd()).collect();
         let ready = match crate::sys::poll_readable(&fds, wait) {
-            Ok(r) => r,
+            Ok(r) => r
+                .into_iter()
+                .zip(held)
+                .map(|(r, h)| r || h)
+                .collect::<Vec<_>>(),
             Err(e) => {
                 for f in flights {
                     let err = Error::io(

@@ -192,13 +192,14 @@ impl Core {
 
     // ----- health --------------------------------------------------------
 
-    /// Counts a server failure; a refused login marks it dead at once.
+    /// Counts a server failure; a refused login or TLS session (a
+    /// misconfiguration, which retrying cannot fix) marks it dead at once.
     pub fn record_failure(&self, server: usize, e: &Error) {
         let Some(node) = self.nodes.get(server) else {
             return;
         };
         let (now, policy) = (self.clock.now(), self.config.policy);
-        let newly_dead = if e.kind() == ErrorKind::AuthFailed {
+        let newly_dead = if matches!(e.kind(), ErrorKind::AuthFailed | ErrorKind::Tls) {
             let was = node.health.is_dead();
             node.health.mark_dead(now, policy);
             !was

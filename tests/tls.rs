@@ -1,0 +1,377 @@
+//! TLS against real memcached started with `-Z` (its TLS support), with
+//! certificates made at test time: every classic command, multi-key calls
+//! and a 1 MiB value over TLS; mutual TLS; a wrong CA, a wrong name and an
+//! expired certificate, each its own error, bounded in time and without a
+//! retry storm; TLS against plaintext both ways; session resumption; and
+//! the fault cases (a killed server, a hung server). Each case runs with
+//! both clients.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use memring::{ErrorKind, TlsConfig};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+};
+use support::Memcached;
+
+const MIN: Duration = Duration::from_secs(60);
+
+/// A CA and certificates signed by it, written to a temporary directory.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn ca(name: &str) -> (rcgen::Certificate, Issuer<'static, KeyPair>) {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    let cert = params.self_signed(&key).unwrap();
+    (cert, Issuer::new(params, key))
+}
+
+fn leaf(
+    issuer: &Issuer<'_, KeyPair>,
+    names: &[&str],
+    client: bool,
+    expired: bool,
+) -> (String, String) {
+    let key = KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let mut params = CertificateParams::new(names).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "memring test");
+    params.extended_key_usages = vec![if client {
+        ExtendedKeyUsagePurpose::ClientAuth
+    } else {
+        ExtendedKeyUsagePurpose::ServerAuth
+    }];
+    if expired {
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    }
+    let cert = params.signed_by(&key, issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = std::env::temp_dir().join(format!(
+            "memring-tls-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+        let (ca_cert, issuer) = ca("memring test CA");
+        write("ca.pem", &ca_cert.pem());
+        let (other_ca, _) = ca("some other CA");
+        write("other-ca.pem", &other_ca.pem());
+        let (c, k) = leaf(&issuer, &["localhost", "127.0.0.1"], false, false);
+        write("server.pem", &c);
+        write("server.key", &k);
+        let (c, k) = leaf(&issuer, &["cache.example.net"], false, false);
+        write("wrong-name.pem", &c);
+        write("wrong-name.key", &k);
+        let (c, k) = leaf(&issuer, &["localhost", "127.0.0.1"], false, true);
+        write("expired.pem", &c);
+        write("expired.key", &k);
+        let (c, k) = leaf(&issuer, &["memring client"], true, false);
+        write("client.pem", &c);
+        write("client.key", &k);
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// memcached serving TLS with this certificate (`server`, `expired`,
+    /// `wrong-name`), plus extra `-o` options and arguments.
+    fn server(&self, cert: &str, options: &str, extra: &[&str]) -> Memcached {
+        let mut o = format!(
+            "ssl_chain_cert={},ssl_key={},ssl_session_cache",
+            self.path(&format!("{cert}.pem")).display(),
+            self.path(&format!("{cert}.key")).display()
+        );
+        if !options.is_empty() {
+            o.push(',');
+            o.push_str(options);
+        }
+        let mut args = vec!["-Z", "-o", o.as_str()];
+        args.extend_from_slice(extra);
+        Memcached::start_with(&args)
+    }
+
+    /// Trusts only the test CA.
+    fn trust(&self) -> TlsConfig {
+        TlsConfig::new()
+            .mozilla_roots(false)
+            .ca_pem_file(self.path("ca.pem"))
+    }
+}
+
+/// One counter of a `stats` reply.
+fn stat(stats: &[(String, String)], name: &str) -> u64 {
+    let (_, v) = stats
+        .iter()
+        .find(|(k, _)| k == name)
+        .unwrap_or_else(|| panic!("no stat {name}"));
+    v.parse().unwrap()
+}
+
+fn ca_file(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap()
+}
+
+macro_rules! cases {
+    ($(#[$m:meta])* ; $($kw:tt)?) => {
+        #[allow(unused_imports)]
+        use super::*;
+
+        fn builder(mc: &Memcached, tls: TlsConfig) -> memring::ClientBuilder {
+            Client::builder()
+                .servers(mc.addr().as_str())
+                .tls(tls)
+                .connect_timeout(Duration::from_millis(800))
+                .io_timeout(Duration::from_secs(2))
+        }
+
+        $(#[$m])*
+        $($kw)? fn every_command_and_a_large_value_over_tls() {
+            let pki = Pki::new();
+            let mc = pki.server("server", "", &["-I", "2m"]);
+            let c = build!(builder(&mc, pki.trust()).max_value_size(2 << 20)).unwrap();
+            sync!(c.set("k", "v", MIN)).unwrap();
+            assert_eq!(sync!(c.get::<String>("k")).unwrap().as_deref(), Some("v"));
+            assert!(!sync!(c.add("k", "x", MIN)).unwrap());
+            assert!(sync!(c.replace("k", "w", MIN)).unwrap());
+            assert!(sync!(c.append("k", "1")).unwrap());
+            assert!(sync!(c.prepend("k", "0")).unwrap());
+            let (v, token) = sync!(c.gets::<String>("k")).unwrap().unwrap();
+            assert_eq!(v, "0w1");
+            assert_eq!(sync!(c.cas("k", "z", MIN, token)).unwrap(), memring::CasOutcome::Stored);
+            sync!(c.set("n", 10u64, MIN)).unwrap();
+            assert_eq!(sync!(c.incr("n", 5)).unwrap(), Some(15));
+            assert_eq!(sync!(c.decr("n", 1)).unwrap(), Some(14));
+            assert!(sync!(c.touch("n", MIN)).unwrap());
+            assert_eq!(sync!(c.gat::<u64>("n", MIN)).unwrap(), Some(14));
+            assert!(sync!(c.delete("n")).unwrap());
+            assert_eq!(sync!(c.get::<u64>("n")).unwrap(), None);
+            // Multi-key, one round trip for 200 keys.
+            let items: Vec<(String, String)> =
+                (0..200).map(|i| (format!("m{i}"), format!("value {i}"))).collect();
+            for r in sync!(c.set_multi(&items, MIN)) {
+                r.unwrap();
+            }
+            let keys: Vec<&str> = items.iter().map(|(k, _)| k.as_str()).collect();
+            let got = sync!(c.get_multi::<String>(&keys));
+            for ((_, want), got) in items.iter().zip(got) {
+                assert_eq!(got.unwrap().as_ref(), Some(want));
+            }
+            // 1 MiB, over many TLS records each way.
+            let big: Vec<u8> = (0..(1 << 20)).map(|i| (i % 251) as u8).collect();
+            sync!(c.set("big", big.as_slice(), MIN)).unwrap();
+            assert_eq!(sync!(c.get::<Vec<u8>>("big")).unwrap(), Some(big));
+            let v = sync!(c.version()).into_iter().next().unwrap().1.unwrap();
+            assert!(v.starts_with("1."), "{v}");
+        }
+
+        $(#[$m])*
+        $($kw)? fn an_ip_address_and_an_explicit_server_name_verify() {
+            let pki = Pki::new();
+            let mc = pki.server("wrong-name", "", &[]);
+            // The certificate names cache.example.net, not 127.0.0.1.
+            let tls = pki.trust().server_name("cache.example.net");
+            let c = build!(builder(&mc, tls)).unwrap();
+            sync!(c.set("k", "v", MIN)).unwrap();
+            let mc = pki.server("server", "", &[]);
+            let c = build!(builder(&mc, TlsConfig::new().mozilla_roots(false).ca_pem(ca_file(&pki.path("ca.pem"))))).unwrap();
+            sync!(c.set("k", "v", MIN)).unwrap();
+        }
+
+        $(#[$m])*
+        $($kw)? fn mutual_tls_admits_a_client_certificate_and_refuses_none() {
+            let pki = Pki::new();
+            let opts = format!("ssl_verify_mode=2,ssl_ca_cert={}", pki.path("ca.pem").display());
+            let mc = pki.server("server", &opts, &[]);
+            let tls = pki
+                .trust()
+                .client_cert_pem_files(pki.path("client.pem"), pki.path("client.key"));
+            let c = build!(builder(&mc, tls)).unwrap();
+            sync!(c.set("k", "v", MIN)).unwrap();
+            assert_eq!(sync!(c.get::<String>("k")).unwrap().as_deref(), Some("v"));
+            // Without a certificate: refused, with the TLS error.
+            let bare = build!(builder(&mc, pki.trust())).unwrap();
+            let e = sync!(bare.get::<String>("k")).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Tls, "{e}");
+            assert!(e.to_string().contains("client certificate"), "{e}");
+            assert!(bare.is_marked_dead(0), "a refused certificate marks the server dead");
+        }
+
+        $(#[$m])*
+        $($kw)? fn certificate_problems_are_each_their_own_error_without_a_storm() {
+            let pki = Pki::new();
+            let good = pki.server("server", "", &[]);
+            let wrong_name = pki.server("wrong-name", "", &[]);
+            let expired = pki.server("expired", "", &[]);
+            let other_ca = TlsConfig::new()
+                .mozilla_roots(false)
+                .ca_pem_file(pki.path("other-ca.pem"));
+            let cases = [
+                (&good, other_ca, "not trusted"),
+                (&wrong_name, pki.trust(), "does not name"),
+                (&expired, pki.trust(), "expired"),
+            ];
+            for (mc, tls, says) in cases {
+                let c = build!(builder(mc, tls).retry_timeout(Duration::from_secs(30))).unwrap();
+                let started = Instant::now();
+                let e = sync!(c.get::<String>("k")).unwrap_err();
+                assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+                assert_eq!(e.kind(), ErrorKind::Tls, "{e}");
+                assert!(e.to_string().contains(says), "{e}");
+                // Dead at once: the next requests do not connect again.
+                for _ in 0..20 {
+                    let e = sync!(c.get::<String>("k")).unwrap_err();
+                    assert_eq!(e.kind(), ErrorKind::NoServerAvailable, "{e}");
+                }
+                // The server saw one failed handshake, not 21.
+                let ok = build!(builder(mc, TlsConfig::new().dangerous_accept_any_certificate()))
+                    .unwrap();
+                let stats = sync!(ok.stats(None)).into_iter().next().unwrap().1.unwrap();
+                let failed = stat(&stats, "ssl_handshake_errors");
+                assert!(failed <= 2, "{failed} failed handshakes");
+            }
+        }
+
+        $(#[$m])*
+        $($kw)? fn tls_against_plaintext_fails_within_the_connect_timeout_both_ways() {
+            let pki = Pki::new();
+            let plain = Memcached::start();
+            let c = build!(builder(&plain, pki.trust())).unwrap();
+            let started = Instant::now();
+            let e = sync!(c.get::<String>("k")).unwrap_err();
+            assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+            assert!(matches!(e.kind(), ErrorKind::Timeout | ErrorKind::Tls), "{e}");
+            assert!(e.to_string().contains("TLS"), "{e}");
+
+            let tls = pki.server("server", "", &[]);
+            let c = build!(Client::builder()
+                .servers(tls.addr().as_str())
+                .io_timeout(Duration::from_secs(2)))
+            .unwrap();
+            let started = Instant::now();
+            let e = sync!(c.get::<String>("k")).unwrap_err();
+            assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+            assert!(e.is_server_failure(), "{e}");
+            assert!(e.to_string().contains("require TLS"), "{e}");
+        }
+
+        $(#[$m])*
+        $($kw)? fn a_killed_or_hung_tls_server_fails_over_like_a_plain_one() {
+            let pki = Pki::new();
+            let mut a = pki.server("server", "", &[]);
+            let b = pki.server("server", "", &[]);
+            let c = build!(Client::builder()
+                .servers([a.addr(), b.addr()])
+                .tls(pki.trust())
+                .io_timeout(Duration::from_millis(500))
+                .failure_limit(1)
+                .retry_timeout(Duration::from_secs(30)))
+            .unwrap();
+            let keys: Vec<String> = (0..50).map(|i| format!("k{i}")).collect();
+            for k in &keys {
+                sync!(c.set(k, "v", MIN)).unwrap();
+            }
+            // Hung: stopped with SIGSTOP, its keys time out, then fail over.
+            a.pause();
+            let started = Instant::now();
+            for k in &keys {
+                let _ = sync!(c.get::<String>(k));
+            }
+            assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+            assert!(c.is_marked_dead(0));
+            for k in &keys {
+                // A miss on the neighbour, never an error once marked dead.
+                sync!(c.get::<String>(k)).unwrap();
+            }
+            a.resume();
+            a.kill();
+            for k in &keys {
+                sync!(c.set(k, "w", MIN)).unwrap();
+                assert_eq!(sync!(c.get::<String>(k)).unwrap().as_deref(), Some("w"));
+            }
+        }
+    };
+}
+
+/// Checks that connections after the first resumed its session, by the
+/// client's count and by memcached's: it counts a session per ticket it
+/// issues in `ssl_new_sessions` (memcached 1.6 with OpenSSL 3 issues two
+/// after a full TLS 1.3 handshake, one after a resumed one).
+fn assert_resumed(m: &memring::metrics::ServerMetrics, stats: &[(String, String)]) {
+    let (all, resumed) = (m.tls_handshakes, m.tls_resumed);
+    assert!(
+        all >= 2 && resumed >= 1,
+        "{all} handshakes, {resumed} resumed"
+    );
+    assert!(m.connections_open >= 2, "{} open", m.connections_open);
+    let full = all - resumed;
+    assert_eq!(
+        stat(stats, "ssl_new_sessions"),
+        2 * full + resumed,
+        "{all} handshakes, {resumed} resumed"
+    );
+}
+
+both_clients! {
+    blocking: {
+    #[test]
+    fn sessions_are_resumed_on_new_connections() {
+        let pki = Pki::new();
+        let mc = pki.server("server", "", &[]);
+        let c = builder(&mc, pki.trust()).pool_size(4).build().unwrap();
+        c.set("k", "v", MIN).unwrap();
+        // More connections, opened while others are busy.
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..200 {
+                        assert_eq!(c.get::<String>("k").unwrap().as_deref(), Some("v"));
+                    }
+                });
+            }
+        });
+        let stats = c.stats(None).into_iter().next().unwrap().1.unwrap();
+        assert_resumed(&c.metrics().servers[0], &stats);
+    }
+    }
+    nonblocking: {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sessions_are_resumed_on_new_connections() {
+        let pki = Pki::new();
+        let mc = pki.server("server", "", &[]);
+        let c = builder(&mc, pki.trust()).connections(4).build_async().unwrap();
+        // Connections open in turn, one per slot, each after the first
+        // has its session.
+        for _ in 0..8 {
+            c.set("k", "v", MIN).await.unwrap();
+        }
+        let stats = c.stats(None).await.into_iter().next().unwrap().1.unwrap();
+        assert_resumed(&c.metrics().servers[0], &stats);
+    }
+    }
+}
