@@ -5,7 +5,8 @@
 //! `target/memring-bench/compare.json` with rates and ratios.
 //!
 //! `cargo bench --features tokio --bench compare` (about 3 minutes;
-//! `--all-features` adds `codec_get_10k`, which needs `python` and `lz4`);
+//! `--all-features` adds `codec_get_10k`, which needs `python` and `lz4`,
+//! and `tls_seq_get` / `tls_get_multi_100x4`, which need `tls`);
 //! `MEMRING_BENCH_QUICK=1 cargo bench --features tokio --bench compare` (about a
 //! minute); `MEMRING_BENCH_ASYNC_ONLY=1` runs only the async workloads.
 //! The servers are real memcached processes started on free ports.
@@ -563,6 +564,7 @@ fn main() {
 
     if !async_only {
         codec_workload(dur, &one, &mut results);
+        tls_workloads(dur, &keys, &value, &mr_one, &mr_four, &mut results);
     }
     async_workloads(dur, &addrs, &keys, &value, &mr_four, &mut results);
     report(&results, quick);
@@ -656,6 +658,101 @@ fn codec_workload(dur: Duration, server: &str, results: &mut Vec<Workload>) {
     };
     eprintln!("{:<18} {:?} {:?}", w.name, w.rates, w.wire);
     results.push(w);
+}
+
+/// tls_seq_get and tls_get_multi_100x4: the same requests as seq_get and
+/// get_multi_100x4, over TLS (memcached `-Z`, a certificate made for the
+/// run) against plaintext, after the handshake: the ratio is TLS's cost.
+#[cfg(feature = "tls")]
+fn tls_workloads(
+    dur: Duration,
+    keys: &[String],
+    value: &[u8],
+    plain_one: &memring::Client,
+    plain_four: &memring::Client,
+    results: &mut Vec<Workload>,
+) {
+    let pki = support::tls::Pki::new();
+    let servers: Vec<Memcached> = (0..4)
+        .map(|_| pki.server("server", "", &["-t", "2"]))
+        .collect();
+    let addrs: Vec<String> = servers.iter().map(Memcached::addr).collect();
+    let tls_client = |addrs: &[String]| {
+        memring::Client::builder()
+            .servers(addrs)
+            .tls(pki.trust())
+            .build()
+            .unwrap()
+    };
+    let tls_one = tls_client(&addrs[..1]);
+    let tls_four = tls_client(&addrs);
+    let ttl = Duration::from_secs(3600);
+    let items: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), value)).collect();
+    for c in [&tls_one, &tls_four] {
+        assert!(c.set_multi(&items, ttl).iter().all(Result::is_ok));
+    }
+    let mut push = |name, unit, rates: Vec<(&'static str, f64)>| {
+        let w = Workload {
+            name,
+            unit,
+            rates: rates.into_iter().collect(),
+            pairs: vs("memring_tls", &["memring"]),
+            wire: BTreeMap::new(),
+            decode_us: BTreeMap::new(),
+        };
+        eprintln!("{:<18} {:?}", w.name, w.rates);
+        results.push(w);
+    };
+    fn get<'a>(c: &'a memring::Client, keys: &'a [String]) -> Op<'a> {
+        let mut i = 0;
+        Box::new(move || {
+            i += 1;
+            assert!(c.get::<Vec<u8>>(&keys[i % KEYSPACE]).unwrap().is_some());
+            1
+        })
+    }
+    let rates = race(
+        dur,
+        vec![
+            ("memring", get(plain_one, keys)),
+            ("memring_tls", get(&tls_one, keys)),
+        ],
+    );
+    push("tls_seq_get", "ops/s", rates);
+
+    let batches: Vec<Vec<&str>> = keys
+        .chunks(100)
+        .map(|b| b.iter().map(String::as_str).collect())
+        .collect();
+    fn multi<'a>(c: &'a memring::Client, batches: &'a [Vec<&'a str>]) -> Op<'a> {
+        let mut i = 0;
+        Box::new(move || {
+            i += 1;
+            let got = c.get_multi::<Vec<u8>>(&batches[i % batches.len()]);
+            assert!(got.iter().all(|r| matches!(r, Ok(Some(_)))));
+            100
+        })
+    }
+    let rates = race(
+        dur,
+        vec![
+            ("memring", multi(plain_four, &batches)),
+            ("memring_tls", multi(&tls_four, &batches)),
+        ],
+    );
+    push("tls_get_multi_100x4", "keys/s", rates);
+}
+
+#[cfg(not(feature = "tls"))]
+fn tls_workloads(
+    _: Duration,
+    _: &[String],
+    _: &[u8],
+    _: &memring::Client,
+    _: &memring::Client,
+    _: &mut Vec<Workload>,
+) {
+    eprintln!("tls_seq_get, tls_get_multi_100x4: not run (they need the tls feature)");
 }
 
 #[cfg(not(all(feature = "python", feature = "lz4")))]

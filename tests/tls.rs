@@ -8,119 +8,72 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use memring::{ErrorKind, TlsConfig};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use support::tls::Pki;
 use support::Memcached;
 
 const MIN: Duration = Duration::from_secs(60);
 
-/// A CA and certificates signed by it, written to a temporary directory.
-struct Pki {
-    dir: PathBuf,
+/// A TCP proxy that forwards both ways and, while `limit` is set, shuts
+/// both connections down once that many bytes of a reply came through: a
+/// server lost in the middle of a reply, seen from the client, with the
+/// TLS session running through it untouched until then.
+struct Cut {
+    port: u16,
+    limit: Arc<AtomicUsize>,
 }
 
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn ca(name: &str) -> (rcgen::Certificate, Issuer<'static, KeyPair>) {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    let cert = params.self_signed(&key).unwrap();
-    (cert, Issuer::new(params, key))
-}
-
-fn leaf(
-    issuer: &Issuer<'_, KeyPair>,
-    names: &[&str],
-    client: bool,
-    expired: bool,
-) -> (String, String) {
-    let key = KeyPair::generate().unwrap();
-    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-    let mut params = CertificateParams::new(names).unwrap();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "memring test");
-    params.extended_key_usages = vec![if client {
-        ExtendedKeyUsagePurpose::ClientAuth
-    } else {
-        ExtendedKeyUsagePurpose::ServerAuth
-    }];
-    if expired {
-        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-    }
-    let cert = params.signed_by(&key, issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = std::env::temp_dir().join(format!(
-            "memring-tls-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
-        let (ca_cert, issuer) = ca("memring test CA");
-        write("ca.pem", &ca_cert.pem());
-        let (other_ca, _) = ca("some other CA");
-        write("other-ca.pem", &other_ca.pem());
-        let (c, k) = leaf(&issuer, &["localhost", "127.0.0.1"], false, false);
-        write("server.pem", &c);
-        write("server.key", &k);
-        let (c, k) = leaf(&issuer, &["cache.example.net"], false, false);
-        write("wrong-name.pem", &c);
-        write("wrong-name.key", &k);
-        let (c, k) = leaf(&issuer, &["localhost", "127.0.0.1"], false, true);
-        write("expired.pem", &c);
-        write("expired.key", &k);
-        let (c, k) = leaf(&issuer, &["memring client"], true, false);
-        write("client.pem", &c);
-        write("client.key", &k);
-        Pki { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    /// memcached serving TLS with this certificate (`server`, `expired`,
-    /// `wrong-name`), plus extra `-o` options and arguments.
-    fn server(&self, cert: &str, options: &str, extra: &[&str]) -> Memcached {
-        let mut o = format!(
-            "ssl_chain_cert={},ssl_key={},ssl_session_cache",
-            self.path(&format!("{cert}.pem")).display(),
-            self.path(&format!("{cert}.key")).display()
-        );
-        if !options.is_empty() {
-            o.push(',');
-            o.push_str(options);
-        }
-        let mut args = vec!["-Z", "-o", o.as_str()];
-        args.extend_from_slice(extra);
-        Memcached::start_with(&args)
-    }
-
-    /// Trusts only the test CA.
-    fn trust(&self) -> TlsConfig {
-        TlsConfig::new()
-            .mozilla_roots(false)
-            .ca_pem_file(self.path("ca.pem"))
+impl Cut {
+    fn start(upstream: String) -> Cut {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let limit = Arc::new(AtomicUsize::new(0));
+        let l = limit.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (mut c_in, mut s_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_in, &mut s_out);
+                });
+                let l = l.clone();
+                std::thread::spawn(move || {
+                    let (mut s_in, mut c_out) = (server, client);
+                    let mut buf = [0u8; 4096];
+                    let mut through = 0;
+                    loop {
+                        let n = match s_in.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        let cap = l.load(Ordering::SeqCst);
+                        if cap > 0 && through + n >= cap {
+                            let _ = c_out.write_all(&buf[..cap - through]);
+                            for s in [&c_out, &s_in] {
+                                let _ = s.shutdown(std::net::Shutdown::Both);
+                            }
+                            return;
+                        }
+                        if c_out.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                        through += n;
+                    }
+                });
+            }
+        });
+        Cut { port, limit }
     }
 }
 
@@ -278,6 +231,33 @@ macro_rules! cases {
             assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
             assert!(e.is_server_failure(), "{e}");
             assert!(e.to_string().contains("require TLS"), "{e}");
+        }
+
+        $(#[$m])*
+        $($kw)? fn a_server_lost_mid_reply_fails_the_request_and_the_next_one_reconnects() {
+            let pki = Pki::new();
+            let mc = pki.server("server", "", &["-I", "2m"]);
+            let cut = Cut::start(mc.addr());
+            let c = build!(Client::builder()
+                .servers(format!("127.0.0.1:{}", cut.port).as_str())
+                .tls(pki.trust())
+                .max_value_size(2 << 20)
+                .failure_limit(5)
+                .io_timeout(Duration::from_secs(2)))
+            .unwrap();
+            let big: Vec<u8> = (0..(1 << 20)).map(|i| (i % 253) as u8).collect();
+            sync!(c.set("big", big.as_slice(), MIN)).unwrap();
+            // The next connection's session is cut 100 KB into the reply.
+            cut.limit.store(100_000, Ordering::SeqCst);
+            let started = Instant::now();
+            let e = sync!(c.get::<Vec<u8>>("big")).unwrap_err();
+            assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+            assert!(e.is_server_failure(), "{e}");
+            assert_ne!(e.kind(), ErrorKind::Tls, "a lost connection is not a TLS misconfiguration: {e}");
+            assert!(!c.is_marked_dead(0));
+            // Nothing is reused from the cut connection: the value whole.
+            cut.limit.store(0, Ordering::SeqCst);
+            assert_eq!(sync!(c.get::<Vec<u8>>("big")).unwrap(), Some(big));
         }
 
         $(#[$m])*

@@ -5,6 +5,8 @@
 
 pub mod fake;
 pub mod proxy;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
