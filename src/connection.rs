@@ -71,6 +71,10 @@ pub(crate) struct Connection {
     /// The TLS session over `sock`, if any.
     #[cfg(feature = "tls")]
     tls: Option<Box<rustls::ClientConnection>>,
+    /// Over TLS, where the requests in the write buffer that carry data
+    /// end: no record runs past one.
+    #[cfg(feature = "tls")]
+    cuts: Vec<usize>,
 }
 
 impl Drop for Connection {
@@ -206,6 +210,8 @@ impl Connection {
             metrics: opts.metrics.clone().inspect(|m| m.connection(true)),
             #[cfg(feature = "tls")]
             tls: None,
+            #[cfg(feature = "tls")]
+            cuts: Vec::new(),
         })
     }
 
@@ -296,6 +302,10 @@ impl Connection {
         if self.write_timeout != self.io_timeout {
             self.set_write_timeout(self.io_timeout)?;
         }
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            self.cuts = crate::protocol::ends::DataEnds::default().feed(&self.wbuf);
+        }
         let mut pos = 0;
         while pos < self.wbuf.len() {
             if pos > 0 {
@@ -326,7 +336,14 @@ impl Connection {
         let buf = self.wbuf.get(pos..).unwrap_or_default();
         #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.as_mut() {
-            let n = tls.writer().write(buf)?;
+            // Records end where requests with data end (see
+            // `protocol::ends`): up to the first such end after `pos`.
+            let end = self
+                .cuts
+                .iter()
+                .find(|&&c| c > pos)
+                .map_or(buf.len(), |&c| c - pos);
+            let n = tls.writer().write(buf.get(..end).unwrap_or_default())?;
             while tls.wants_write() {
                 if tls.write_tls(&mut &self.sock)? > 0 {
                     // A record may be whole at the server already.

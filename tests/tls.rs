@@ -144,6 +144,25 @@ macro_rules! cases {
         }
 
         $(#[$m])*
+        $($kw)? fn pipelined_sets_never_stall_the_server() {
+            // memcached before 1.6.39 hangs when a TLS record runs past the
+            // end of a set whose value it reads directly (`protocol::ends`).
+            let pki = Pki::new();
+            let mc = pki.server("server", "", &[]);
+            let c = build!(builder(&mc, pki.trust())).unwrap();
+            for size in [100usize, 3000, 20_000] {
+                let v = vec![b'v'; size];
+                let items: Vec<(String, &[u8])> =
+                    (0..1000).map(|i| (format!("p{size}:{i}"), v.as_slice())).collect();
+                let failed = sync!(c.set_multi(&items, MIN))
+                    .into_iter()
+                    .filter(Result::is_err)
+                    .count();
+                assert_eq!(failed, 0, "{failed} of 1000 sets of {size} bytes failed");
+            }
+        }
+
+        $(#[$m])*
         $($kw)? fn an_ip_address_and_an_explicit_server_name_verify() {
             let pki = Pki::new();
             let mc = pki.server("wrong-name", "", &[]);
@@ -231,6 +250,22 @@ macro_rules! cases {
             assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
             assert!(e.is_server_failure(), "{e}");
             assert!(e.to_string().contains("require TLS"), "{e}");
+        }
+
+        $(#[$m])*
+        $($kw)? fn the_ascii_login_runs_inside_the_session() {
+            let pki = Pki::new();
+            let auth = pki.path("auth");
+            std::fs::write(&auth, "alice:correct-horse\n").unwrap();
+            let mc = pki.server("server", "", &["-Y", auth.to_str().unwrap()]);
+            let c = build!(builder(&mc, pki.trust()).credentials("alice", "correct-horse")).unwrap();
+            sync!(c.set("k", "v", MIN)).unwrap();
+            assert_eq!(sync!(c.get::<String>("k")).unwrap().as_deref(), Some("v"));
+            let wrong = build!(builder(&mc, pki.trust()).credentials("alice", "wrong-password"))
+                .unwrap();
+            let e = sync!(wrong.get::<String>("k")).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::AuthFailed, "{e}");
+            assert!(!format!("{e} {e:?} {wrong:?}").contains("wrong-password"));
         }
 
         $(#[$m])*
@@ -352,6 +387,27 @@ both_clients! {
         }
         let stats = c.stats(None).await.into_iter().next().unwrap().1.unwrap();
         assert_resumed(&c.metrics().servers[0], &stats);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sets_pipelined_by_many_tasks_never_stall_the_server() {
+        let pki = Pki::new();
+        let mc = pki.server("server", "", &[]);
+        let c = builder(&mc, pki.trust()).build_async().unwrap();
+        let tasks: Vec<_> = (0..100)
+            .map(|t| {
+                let c = c.clone();
+                tokio::spawn(async move {
+                    for i in 0..30 {
+                        let v = vec![b'x'; 100 + (t * 37 + i * 101) % 6000];
+                        c.set(format!("t{t}:{i}"), v.as_slice(), MIN).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
     }
     }
 }

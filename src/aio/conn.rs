@@ -786,12 +786,23 @@ mod tls {
         let (mut tls_r, mut tls_w) = tokio::io::split(session);
         let up = async {
             let mut buf = vec![0u8; 16 * 1024];
+            // Records end where requests with data end (`protocol::ends`).
+            let mut ends = crate::protocol::ends::DataEnds::default();
             loop {
                 let n = pipe_r.read(&mut buf).await?;
                 if n == 0 {
                     return tls_w.shutdown().await;
                 }
-                tls_w.write_all(buf.get(..n).unwrap_or_default()).await?;
+                let chunk = buf.get(..n).unwrap_or_default();
+                let mut from = 0;
+                for end in ends.feed(chunk).into_iter().chain([n]) {
+                    if end > from {
+                        tls_w
+                            .write_all(chunk.get(from..end).unwrap_or_default())
+                            .await?;
+                        from = end;
+                    }
+                }
                 tls_w.flush().await?;
             }
         };

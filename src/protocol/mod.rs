@@ -7,6 +7,8 @@
 
 pub mod decode;
 pub mod encode;
+#[cfg(feature = "tls")]
+pub(crate) mod ends;
 
 pub use decode::{meta_flag, DecodeError, Decoded, Decoder, MetaCode, Response};
 pub use encode::{check_meta_flags, MetaFlag, StoreCommand, MAX_META_FLAGS, MAX_OPAQUE_LEN};
