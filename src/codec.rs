@@ -233,33 +233,30 @@ impl Codec {
         match self.format {
             Format::Raw => Ok((data, flags)),
             #[cfg(feature = "python")]
-            Format::PythonMemcached => {
+            Format::PythonMemcached | Format::Pylibmc => {
                 let (data, flags) = if flags & py::ZLIB != 0 {
                     (zlib::decompress(&data, max)?, flags & !py::ZLIB)
                 } else {
                     (data, flags)
                 };
-                // python-memcached's `_recv_value`, in its order.
-                if flags == 0 || flags & (py::TEXT | py::INTEGER | py::LONG) != 0 {
-                    Ok((data, flags))
-                } else if flags & py::PICKLE != 0 {
-                    Err(pickled())
+                let readable = if self.format == Format::PythonMemcached {
+                    // python-memcached's `_recv_value`, in its order.
+                    if flags == 0 || flags & (py::TEXT | py::INTEGER | py::LONG) != 0 {
+                        Ok(())
+                    } else if flags & py::PICKLE != 0 {
+                        Err(pickled())
+                    } else {
+                        Err(unknown_flags(flags, "python-memcached"))
+                    }
                 } else {
-                    Err(unknown_flags(flags, "python-memcached"))
-                }
-            }
-            #[cfg(feature = "python")]
-            Format::Pylibmc => {
-                let (data, flags) = if flags & py::ZLIB != 0 {
-                    (zlib::decompress(&data, max)?, flags & !py::ZLIB)
-                } else {
-                    (data, flags)
+                    // pylibmc: exactly one type bit, or none.
+                    match flags & py::PYLIBMC_TYPES {
+                        0 | py::INTEGER | py::LONG | py::TEXT => Ok(()),
+                        py::PICKLE => Err(pickled()),
+                        _ => Err(unknown_flags(flags, "pylibmc")),
+                    }
                 };
-                match flags & py::PYLIBMC_TYPES {
-                    0 | py::INTEGER | py::LONG | py::TEXT => Ok((data, flags)),
-                    py::PICKLE => Err(pickled()),
-                    _ => Err(unknown_flags(flags, "pylibmc")),
-                }
+                readable.map(|()| (data, flags))
             }
             #[cfg(feature = "lz4")]
             Format::Lz4 => {

@@ -19,15 +19,7 @@ const PASSWORD: &str = "correct-horse";
 /// A server that requires `alice` / [`PASSWORD`]; the auth file lives as
 /// long as the returned path's directory.
 fn auth_server() -> (Memcached, PathBuf) {
-    let dir = std::env::temp_dir().join(format!(
-        "memring-auth-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::temp_dir("auth");
     let file = dir.join("auth");
     std::fs::write(&file, format!("alice:{PASSWORD}\n")).unwrap();
     let mc = Memcached::start_with(&["-Y", file.to_str().unwrap()]);

@@ -13,6 +13,21 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A new empty directory under the system's temporary one, named after
+/// `what`, this process and the time (for files a test hands a server).
+pub fn temp_dir(what: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "memring-{what}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// One memcached process.
 pub struct Memcached {
     child: Option<Child>,
@@ -94,13 +109,7 @@ impl Memcached {
 
     /// Starts memcached listening on a Unix socket only.
     pub fn start_unix() -> Memcached {
-        let dir = std::env::temp_dir().join(format!(
-            "memring-test-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("mc.sock");
+        let path = temp_dir("unix").join("mc.sock");
         let mut m = Memcached {
             child: None,
             port: 0,

@@ -58,15 +58,7 @@ fn leaf(
 
 impl Pki {
     pub fn new() -> Pki {
-        let dir = std::env::temp_dir().join(format!(
-            "memring-tls-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = super::temp_dir("tls");
         let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
         let (ca_cert, issuer) = ca("memring test CA");
         write("ca.pem", &ca_cert.pem());
