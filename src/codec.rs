@@ -497,6 +497,7 @@ mod tests {
         use super::*;
         use proptest::prelude::*;
 
+        #[allow(clippy::vec_init_then_push)]
         fn codecs(threshold: usize) -> Vec<Codec> {
             let mut all = Vec::new();
             #[cfg(feature = "lz4")]

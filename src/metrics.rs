@@ -624,11 +624,10 @@ impl Metrics {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "metrics"))]
 mod tests {
     use super::*;
 
-    #[cfg(feature = "metrics")]
     #[test]
     fn latency_buckets_and_quantiles() {
         let r = Recorder::new();
