@@ -85,6 +85,16 @@ macro_rules! core_queries {
             self.core().rejoin_hints(server)
         }
 
+        /// The exact plan of moving this client's keys to another server
+        /// list with the same distribution (see
+        /// [`Ring::plan`](crate::Ring::plan)): which share of the key space
+        /// moves, and from which server to which. No I/O.
+        pub fn plan(&self, servers: impl crate::IntoServers) -> crate::Result<crate::ring::Plan> {
+            let servers = servers.into_servers()?;
+            let new = crate::Ring::new(self.core().config.distribution, &servers);
+            self.core().ring.plan(&new)
+        }
+
         /// A stored value (say an `ms`/`mg` pair's, through
         /// [`MetaReply::item`](crate::MetaReply::item)) as `get` would
         /// return it: decoded by the client's [`Codec`](crate::Codec).

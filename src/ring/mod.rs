@@ -15,6 +15,9 @@
 mod hash_ring;
 mod ketama;
 mod modulo;
+mod plan;
+
+pub use plan::{Flow, Plan};
 
 use std::fmt;
 use std::str::FromStr;
@@ -238,6 +241,9 @@ enum Layout {
 pub struct Ring {
     layout: Layout,
     servers: usize,
+    distribution: Distribution,
+    /// The servers' addresses, for plans.
+    labels: Vec<String>,
 }
 
 impl Ring {
@@ -257,6 +263,8 @@ impl Ring {
         Ring {
             layout,
             servers: servers.len(),
+            distribution,
+            labels: servers.iter().map(|s| s.label().to_owned()).collect(),
         }
     }
 

@@ -26,6 +26,11 @@ impl Buckets {
         Buckets { buckets }
     }
 
+    /// Each bucket's server, in bucket order.
+    pub fn buckets(&self) -> &[u32] {
+        &self.buckets
+    }
+
     pub fn walk(&self, key: &[u8]) -> Walk<'_> {
         Walk {
             buckets: &self.buckets,
