@@ -15,3 +15,16 @@ ensure_memcached() {
         exit 1
     }
 }
+
+# Installs twemproxy (nutcracker) with apt when it is not there: the proxy
+# tests run memring through it.
+ensure_nutcracker() {
+    if command -v nutcracker >/dev/null 2>&1 || [ -x /usr/sbin/nutcracker ]; then
+        return 0
+    fi
+    echo "nutcracker (twemproxy) not found: installing it with apt-get" >&2
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    $sudo apt-get update
+    $sudo apt-get install -y nutcracker
+}

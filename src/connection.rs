@@ -432,13 +432,7 @@ impl Connection {
     fn read_more(&mut self, wait: bool) -> Result<()> {
         let n = loop {
             match self.read_once(wait) {
-                Ok(0) if self.first && self.inbox.is_empty() => {
-                    return Err(Error::new(
-                        ErrorKind::Io,
-                        "the server closed a new connection before answering (does it require \
-                         TLS or a login?)",
-                    ))
-                }
+                Ok(0) if self.first && self.inbox.is_empty() => return Err(inbox::closed_new()),
                 Ok(0) => return Err(inbox::closed(!self.inbox.is_empty())),
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -299,11 +299,7 @@ impl Reader {
             }
         }
         if !mid_reply && !answered {
-            return Error::new(
-                ErrorKind::Io,
-                "the server closed a new connection before answering (does it require TLS or \
-                 a login?)",
-            );
+            return inbox::closed_new();
         }
         inbox::closed(mid_reply)
     }

@@ -153,12 +153,23 @@ impl Inbox {
     }
 }
 
+/// The error for a new connection the server closed before its first
+/// reply: most often a server that wants TLS or a login.
+pub(crate) fn closed_new() -> Error {
+    Error::new(
+        ErrorKind::Io,
+        "the server closed a new connection before answering (does it require TLS or a login, \
+         or is it a proxy such as twemproxy that does not support the command?)",
+    )
+}
+
 /// The error for a connection the server closed.
 pub(crate) fn closed(mid_reply: bool) -> Error {
     let detail = if mid_reply {
         "server closed the connection mid-reply"
     } else {
-        "server closed the connection"
+        "server closed the connection without a reply (a proxy such as twemproxy does so \
+         for a command it does not support)"
     };
     Error::new(ErrorKind::Io, detail)
 }
