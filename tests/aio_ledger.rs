@@ -222,6 +222,54 @@ async fn dropped_requests_never_put_a_connection_out_of_step() {
     }
 }
 
+/// The same over TLS: the session runs in a task of its own behind a local
+/// pipe, and dropped requests must leave it in step just the same.
+#[cfg(feature = "tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_requests_over_tls_never_put_a_session_out_of_step() {
+    let pki = support::tls::Pki::new();
+    let servers: Vec<Memcached> = (0..2).map(|_| pki.server("server", "", &[])).collect();
+    let addrs: Vec<String> = servers.iter().map(Memcached::addr).collect();
+    let client = Client::builder()
+        .servers(addrs.as_slice())
+        .tls(pki.trust())
+        .build_async()
+        .unwrap();
+    let tasks: Vec<_> = (0..100)
+        .map(|t| tokio::spawn(worker(client.clone(), t, 150, 30, None)))
+        .collect();
+    let mut total = Tally::default();
+    for task in tasks {
+        total.add(task.await.unwrap());
+    }
+    eprintln!(
+        "tls cancellation: {} ops, {} dropped, {} hits, errors {:?}, wrong {}",
+        total.ops,
+        total.dropped,
+        total.hits,
+        total.errors,
+        total.wrong.len()
+    );
+    assert!(
+        total.wrong.is_empty(),
+        "{:#?}",
+        &total.wrong[..total.wrong.len().min(10)]
+    );
+    assert!(total.errors.is_empty(), "{:?}", total.errors);
+    assert!(total.dropped > 500 && total.hits > 500, "{total:?}");
+    for i in 0..100 {
+        let key = format!("after:{i}");
+        client
+            .set(&key, &key, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(
+            client.get::<String>(&key).await.unwrap().as_deref(),
+            Some(key.as_str())
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_and_restarted_under_256_tasks_never_yields_a_wrong_value() {
     let mut servers = cluster(3);
