@@ -354,9 +354,10 @@ pub(crate) fn handshake_error(e: io::Error) -> Error {
     }
 }
 
-/// The [`ErrorKind::Tls`] error for an I/O error that carries a rustls
-/// error (during the handshake or after it, such as an alert refusing a
-/// client without a certificate).
+/// The error for an I/O error that carries a rustls error (during the
+/// handshake or after it, such as an alert refusing a client without a
+/// certificate): [`ErrorKind::Tls`] for what configuration must fix, an
+/// I/O error for a session that went bad.
 pub(crate) fn rustls_error(e: &io::Error) -> Option<Error> {
     let inner = e.get_ref()?.downcast_ref::<rustls::Error>()?;
     Some(tls_error(inner))
@@ -397,7 +398,15 @@ pub(crate) fn tls_error(e: &rustls::Error) -> Error {
         E::InvalidMessage(_) => {
             "the server's answer is not TLS: does it serve plaintext on this port?".to_owned()
         }
-        other => format!("TLS failed: {other}"),
+        E::PeerIncompatible(_) | E::NoCertificatesPresented | E::AlertReceived(_) => {
+            format!("the server and memring could not agree on TLS: {e}")
+        }
+        // Anything else (a record that does not decrypt, say) is a session
+        // gone bad, not a misconfiguration: an I/O failure like any other.
+        other => {
+            return Error::new(ErrorKind::Io, format!("the TLS session failed: {other}"))
+                .with_source(e.clone())
+        }
     };
     Error::new(ErrorKind::Tls, what).with_source(e.clone())
 }
@@ -449,5 +458,45 @@ impl ServerCertVerifier for AcceptAny {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_say_what_to_fix_and_only_configuration_is_tls() {
+        let kind = |e: rustls::Error| tls_error(&e);
+        let e = kind(rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer,
+        ));
+        assert_eq!(e.kind(), ErrorKind::Tls);
+        assert!(e.to_string().contains("ca_pem_file"), "{e}");
+        let e = kind(rustls::Error::AlertReceived(
+            AlertDescription::CertificateRequired,
+        ));
+        assert!(e.to_string().contains("client certificate"), "{e}");
+        // A record that does not decrypt is a session gone bad.
+        assert_eq!(kind(rustls::Error::DecryptError).kind(), ErrorKind::Io);
+        // A bad name or file is refused when the client is built.
+        let bad = TlsConfig::new()
+            .server_name("not a name")
+            .build()
+            .unwrap_err();
+        assert_eq!(bad.kind(), ErrorKind::InvalidConfig);
+        let missing = TlsConfig::new()
+            .ca_pem_file("/nonexistent/ca.pem")
+            .build()
+            .unwrap_err();
+        assert_eq!(missing.kind(), ErrorKind::InvalidConfig);
+        let empty = TlsConfig::new().mozilla_roots(false).build().unwrap_err();
+        assert!(empty.to_string().contains("no trusted root"), "{empty}");
+        let garbage = TlsConfig::new().ca_pem("not PEM").build().unwrap_err();
+        assert_eq!(garbage.kind(), ErrorKind::InvalidConfig);
+        // Debug names the files and never shows a key.
+        let with_key =
+            TlsConfig::new().client_cert_pem("CERT", "-----BEGIN PRIVATE KEY-----secret");
+        assert!(!format!("{with_key:?}").contains("secret"));
     }
 }
