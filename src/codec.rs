@@ -161,6 +161,9 @@ impl Codec {
     ) -> Result<(Cow<'v, [u8]>, u32)> {
         let data = value.to_bytes()?;
         let kind = value.kind();
+        if let Kind::Stored(flags) = kind {
+            return Ok((data, flags));
+        }
         if let Kind::Flagged(flags) = kind {
             #[cfg(feature = "lz4")]
             if self.format == Format::Lz4 && flags & Codec::LZ4_FLAG != 0 {

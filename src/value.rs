@@ -38,8 +38,13 @@ pub enum Kind {
     Integer,
     /// A boolean as `"1"` or `"0"`.
     Bool,
-    /// Bytes stored as given with these flags: no codec changes them.
+    /// Bytes stored as given with these flags ([`WithFlags`]): no codec
+    /// changes them.
     Flagged(u32),
+    /// Bytes and flags exactly as read back ([`Item`]): written as they
+    /// are, so an item copied from one key to another stays byte for byte
+    /// the same, compressed or not.
+    Stored(u32),
 }
 
 /// Something a stored value can be read back as.
@@ -161,7 +166,7 @@ impl ToValue for Item {
         Ok(Cow::Borrowed(&self.data))
     }
     fn kind(&self) -> Kind {
-        Kind::Flagged(self.flags)
+        Kind::Stored(self.flags)
     }
 }
 
