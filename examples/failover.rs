@@ -26,7 +26,7 @@ fn main() -> Result<(), memring::Error> {
         .retry_timeout(Duration::from_millis(500))
         .io_timeout(Duration::from_millis(300))
         .build()?;
-    let ring = Ring::new(Distribution::Ketama, client.servers());
+    let ring = Ring::new(Distribution::Ketama, &client.servers());
     let keys: Vec<String> = (0..1000).map(|i| format!("demo:{i}")).collect();
     let ttl = Duration::from_secs(300);
     for k in &keys {

@@ -38,6 +38,33 @@ impl Clone for ParseError {
 /// The longest TCP keepalive idle time the kernel accepts.
 const MAX_KEEPALIVE_IDLE: Duration = Duration::from_secs(32_767);
 
+/// Checks a server list, for `build()` and for `update_servers`: not
+/// empty, weights in range, and TCP addresses only when TLS is on.
+pub(crate) fn check_servers(servers: &[Server], tls: bool) -> Result<()> {
+    let invalid = |what: String| Err(Error::new(ErrorKind::InvalidConfig, what));
+    if servers.is_empty() {
+        return invalid("no servers given".into());
+    }
+    if let Some(s) = servers.iter().find(|s| s.weight() > MAX_WEIGHT) {
+        return invalid(format!(
+            "server {s}: weight {} is above {MAX_WEIGHT}",
+            s.weight()
+        ));
+    }
+    if u32::try_from(servers.len()).is_err() {
+        return invalid("too many servers".into());
+    }
+    if let Some(s) = servers
+        .iter()
+        .find(|s| tls && matches!(s.endpoint(), crate::Endpoint::Unix(_)))
+    {
+        return invalid(format!(
+            "server {s}: TLS needs a TCP address, not a Unix socket"
+        ));
+    }
+    Ok(())
+}
+
 /// Every setting, checked.
 #[derive(Debug)]
 pub(crate) struct Parts {
@@ -347,9 +374,11 @@ impl ClientBuilder {
                 e,
             ));
         }
-        if self.servers.is_empty() {
-            return invalid("no servers given");
-        }
+        #[cfg(feature = "tls")]
+        let tls_on = self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        let tls_on = false;
+        check_servers(&self.servers, tls_on)?;
         if self.pool_size == 0
             || self.connections == 0
             || self.max_attempts == 0
@@ -373,30 +402,9 @@ impl ClientBuilder {
         if self.max_value_size > MAX_VALUE_SIZE_LIMIT {
             return invalid("max_value_size is above 1 GiB");
         }
-        if let Some(s) = self.servers.iter().find(|s| s.weight() > MAX_WEIGHT) {
-            return Err(Error::new(
-                ErrorKind::InvalidConfig,
-                format!("server {s}: weight {} is above {MAX_WEIGHT}", s.weight()),
-            ));
-        }
-        if u32::try_from(self.servers.len()).is_err() {
-            return invalid("too many servers");
-        }
         #[cfg(feature = "tls")]
         let tls = match &self.tls {
-            Some(t) => {
-                if let Some(s) = self
-                    .servers
-                    .iter()
-                    .find(|s| matches!(s.endpoint(), crate::Endpoint::Unix(_)))
-                {
-                    return Err(Error::new(
-                        ErrorKind::InvalidConfig,
-                        format!("server {s}: TLS needs a TCP address, not a Unix socket"),
-                    ));
-                }
-                Some(std::sync::Arc::new(t.build()?))
-            }
+            Some(t) => Some(std::sync::Arc::new(t.build()?)),
             None => None,
         };
         let clamp = |d: Duration| d.min(MAX_SETTING_DURATION);

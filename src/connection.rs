@@ -36,6 +36,16 @@ pub(crate) struct ConnOptions {
     pub tls: Option<std::sync::Arc<crate::tls::Tls>>,
 }
 
+impl ConnOptions {
+    /// Whether connections run TLS.
+    pub fn uses_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
+    }
+}
+
 const INITIAL_BUF: usize = 16 * 1024;
 /// A write buffer that grew past this for a large value shrinks back
 /// afterwards, so idle pooled connections stay small.

@@ -62,22 +62,63 @@ impl r2d2::ManageConnection for Manager {
 
 /// One pool per server, sharing one helper thread (it only creates empty
 /// slots).
-pub(crate) fn pools(
-    core: &crate::core::Core,
-    conn: &ConnOptions,
-    opts: &PoolOptions,
-) -> Vec<ServerPool> {
-    let threads = Arc::new(
-        ScheduledThreadPool::builder()
-            .num_threads(1)
-            .thread_name_pattern("memring-pool-{}")
-            .build(),
-    );
-    core.servers
-        .iter()
-        .enumerate()
-        .map(|(i, s)| ServerPool::new(s.clone(), core.conn_options(i, conn), opts, threads.clone()))
-        .collect()
+/// Makes the pools of a client's servers, sharing one maintenance thread.
+pub(crate) struct PoolMaker {
+    threads: Arc<ScheduledThreadPool>,
+    conn: ConnOptions,
+    opts: PoolOptions,
+}
+
+impl PoolMaker {
+    pub fn new(conn: ConnOptions, opts: PoolOptions) -> PoolMaker {
+        let threads = Arc::new(
+            ScheduledThreadPool::builder()
+                .num_threads(1)
+                .thread_name_pattern("memring-pool-{}")
+                .build(),
+        );
+        PoolMaker {
+            threads,
+            conn,
+            opts,
+        }
+    }
+
+    /// The connection settings every server's connections share.
+    pub fn conn(&self) -> &ConnOptions {
+        &self.conn
+    }
+
+    /// A pool for each server of `core`; one that `old` (the pools of
+    /// `old_core`) already has for the same address is kept, with its
+    /// connections.
+    pub fn pools(
+        &self,
+        core: &crate::core::Core,
+        old: Option<(&crate::core::Core, &[Arc<ServerPool>])>,
+    ) -> Vec<Arc<ServerPool>> {
+        core.servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let kept = old.and_then(|(old_core, pools)| {
+                    let at = old_core
+                        .servers
+                        .iter()
+                        .position(|o| o.label() == s.label())?;
+                    pools.get(at).cloned()
+                });
+                kept.unwrap_or_else(|| {
+                    Arc::new(ServerPool::new(
+                        s.clone(),
+                        core.conn_options(i, &self.conn),
+                        &self.opts,
+                        self.threads.clone(),
+                    ))
+                })
+            })
+            .collect()
+    }
 }
 
 /// The pool of one server.

@@ -57,7 +57,7 @@ macro_rules! cases {
         $($kw)? fn killed_server_keys_move_to_their_neighbour_and_return(dist: Distribution) {
             let mut servers = cluster(3);
             let client = client_for(&servers, dist);
-            let ring = Ring::new(dist, client.servers());
+            let ring = Ring::new(dist, &client.servers());
             let keys: Vec<String> = (0..300).map(|i| format!("fo:{i}")).collect();
             let order: Vec<Vec<usize>> = keys
                 .iter()
@@ -144,7 +144,7 @@ macro_rules! cases {
                 .failover_ttl(Some(Duration::from_secs(20)))
                 )
                 .unwrap();
-            let ring = Ring::new(Distribution::Ketama, client.servers());
+            let ring = Ring::new(Distribution::Ketama, &client.servers());
             let key = (0..)
                 .map(|i| format!("cap:{i}"))
                 .find(|k| ring.primary(k.as_bytes()) == Some(0))
@@ -200,7 +200,7 @@ macro_rules! cases {
                 .flush_on_rejoin(flush_on_rejoin)
                 )
                 .unwrap();
-            let ring = Ring::new(Distribution::Ketama, client.servers());
+            let ring = Ring::new(Distribution::Ketama, &client.servers());
             let key = (0..)
                 .map(|i| format!("hung:{i}"))
                 .find(|k| ring.primary(k.as_bytes()) == Some(0))
@@ -235,7 +235,7 @@ macro_rules! cases {
         $($kw)? fn non_idempotent_writes_sent_to_a_hung_server_report_an_unknown_outcome() {
             let servers = cluster(2);
             let client = client_for(&servers, Distribution::Ketama);
-            let ring = Ring::new(Distribution::Ketama, client.servers());
+            let ring = Ring::new(Distribution::Ketama, &client.servers());
             let key = (0..)
                 .map(|i| format!("ctr:{i}"))
                 .find(|k| ring.primary(k.as_bytes()) == Some(0))

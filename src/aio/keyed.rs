@@ -63,7 +63,7 @@ impl Client {
         value: &(impl ToValue + ?Sized),
         ttl: Expiry,
     ) -> Result<StoreReply> {
-        let req = Store::new(self.core(), cmd, key, value, ttl)?;
+        let req = Store::new(&self.core(), cmd, key, value, ttl)?;
         self.run(&req).await
     }
 
@@ -180,7 +180,7 @@ use crate::protocol::{check_key, MetaFlag};
 impl Client {
     /// Runs one meta command, as [`crate::Client::meta`] does.
     pub async fn meta(&self, key: impl AsRef<[u8]>, request: MetaRequest<'_>) -> Result<MetaReply> {
-        let req = Meta::new(self.core(), key.as_ref(), request)?;
+        let req = Meta::new(&self.core(), key.as_ref(), request)?;
         self.run(&req).await
     }
 
@@ -256,7 +256,7 @@ impl Client {
                 LeaseStep::Compute { cas, release } => {
                     return match compute().await {
                         Ok(v) => {
-                            if let Some(store) = leased_store(self.core(), key, &v, ttl, cas) {
+                            if let Some(store) = leased_store(&self.core(), key, &v, ttl, cas) {
                                 let _ = self.run(&store).await;
                             }
                             Ok((v, Origin::Computed))

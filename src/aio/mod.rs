@@ -25,7 +25,7 @@
 //! - `multi`: multi-key commands.
 //! - `servers`: `flush_all`, `version`, `stats`.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
 use crate::builder::ClientBuilder;
@@ -43,9 +43,54 @@ mod servers;
 
 use conn::{Failed, Outcome, ServerConns, Ticket};
 
+/// The client's servers at one moment: the core and each server's
+/// connections. A request runs on the one it started with.
 struct Inner {
     core: Core,
-    conns: Vec<ServerConns>,
+    conns: Vec<Arc<ServerConns>>,
+}
+
+impl std::ops::Deref for Inner {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+struct Shared {
+    now: RwLock<Arc<Inner>>,
+    conn: crate::connection::ConnOptions,
+    connections: u32,
+}
+
+impl Shared {
+    /// Connections for each server of `core`, keeping those `old` has for
+    /// the same address.
+    fn conns(&self, core: &Core, old: Option<&Inner>) -> Vec<Arc<ServerConns>> {
+        conns(core, &self.conn, self.connections, old)
+    }
+}
+
+fn conns(
+    core: &Core,
+    conn: &crate::connection::ConnOptions,
+    connections: u32,
+    old: Option<&Inner>,
+) -> Vec<Arc<ServerConns>> {
+    core.servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let kept = old.and_then(|o| o.conns.get(o.core.index_of(s)?).cloned());
+            kept.unwrap_or_else(|| {
+                Arc::new(ServerConns::new(
+                    s.clone(),
+                    core.conn_options(i, conn),
+                    connections,
+                ))
+            })
+        })
+        .collect()
 }
 
 /// The async memcached client: cheap to clone (clones share connections
@@ -63,14 +108,15 @@ struct Inner {
 /// ```
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let now = self.core();
         f.debug_struct("aio::Client")
-            .field("servers", &self.inner.core.servers)
-            .field("distribution", &self.inner.core.config.distribution)
+            .field("servers", &now.servers)
+            .field("distribution", &now.config.distribution)
             .finish_non_exhaustive()
     }
 }
@@ -81,20 +127,13 @@ impl ClientBuilder {
     pub fn build_async(self) -> Result<Client> {
         let parts = self.into_parts()?;
         let core = Core::new(parts.servers, parts.config);
-        let conns = core
-            .servers
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                ServerConns::new(
-                    s.clone(),
-                    core.conn_options(i, &parts.conn),
-                    parts.connections,
-                )
-            })
-            .collect();
+        let conns = conns(&core, &parts.conn, parts.connections, None);
         Ok(Client {
-            inner: Arc::new(Inner { core, conns }),
+            shared: Arc::new(Shared {
+                now: RwLock::new(Arc::new(Inner { core, conns })),
+                conn: parts.conn,
+                connections: parts.connections,
+            }),
         })
     }
 }
@@ -113,16 +152,80 @@ impl Client {
 
     crate::core::core_queries!();
 
-    // ----- the driver ------------------------------------------------------
-
-    fn core(&self) -> &Core {
-        &self.inner.core
+    /// Replaces the server list while the client runs, as
+    /// [`crate::Client::update_servers`] does: requests already running
+    /// finish on the servers they started with, a server in both lists
+    /// keeps its connections, health and hints, and the plan of the move is
+    /// returned.
+    pub fn update_servers(&self, servers: impl IntoServers) -> Result<crate::ring::Plan> {
+        let servers = servers.into_servers()?;
+        crate::builder::check_servers(&servers, self.shared.conn.uses_tls())?;
+        let mut now = self
+            .shared
+            .now
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let core = now.core.resized(servers);
+        let plan = now.core.ring.plan(&core.ring)?;
+        let conns = self.shared.conns(&core, Some(&now));
+        *now = Arc::new(Inner { core, conns });
+        Ok(plan)
     }
 
+    // ----- the driver ------------------------------------------------------
+
+    /// The servers now: core and connections. A request holds one from its
+    /// start to its end.
+    fn core(&self) -> Arc<Inner> {
+        self.shared
+            .now
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Runs `req` as its plan says: on the key's first usable server,
+    /// failing over along the ring as the retry decision allows.
+    async fn run<Q>(&self, req: &Q) -> Result<<Q::Reply as Reply>::Out>
+    where
+        Q: Request + Sync,
+        <Q::Reply as Reply>::Out: Send + 'static,
+    {
+        let now = self.core();
+        let core: &Core = &now;
+        let mut plan = core.plan(req)?;
+        loop {
+            match plan.next() {
+                Step::Try { server, failover } => {
+                    let mut buf = Vec::with_capacity(req.key().len() + 32);
+                    req.encode(core, failover, &mut buf);
+                    match now.send(server, buf, req.reply()).await {
+                        Ok(v) => {
+                            plan.succeeded(server, Q::tally(&v));
+                            return Ok(v);
+                        }
+                        Err(f) => {
+                            if let Some(e) = plan.failed(server, f.error, f.sent) {
+                                return Err(e);
+                            }
+                        }
+                    }
+                }
+                Step::Probe(server) => {
+                    let r = now.probe(server).await;
+                    plan.probed(r);
+                }
+                Step::Fail(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Inner {
     fn conns(&self, server: usize) -> Result<&ServerConns> {
-        self.inner
-            .conns
+        self.conns
             .get(server)
+            .map(|c| &**c)
             .ok_or_else(|| Error::new(ErrorKind::InvalidConfig, "the ring named an unknown server"))
     }
 
@@ -153,44 +256,9 @@ impl Client {
         self.submit(server, bytes, reader).await?.outcome().await
     }
 
-    /// Runs `req` as its plan says: on the key's first usable server,
-    /// failing over along the ring as the retry decision allows.
-    async fn run<Q>(&self, req: &Q) -> Result<<Q::Reply as Reply>::Out>
-    where
-        Q: Request + Sync,
-        <Q::Reply as Reply>::Out: Send + 'static,
-    {
-        let core = self.core();
-        let mut plan = core.plan(req)?;
-        loop {
-            match plan.next() {
-                Step::Try { server, failover } => {
-                    let mut buf = Vec::with_capacity(req.key().len() + 32);
-                    req.encode(core, failover, &mut buf);
-                    match self.send(server, buf, req.reply()).await {
-                        Ok(v) => {
-                            plan.succeeded(server, Q::tally(&v));
-                            return Ok(v);
-                        }
-                        Err(f) => {
-                            if let Some(e) = plan.failed(server, f.error, f.sent) {
-                                return Err(e);
-                            }
-                        }
-                    }
-                }
-                Step::Probe(server) => {
-                    let r = self.probe(server).await;
-                    plan.probed(r);
-                }
-                Step::Fail(e) => return Err(e),
-            }
-        }
-    }
-
     /// Brings a dead server back: the requests of its rejoin, in turn.
     async fn probe(&self, server: usize) -> Result<()> {
-        let mut rejoin = self.core().rejoin(server);
+        let mut rejoin = self.core.rejoin(server);
         loop {
             let mut buf = Vec::new();
             let Some(reader) = rejoin.next(&mut buf) else {

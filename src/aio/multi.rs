@@ -14,12 +14,13 @@ impl Client {
         B: Batch + Sync,
         B::Out: Send + 'static,
     {
-        let core = self.core();
+        let now = self.core();
+        let core: &crate::core::Core = &now;
         let mut call = Call::new(core, batch, n);
         loop {
             match call.next_round() {
                 Round::Probe(server) => {
-                    let r = self.probe(server).await;
+                    let r = now.probe(server).await;
                     call.probed(server, r);
                 }
                 Round::Send(groups) => {
@@ -31,7 +32,7 @@ impl Client {
                             };
                             let mut buf = Vec::new();
                             batch.encode(core, &mut buf, entries);
-                            let q = self.submit(s, buf, batch.reader(entries)).await;
+                            let q = now.submit(s, buf, batch.reader(entries)).await;
                             queued.push((s, entries, q));
                         }
                         for (s, entries, q) in queued {
@@ -97,7 +98,7 @@ impl Client {
         K: AsRef<[u8]> + Sync,
         V: ToValue + Sync,
     {
-        let batch = SetBatch::new(self.core(), items, ttl.into());
+        let batch = SetBatch::new(&self.core(), items, ttl.into());
         self.multi(&batch, items.len()).await
     }
 

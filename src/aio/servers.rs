@@ -21,7 +21,7 @@ impl Client {
         for server in 0..core.servers.len() {
             let mut buf = Vec::new();
             req.encode(&mut buf);
-            queued.push(self.submit(server, buf, req.reply()).await);
+            queued.push(core.submit(server, buf, req.reply()).await);
         }
         let mut out = Vec::with_capacity(queued.len());
         for (server, q) in queued.into_iter().enumerate() {

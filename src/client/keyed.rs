@@ -59,7 +59,7 @@ impl Client {
         value: &(impl ToValue + ?Sized),
         ttl: Expiry,
     ) -> Result<StoreReply> {
-        self.run(&Store::new(self.core(), cmd, key, value, ttl)?)
+        self.run(&Store::new(&self.core(), cmd, key, value, ttl)?)
     }
 
     /// Stores a value unconditionally.

@@ -28,7 +28,7 @@ impl Client {
     /// With [`MetaFlag::Quiet`], `mn` is sent after the command so that a
     /// hidden reply cannot leave the caller waiting.
     pub fn meta(&self, key: impl AsRef<[u8]>, request: MetaRequest<'_>) -> Result<MetaReply> {
-        self.run(&Meta::new(self.core(), key.as_ref(), request)?)
+        self.run(&Meta::new(&self.core(), key.as_ref(), request)?)
     }
 
     /// Marks a key stale (`md <key> I T<stale_ttl>`): it stays readable for
@@ -105,7 +105,7 @@ impl Client {
                 LeaseStep::Compute { cas, release } => {
                     return match compute() {
                         Ok(v) => {
-                            if let Some(store) = leased_store(self.core(), key, &v, ttl, cas) {
+                            if let Some(store) = leased_store(&self.core(), key, &v, ttl, cas) {
                                 let _ = self.run(&store);
                             }
                             Ok((v, Origin::Computed))

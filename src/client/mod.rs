@@ -10,7 +10,7 @@
 //! - `meta`: meta commands and cache-aside with leases.
 //! - `servers`: per-server commands (`flush_all`, `version`, `stats`).
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::builder::ClientBuilder;
 use crate::connection::Connection;
@@ -19,7 +19,7 @@ use crate::core::reply::{in_step_after, Reply};
 use crate::core::request::Request;
 use crate::core::Core;
 use crate::error::{Error, ErrorKind, Result};
-use crate::pool::{PooledConn, ServerPool};
+use crate::pool::{PoolMaker, PooledConn, ServerPool};
 use crate::server::IntoServers;
 
 mod keyed;
@@ -30,9 +30,36 @@ mod servers;
 #[cfg(doc)]
 use crate::core::plan::Plan;
 
+/// The client's servers at one moment: the core (ring, health, settings)
+/// and a pool per server. A request runs on the one it started with, so
+/// [`Client::update_servers`] never changes a server under it.
 struct Inner {
     core: Core,
-    pools: Vec<ServerPool>,
+    pools: Vec<Arc<ServerPool>>,
+}
+
+impl std::ops::Deref for Inner {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+impl Inner {
+    /// A connection to `server` from its pool.
+    fn conn(&self, server: usize) -> Result<PooledConn> {
+        self.pools
+            .get(server)
+            .ok_or_else(|| {
+                Error::new(ErrorKind::InvalidConfig, "the ring named an unknown server")
+            })?
+            .get()
+    }
+}
+
+struct Shared {
+    now: RwLock<Arc<Inner>>,
+    pools: PoolMaker,
 }
 
 /// A memcached client: one connection pool per server, keys routed by a
@@ -51,14 +78,15 @@ struct Inner {
 /// ```
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let now = self.core();
         f.debug_struct("Client")
-            .field("servers", &self.inner.core.servers)
-            .field("distribution", &self.inner.core.config.distribution)
+            .field("servers", &now.servers)
+            .field("distribution", &now.config.distribution)
             .finish_non_exhaustive()
     }
 }
@@ -75,9 +103,13 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Client> {
         let parts = self.into_parts()?;
         let core = Core::new(parts.servers, parts.config);
-        let pools = crate::pool::pools(&core, &parts.conn, &parts.pool);
+        let maker = PoolMaker::new(parts.conn, parts.pool);
+        let pools = maker.pools(&core, None);
         Ok(Client {
-            inner: Arc::new(Inner { core, pools }),
+            shared: Arc::new(Shared {
+                now: RwLock::new(Arc::new(Inner { core, pools })),
+                pools: maker,
+            }),
         })
     }
 }
@@ -97,32 +129,56 @@ impl Client {
 
     crate::core::core_queries!();
 
-    // ----- the driver ------------------------------------------------------
-
-    fn core(&self) -> &Core {
-        &self.inner.core
+    /// Replaces the server list while the client runs, and returns the
+    /// plan of the move (see [`Ring::plan`](crate::Ring::plan)). Requests
+    /// already running finish on the servers they started with; the next
+    /// ones use the new list. A server in both lists (by address) keeps its
+    /// pool, its connections, its health and its rejoin hints; a removed
+    /// server's pool closes once its last request is done.
+    ///
+    /// The new list is checked as `build()` checks one
+    /// ([`ErrorKind::InvalidConfig`](crate::ErrorKind)); the client is then
+    /// unchanged.
+    pub fn update_servers(&self, servers: impl IntoServers) -> Result<crate::ring::Plan> {
+        let servers = servers.into_servers()?;
+        crate::builder::check_servers(&servers, self.shared.pools.conn().uses_tls())?;
+        let mut now = self
+            .shared
+            .now
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let core = now.core.resized(servers);
+        let plan = now.core.ring.plan(&core.ring)?;
+        let pools = self
+            .shared
+            .pools
+            .pools(&core, Some((&now.core, &now.pools)));
+        *now = Arc::new(Inner { core, pools });
+        Ok(plan)
     }
 
-    /// A connection to `server` from its pool.
-    fn conn(&self, server: usize) -> Result<PooledConn> {
-        self.inner
-            .pools
-            .get(server)
-            .ok_or_else(|| {
-                Error::new(ErrorKind::InvalidConfig, "the ring named an unknown server")
-            })?
-            .get()
+    // ----- the driver ------------------------------------------------------
+
+    /// The servers now: core and pools. A request holds one from its start
+    /// to its end.
+    fn core(&self) -> Arc<Inner> {
+        self.shared
+            .now
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Runs `req` as its plan says: on the key's first usable server,
     /// failing over along the ring as the retry decision allows.
     fn run<Q: Request>(&self, req: &Q) -> Result<<Q::Reply as Reply>::Out> {
-        let core = self.core();
+        let now = self.core();
+        let core: &Core = &now;
         let mut plan = core.plan(req)?;
         loop {
             match plan.next() {
                 Step::Try { server, failover } => {
-                    let (e, sent) = match self.conn(server) {
+                    let (e, sent) = match now.conn(server) {
                         Err(e) => (e, false),
                         Ok(mut conn) => {
                             req.encode(core, failover, conn.begin());
@@ -139,25 +195,25 @@ impl Client {
                         return Err(e);
                     }
                 }
-                Step::Probe(server) => plan.probed(self.probe(server)),
+                Step::Probe(server) => plan.probed(probe(&now, server)),
                 Step::Fail(e) => return Err(e),
             }
         }
     }
+}
 
-    /// Brings a dead server back: the requests of its rejoin, in turn, on
-    /// one connection.
-    fn probe(&self, server: usize) -> Result<()> {
-        let mut conn = self.conn(server)?;
-        let mut rejoin = self.core().rejoin(server);
-        while let Some(reader) = rejoin.next(conn.begin()) {
-            if let Err(e) = exchange(&mut conn, reader) {
-                rejoin.failed();
-                return Err(e);
-            }
+/// Brings a dead server back: the requests of its rejoin, in turn, on one
+/// connection.
+fn probe(now: &Inner, server: usize) -> Result<()> {
+    let mut conn = now.conn(server)?;
+    let mut rejoin = now.core.rejoin(server);
+    while let Some(reader) = rejoin.next(conn.begin()) {
+        if let Err(e) = exchange(&mut conn, reader) {
+            rejoin.failed();
+            return Err(e);
         }
-        Ok(())
     }
+    Ok(())
 }
 
 /// Sends the request in the connection's buffer and feeds the replies to

@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use super::{feed, Client};
+use super::{feed, probe, Client, Inner};
 use crate::core::multi::{Batch, Call, Entry, GetBatch, KeyBatch, Round, SetBatch};
 use crate::core::reply::Reply;
 use crate::error::{Error, ErrorKind, Result};
@@ -39,16 +39,17 @@ impl<B: Batch> Call<'_, B> {
 
 impl Client {
     fn multi<B: Batch>(&self, batch: &B, n: usize) -> Vec<Result<B::Out>> {
-        let mut call = Call::new(self.core(), batch, n);
+        let now = self.core();
+        let mut call = Call::new(&now, batch, n);
         loop {
             match call.next_round() {
                 Round::Probe(server) => {
-                    let r = self.probe(server);
+                    let r = probe(&now, server);
                     call.probed(server, r);
                 }
                 Round::Send(groups) => {
                     for wave in 0..Round::wave_count(&groups) {
-                        let flights = self.send_wave(&mut call, &groups, wave);
+                        let flights = send_wave(&now, &mut call, &groups, wave);
                         read_wave(&mut call, flights);
                     }
                 }
@@ -56,43 +57,45 @@ impl Client {
             }
         }
     }
+}
 
-    /// Sends one wave: each server's chunk `wave`.
-    fn send_wave<'e, B: Batch>(
-        &self,
-        call: &mut Call<'_, B>,
-        groups: &'e [Vec<Vec<Entry>>],
-        wave: usize,
-    ) -> Vec<Flight<'e, B::Reader>> {
-        let mut flights = Vec::new();
-        for (s, chunks) in groups.iter().enumerate() {
-            let Some(entries) = chunks.get(wave) else {
+/// Sends one wave: each server's chunk `wave`.
+fn send_wave<'e, B: Batch>(
+    now: &Inner,
+    call: &mut Call<'_, B>,
+    groups: &'e [Vec<Vec<Entry>>],
+    wave: usize,
+) -> Vec<Flight<'e, B::Reader>> {
+    let mut flights = Vec::new();
+    for (s, chunks) in groups.iter().enumerate() {
+        let Some(entries) = chunks.get(wave) else {
+            continue;
+        };
+        let mut conn = match now.conn(s) {
+            Ok(c) => c,
+            Err(e) => {
+                call.fail(s, entries, e, false);
                 continue;
-            };
-            let mut conn = match self.conn(s) {
-                Ok(c) => c,
-                Err(e) => {
-                    call.fail(s, entries, e, false);
-                    continue;
-                }
-            };
-            call.batch().encode(self.core(), conn.begin(), entries);
-            match conn.send() {
-                Ok(()) => flights.push(Flight {
-                    server: s,
-                    reader: call.batch().reader(entries),
-                    conn,
-                    entries,
-                }),
-                Err(e) => {
-                    let sent = conn.sent();
-                    call.fail(s, entries, e, sent);
-                }
+            }
+        };
+        call.batch().encode(now, conn.begin(), entries);
+        match conn.send() {
+            Ok(()) => flights.push(Flight {
+                server: s,
+                reader: call.batch().reader(entries),
+                conn,
+                entries,
+            }),
+            Err(e) => {
+                let sent = conn.sent();
+                call.fail(s, entries, e, sent);
             }
         }
-        flights
     }
+    flights
+}
 
+impl Client {
     /// Reads many keys at once. The result has one entry per key, in the
     /// order given: `Ok(Some(v))` for a hit, `Ok(None)` for a miss, or the
     /// error for that key (an invalid key, a value above `max_value_size`,
@@ -141,7 +144,7 @@ impl Client {
         items: &[(impl AsRef<[u8]>, impl ToValue)],
         ttl: impl Into<Expiry>,
     ) -> Vec<Result<()>> {
-        let batch = SetBatch::new(self.core(), items, ttl.into());
+        let batch = SetBatch::new(&self.core(), items, ttl.into());
         self.multi(&batch, items.len())
     }
 

@@ -17,7 +17,7 @@ impl Client {
         let core = self.core();
         (0..core.servers.len())
             .map(|server| {
-                let r = self.conn(server).and_then(|mut conn| {
+                let r = core.conn(server).and_then(|mut conn| {
                     req.encode(conn.begin());
                     exchange(&mut conn, req.reply())
                 });

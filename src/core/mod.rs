@@ -52,9 +52,10 @@ pub(crate) mod retry;
 /// each client has `fn core(&self) -> &Core`.
 macro_rules! core_queries {
     () => {
-        /// The servers, in the order given.
-        pub fn servers(&self) -> &[crate::Server] {
-            &self.core().servers
+        /// The servers, in the order given (the latest list, after
+        /// `update_servers`).
+        pub fn servers(&self) -> Vec<crate::Server> {
+            self.core().servers.clone()
         }
 
         /// The distribution in use.
@@ -63,14 +64,18 @@ macro_rules! core_queries {
         }
 
         /// The server that holds `key` when every server is up (no I/O).
-        pub fn server_for(&self, key: impl AsRef<[u8]>) -> Option<&crate::Server> {
-            self.core().server_for(key.as_ref())
+        pub fn server_for(&self, key: impl AsRef<[u8]>) -> Option<crate::Server> {
+            self.core().server_for(key.as_ref()).cloned()
         }
 
         /// The servers `key` would be tried on now, in order: its failover
         /// order with servers currently marked dead left out (no I/O).
-        pub fn live_candidates(&self, key: impl AsRef<[u8]>) -> Vec<&crate::Server> {
-            self.core().live_candidates(key.as_ref())
+        pub fn live_candidates(&self, key: impl AsRef<[u8]>) -> Vec<crate::Server> {
+            let core = self.core();
+            core.live_candidates(key.as_ref())
+                .into_iter()
+                .cloned()
+                .collect()
         }
 
         /// True when `server` (by its position in the list) is marked dead.
@@ -91,8 +96,9 @@ macro_rules! core_queries {
         /// moves, and from which server to which. No I/O.
         pub fn plan(&self, servers: impl crate::IntoServers) -> crate::Result<crate::ring::Plan> {
             let servers = servers.into_servers()?;
-            let new = crate::Ring::new(self.core().config.distribution, &servers);
-            self.core().ring.plan(&new)
+            let core = self.core();
+            let new = crate::Ring::new(core.config.distribution, &servers);
+            core.ring.plan(&new)
         }
 
         /// A stored value (say an `ms`/`mg` pair's, through
@@ -121,39 +127,76 @@ pub(crate) struct NodeState {
     pub metrics: std::sync::Arc<crate::metrics::Recorder>,
 }
 
+impl NodeState {
+    fn new(config: &Config) -> std::sync::Arc<NodeState> {
+        std::sync::Arc::new(NodeState {
+            health: Health::new(),
+            hints: Hints::new(config.rejoin_hints),
+            metrics: std::sync::Arc::new(crate::metrics::Recorder::new()),
+        })
+    }
+}
+
 /// Everything a request consults besides sockets.
 #[derive(Debug)]
 pub(crate) struct Core {
-    pub nodes: Vec<NodeState>,
+    /// Shared with the cores that follow this one when the server list
+    /// changes, for the servers that stay.
+    pub nodes: Vec<std::sync::Arc<NodeState>>,
     pub servers: Vec<Server>,
     pub ring: Ring,
     pub config: Config,
-    pub clock: Clock,
+    pub clock: std::sync::Arc<Clock>,
 }
 
 impl Core {
     pub fn new(servers: Vec<Server>, config: Config) -> Core {
         let ring = Ring::new(config.distribution, &servers);
+        let nodes = servers.iter().map(|_| NodeState::new(&config)).collect();
+        Core {
+            nodes,
+            servers,
+            ring,
+            config,
+            clock: std::sync::Arc::new(Clock::new()),
+        }
+    }
+
+    /// The core for a new server list: a server in both lists (by address)
+    /// keeps its state (health, rejoin hints, metrics); a new one starts
+    /// afresh. Settings and clock are this core's.
+    pub fn resized(&self, servers: Vec<Server>) -> Core {
+        let ring = Ring::new(self.config.distribution, &servers);
         let nodes = servers
             .iter()
-            .map(|_| NodeState {
-                health: Health::new(),
-                hints: Hints::new(config.rejoin_hints),
-                metrics: std::sync::Arc::new(crate::metrics::Recorder::new()),
+            .map(|s| {
+                match self.servers.iter().position(|o| o.label() == s.label()) {
+                    Some(i) => self.nodes.get(i).cloned(),
+                    None => None,
+                }
+                .unwrap_or_else(|| NodeState::new(&self.config))
             })
             .collect();
         Core {
             nodes,
             servers,
             ring,
-            config,
-            clock: Clock::new(),
+            config: self.config.clone(),
+            clock: self.clock.clone(),
         }
+    }
+
+    /// Where a server with `server`'s address sits in this core's list.
+    pub fn index_of(&self, server: &Server) -> Option<usize> {
+        self.servers
+            .iter()
+            .position(|s| s.label() == server.label())
     }
 
     pub fn node(&self, index: usize) -> Result<&NodeState> {
         self.nodes
             .get(index)
+            .map(|n| &**n)
             .ok_or_else(|| Error::new(ErrorKind::InvalidConfig, "the ring named an unknown server"))
     }
 
