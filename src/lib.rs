@@ -56,6 +56,7 @@ mod client;
 mod codec;
 mod connection;
 mod core;
+pub mod discovery;
 mod error;
 mod health;
 mod hints;
