@@ -173,24 +173,19 @@ async fn worker(
     tally
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dropped_requests_never_put_a_connection_out_of_step() {
-    let servers = cluster(2);
-    let addrs: Vec<String> = servers.iter().map(Memcached::addr).collect();
-    let client = Client::builder()
-        .servers(addrs.as_slice())
-        .connections(1)
-        .build_async()
-        .unwrap();
-    let tasks: Vec<_> = (0..200)
+/// `tasks` tasks of 150 operations, 30% of them dropped after 0 to 3
+/// polls: no wrong value, no error, drops at many points, and every
+/// connection still in step after.
+async fn dropped_requests_leave_the_client_in_step(client: Client, tasks: usize, what: &str) {
+    let handles: Vec<_> = (0..tasks)
         .map(|t| tokio::spawn(worker(client.clone(), t, 150, 30, None)))
         .collect();
     let mut total = Tally::default();
-    for task in tasks {
+    for task in handles {
         total.add(task.await.unwrap());
     }
     eprintln!(
-        "cancellation: {} ops, {} dropped, {} reads completed ({} hits), errors {:?}, wrong {}",
+        "{what}: {} ops, {} dropped, {} reads completed ({} hits), errors {:?}, wrong {}",
         total.ops,
         total.dropped,
         total.completed_reads,
@@ -205,8 +200,8 @@ async fn dropped_requests_never_put_a_connection_out_of_step() {
     );
     assert!(total.errors.is_empty(), "{:?}", total.errors);
     // The drops happened at many points, and enough work completed.
-    assert!(total.dropped > 1000, "{total:?}");
-    assert!(total.hits > 1000, "{} hits", total.hits);
+    assert!(total.dropped > tasks * 5, "{total:?}");
+    assert!(total.hits > tasks * 5, "{} hits", total.hits);
     // And each connection is still in step: a fresh round of writes and
     // reads through it is answered correctly.
     for i in 0..200 {
@@ -222,6 +217,18 @@ async fn dropped_requests_never_put_a_connection_out_of_step() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_requests_never_put_a_connection_out_of_step() {
+    let servers = cluster(2);
+    let addrs: Vec<String> = servers.iter().map(Memcached::addr).collect();
+    let client = Client::builder()
+        .servers(addrs.as_slice())
+        .connections(1)
+        .build_async()
+        .unwrap();
+    dropped_requests_leave_the_client_in_step(client, 200, "cancellation").await;
+}
+
 /// The same over TLS: the session runs in a task of its own behind a local
 /// pipe, and dropped requests must leave it in step just the same.
 #[cfg(feature = "tls")]
@@ -235,39 +242,7 @@ async fn dropped_requests_over_tls_never_put_a_session_out_of_step() {
         .tls(pki.trust())
         .build_async()
         .unwrap();
-    let tasks: Vec<_> = (0..100)
-        .map(|t| tokio::spawn(worker(client.clone(), t, 150, 30, None)))
-        .collect();
-    let mut total = Tally::default();
-    for task in tasks {
-        total.add(task.await.unwrap());
-    }
-    eprintln!(
-        "tls cancellation: {} ops, {} dropped, {} hits, errors {:?}, wrong {}",
-        total.ops,
-        total.dropped,
-        total.hits,
-        total.errors,
-        total.wrong.len()
-    );
-    assert!(
-        total.wrong.is_empty(),
-        "{:#?}",
-        &total.wrong[..total.wrong.len().min(10)]
-    );
-    assert!(total.errors.is_empty(), "{:?}", total.errors);
-    assert!(total.dropped > 500 && total.hits > 500, "{total:?}");
-    for i in 0..100 {
-        let key = format!("after:{i}");
-        client
-            .set(&key, &key, Duration::from_secs(60))
-            .await
-            .unwrap();
-        assert_eq!(
-            client.get::<String>(&key).await.unwrap().as_deref(),
-            Some(key.as_str())
-        );
-    }
+    dropped_requests_leave_the_client_in_step(client, 100, "tls cancellation").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

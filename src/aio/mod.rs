@@ -25,7 +25,7 @@
 //! - `multi`: multi-key commands.
 //! - `servers`: `flush_all`, `version`, `stats`.
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::builder::ClientBuilder;
@@ -58,7 +58,7 @@ impl std::ops::Deref for Inner {
 }
 
 struct Shared {
-    now: RwLock<Arc<Inner>>,
+    now: crate::core::Current<Inner>,
     conn: crate::connection::ConnOptions,
     connections: u32,
 }
@@ -130,7 +130,7 @@ impl ClientBuilder {
         let conns = conns(&core, &parts.conn, parts.connections, None);
         Ok(Client {
             shared: Arc::new(Shared {
-                now: RwLock::new(Arc::new(Inner { core, conns })),
+                now: crate::core::Current::new(Inner { core, conns }),
                 conn: parts.conn,
                 connections: parts.connections,
             }),
@@ -158,18 +158,12 @@ impl Client {
     /// keeps its connections, health and hints, and the plan of the move is
     /// returned.
     pub fn update_servers(&self, servers: impl IntoServers) -> Result<crate::ring::Plan> {
-        let servers = servers.into_servers()?;
-        crate::builder::check_servers(&servers, self.shared.conn.uses_tls())?;
-        let mut now = self
-            .shared
-            .now
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        let core = now.core.resized(servers);
-        let plan = now.core.ring.plan(&core.ring)?;
-        let conns = self.shared.conns(&core, Some(&now));
-        *now = Arc::new(Inner { core, conns });
-        Ok(plan)
+        let tls = self.shared.conn.uses_tls();
+        self.shared.now.replace(|old| {
+            let (core, plan) = old.core.resize(servers, tls)?;
+            let conns = self.shared.conns(&core, Some(old));
+            Ok((Inner { core, conns }, plan))
+        })
     }
 
     // ----- the driver ------------------------------------------------------
@@ -177,11 +171,7 @@ impl Client {
     /// The servers now: core and connections. A request holds one from its
     /// start to its end.
     fn core(&self) -> Arc<Inner> {
-        self.shared
-            .now
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.shared.now.get()
     }
 
     /// Runs `req` as its plan says: on the key's first usable server,

@@ -10,7 +10,7 @@
 //! - `meta`: meta commands and cache-aside with leases.
 //! - `servers`: per-server commands (`flush_all`, `version`, `stats`).
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
 use crate::builder::ClientBuilder;
 use crate::connection::Connection;
@@ -58,7 +58,7 @@ impl Inner {
 }
 
 struct Shared {
-    now: RwLock<Arc<Inner>>,
+    now: crate::core::Current<Inner>,
     pools: PoolMaker,
 }
 
@@ -107,7 +107,7 @@ impl ClientBuilder {
         let pools = maker.pools(&core, None);
         Ok(Client {
             shared: Arc::new(Shared {
-                now: RwLock::new(Arc::new(Inner { core, pools })),
+                now: crate::core::Current::new(Inner { core, pools }),
                 pools: maker,
             }),
         })
@@ -140,21 +140,15 @@ impl Client {
     /// ([`ErrorKind::InvalidConfig`](crate::ErrorKind)); the client is then
     /// unchanged.
     pub fn update_servers(&self, servers: impl IntoServers) -> Result<crate::ring::Plan> {
-        let servers = servers.into_servers()?;
-        crate::builder::check_servers(&servers, self.shared.pools.conn().uses_tls())?;
-        let mut now = self
-            .shared
-            .now
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        let core = now.core.resized(servers);
-        let plan = now.core.ring.plan(&core.ring)?;
-        let pools = self
-            .shared
-            .pools
-            .pools(&core, Some((&now.core, &now.pools)));
-        *now = Arc::new(Inner { core, pools });
-        Ok(plan)
+        let tls = self.shared.pools.conn().uses_tls();
+        self.shared.now.replace(|old| {
+            let (core, plan) = old.core.resize(servers, tls)?;
+            let pools = self
+                .shared
+                .pools
+                .pools(&core, Some((&old.core, &old.pools)));
+            Ok((Inner { core, pools }, plan))
+        })
     }
 
     // ----- the driver ------------------------------------------------------
@@ -162,11 +156,7 @@ impl Client {
     /// The servers now: core and pools. A request holds one from its start
     /// to its end.
     fn core(&self) -> Arc<Inner> {
-        self.shared
-            .now
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.shared.now.get()
     }
 
     /// Runs `req` as its plan says: on the key's first usable server,

@@ -118,6 +118,37 @@ macro_rules! core_queries {
 }
 pub(crate) use core_queries;
 
+/// A client's view of its servers (core and connections), as requests
+/// take it: each holds the one it started with; `update_servers` puts a
+/// new one in place.
+pub(crate) struct Current<T>(std::sync::RwLock<std::sync::Arc<T>>);
+
+impl<T> Current<T> {
+    pub fn new(view: T) -> Current<T> {
+        Current(std::sync::RwLock::new(std::sync::Arc::new(view)))
+    }
+
+    /// The view now.
+    pub fn get(&self) -> std::sync::Arc<T> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the view with the one `next` makes from it (nothing
+    /// changes when it fails); returns what else `next` returned.
+    pub fn replace<R>(&self, next: impl FnOnce(&T) -> Result<(T, R)>) -> Result<R> {
+        let mut now = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (view, out) = next(&now)?;
+        *now = std::sync::Arc::new(view);
+        Ok(out)
+    }
+}
+
 /// One server's shared state: its health and the keys to delete on it
 /// when it rejoins.
 #[derive(Debug)]
@@ -162,10 +193,24 @@ impl Core {
         }
     }
 
+    /// The core for a new server list, checked as `build()` checks one
+    /// (`tls`: whether connections run TLS), and the plan of the move.
+    pub fn resize(
+        &self,
+        servers: impl crate::IntoServers,
+        tls: bool,
+    ) -> Result<(Core, crate::ring::Plan)> {
+        let servers = servers.into_servers()?;
+        crate::builder::check_servers(&servers, tls)?;
+        let core = self.resized(servers);
+        let plan = self.ring.plan(&core.ring)?;
+        Ok((core, plan))
+    }
+
     /// The core for a new server list: a server in both lists (by address)
     /// keeps its state (health, rejoin hints, metrics); a new one starts
     /// afresh. Settings and clock are this core's.
-    pub fn resized(&self, servers: Vec<Server>) -> Core {
+    fn resized(&self, servers: Vec<Server>) -> Core {
         let ring = Ring::new(self.config.distribution, &servers);
         let nodes = servers
             .iter()
