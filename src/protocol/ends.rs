@@ -112,4 +112,65 @@ mod tests {
             assert_eq!(got, want, "pieces of {size}");
         }
     }
+
+    mod props {
+        use super::*;
+        use crate::protocol::{encode, MetaFlag, StoreCommand};
+        use proptest::prelude::*;
+
+        /// A request as our encoders write it, and whether it carries data.
+        fn request() -> impl Strategy<Value = (Vec<u8>, bool)> {
+            let data = proptest::collection::vec(
+                prop_oneof![any::<u8>(), Just(b'\r'), Just(b'\n')],
+                0..300,
+            );
+            prop_oneof![
+                data.clone().prop_map(|d| {
+                    let mut b = Vec::new();
+                    encode::store(&mut b, StoreCommand::Set, b"k", 3, 60, &d, false);
+                    (b, true)
+                }),
+                data.clone().prop_map(|d| {
+                    let mut b = Vec::new();
+                    encode::store(&mut b, StoreCommand::Cas(9), b"key:1", 0, 0, &d, true);
+                    (b, true)
+                }),
+                data.prop_map(|d| {
+                    let mut b = Vec::new();
+                    encode::meta_set(&mut b, b"m", &d, &[MetaFlag::Ttl(5)]);
+                    (b, true)
+                }),
+                Just({
+                    let mut b = Vec::new();
+                    encode::get(&mut b, true, [&b"a"[..], b"b"]);
+                    (b, false)
+                }),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(100))]
+
+            #[test]
+            fn ends_match_the_requests_whatever_the_pieces(
+                reqs in proptest::collection::vec(request(), 1..20),
+                piece in 1usize..200,
+            ) {
+                let mut stream = Vec::new();
+                let mut want = Vec::new();
+                for (bytes, data) in &reqs {
+                    stream.extend_from_slice(bytes);
+                    if *data {
+                        want.push(stream.len());
+                    }
+                }
+                let mut ends = DataEnds::default();
+                let mut got = Vec::new();
+                for (i, chunk) in stream.chunks(piece).enumerate() {
+                    got.extend(ends.feed(chunk).into_iter().map(|e| e + i * piece));
+                }
+                prop_assert_eq!(got, want);
+            }
+        }
+    }
 }
