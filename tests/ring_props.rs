@@ -176,3 +176,60 @@ fn adding_a_server_moves_the_promised_share() {
         );
     }
 }
+
+fn any_distribution() -> impl Strategy<Value = Distribution> {
+    prop_oneof![
+        Just(Distribution::Ketama),
+        Just(Distribution::KetamaPort),
+        Just(Distribution::HashRing),
+        Just(Distribution::Modulo),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// A plan, computed from the rings, agrees with keys sampled through
+    /// them: for any list of weighted servers, one server added or one
+    /// removed, the share that moves and each server's share after.
+    #[test]
+    fn plans_agree_with_sampled_keys(
+        dist in any_distribution(),
+        weights in proptest::collection::vec(1u32..4, 2..7),
+        add in any::<bool>(),
+        pick in any::<prop::sample::Index>(),
+    ) {
+        let old: Vec<Server> = weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| format!("10.1.0.{}:11211:{w}", i + 1).parse().unwrap())
+            .collect();
+        let mut new = old.clone();
+        if add {
+            new.push("10.1.0.99:11211".parse().unwrap());
+        } else {
+            new.remove(pick.index(new.len()));
+        }
+        let (a, b) = (Ring::new(dist, &old), Ring::new(dist, &new));
+        let plan = a.plan(&b).unwrap();
+        let n = 20_000;
+        let (mut moved, mut after) = (0, std::collections::HashMap::<String, usize>::new());
+        for i in 0..n {
+            let key = format!("plan:{i}");
+            let from = a.primary(key.as_bytes()).map(|s| old[s].label().to_owned());
+            let to = b.primary(key.as_bytes()).map(|s| new[s].label().to_owned());
+            if from != to {
+                moved += 1;
+            }
+            *after.entry(to.unwrap()).or_default() += 1;
+        }
+        // Five standard deviations of a 20,000-key sample.
+        let tolerance = 5.0 * (0.25f64 / n as f64).sqrt();
+        let measured = moved as f64 / n as f64;
+        prop_assert!((plan.moved() - measured).abs() < tolerance, "{dist}: plan {} measured {measured}", plan.moved());
+        for (server, count) in after {
+            let share = count as f64 / n as f64;
+            prop_assert!((plan.share_after(&server) - share).abs() < tolerance, "{dist} {server}");
+        }
+    }
+}
