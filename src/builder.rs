@@ -90,6 +90,7 @@ pub(crate) struct Config {
     pub lease_ttl: Duration,
     pub lease_wait: Duration,
     pub codec: Codec,
+    pub replicas: usize,
 }
 
 /// Builds a [`Client`](crate::Client). Every setter says what it defaults
@@ -127,6 +128,7 @@ pub struct ClientBuilder {
     lease_ttl: Duration,
     lease_wait: Duration,
     codec: Codec,
+    replicas: usize,
     credentials: Option<Credentials>,
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::TlsConfig>,
@@ -156,6 +158,7 @@ impl Default for ClientBuilder {
             lease_ttl: Duration::from_secs(30),
             lease_wait: Duration::from_secs(2),
             codec: Codec::raw(),
+            replicas: 1,
             credentials: None,
             #[cfg(feature = "tls")]
             tls: None,
@@ -318,6 +321,20 @@ impl ClientBuilder {
         self
     }
 
+    /// How many servers hold each key: its first `n` servers in failover
+    /// order (the order failover walks), so that when one dies the next
+    /// already holds its keys. `set`, `replace`, `delete` and `touch` go to
+    /// every replica in service at once; `add`, `cas`, `append`, `prepend`,
+    /// `incr` and `decr` run on the first and delete the key on the others;
+    /// reads go to the first in service. A replica that misses a write the
+    /// others took is marked dead until its rejoin deletes the key there.
+    /// Multi-key writes take one round trip per replica. Defaults to 1 (no
+    /// copies); 0 is refused.
+    pub fn replicas(mut self, n: usize) -> Self {
+        self.replicas = n;
+        self
+    }
+
     /// How values are turned into stored bytes and flags, and back: flags
     /// by kind of value and compression, to share a cache with Python
     /// clients ([`Codec::python_memcached`], [`Codec::pylibmc`], feature
@@ -379,6 +396,9 @@ impl ClientBuilder {
         #[cfg(not(feature = "tls"))]
         let tls_on = false;
         check_servers(&self.servers, tls_on)?;
+        if self.replicas == 0 {
+            return invalid("replicas must be at least 1");
+        }
         if self.pool_size == 0
             || self.connections == 0
             || self.max_attempts == 0
@@ -439,6 +459,7 @@ impl ClientBuilder {
             lease_ttl: self.lease_ttl,
             lease_wait: clamp(self.lease_wait),
             codec: self.codec,
+            replicas: self.replicas,
         };
         Ok(Parts {
             servers: self.servers,

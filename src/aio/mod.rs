@@ -30,8 +30,9 @@ use std::time::Instant;
 
 use crate::builder::ClientBuilder;
 use crate::core::plan::Step;
+use crate::core::replicas::Spread;
 use crate::core::reply::Reply;
-use crate::core::request::Request;
+use crate::core::request::{Delete, Request};
 use crate::core::Core;
 use crate::error::{Error, ErrorKind, Result};
 use crate::server::IntoServers;
@@ -174,25 +175,58 @@ impl Client {
         self.shared.now.get()
     }
 
-    /// Runs `req` as its plan says: on the key's first usable server,
-    /// failing over along the ring as the retry decision allows.
+    /// Runs `req`: on one server as its plan says, or spread over the
+    /// key's replicas (see `core::replicas`).
     async fn run<Q>(&self, req: &Q) -> Result<<Q::Reply as Reply>::Out>
     where
         Q: Request + Sync,
         <Q::Reply as Reply>::Out: Send + 'static,
     {
         let now = self.core();
-        let core: &Core = &now;
+        match now.core.spreads(req.class()) {
+            Spread::No => now.attempt(req).await.map(|(v, _)| v),
+            Spread::ToAll => {
+                crate::protocol::check_key(req.key())
+                    .map_err(|p| crate::core::reply::key_error(req.key(), p))?;
+                let targets = now.core.replica_targets(req.key(), None);
+                if targets.is_empty() {
+                    // Every replica is down: fail over as without them.
+                    return now.attempt(req).await.map(|(v, _)| v);
+                }
+                now.fan_out(req, &targets, false).await
+            }
+            Spread::ThenDelete => {
+                let (v, server) = now.attempt(req).await?;
+                let others = now.core.replica_targets(req.key(), Some(server));
+                if !others.is_empty() {
+                    let _ = now.fan_out(&Delete(req.key()), &others, true).await;
+                }
+                Ok(v)
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Runs `req` as its plan says: on the key's first usable server,
+    /// failing over along the ring as the retry decision allows. Returns
+    /// the answer and the server that gave it.
+    async fn attempt<Q>(&self, req: &Q) -> Result<(<Q::Reply as Reply>::Out, usize)>
+    where
+        Q: Request + Sync,
+        <Q::Reply as Reply>::Out: Send + 'static,
+    {
+        let core: &Core = self;
         let mut plan = core.plan(req)?;
         loop {
             match plan.next() {
                 Step::Try { server, failover } => {
                     let mut buf = Vec::with_capacity(req.key().len() + 32);
                     req.encode(core, failover, &mut buf);
-                    match now.send(server, buf, req.reply()).await {
+                    match self.send(server, buf, req.reply()).await {
                         Ok(v) => {
                             plan.succeeded(server, Q::tally(&v));
-                            return Ok(v);
+                            return Ok((v, server));
                         }
                         Err(f) => {
                             if let Some(e) = plan.failed(server, f.error, f.sent) {
@@ -202,12 +236,44 @@ impl Client {
                     }
                 }
                 Step::Probe(server) => {
-                    let r = now.probe(server).await;
+                    let r = self.probe(server).await;
                     plan.probed(r);
                 }
                 Step::Fail(e) => return Err(e),
             }
         }
+    }
+
+    /// Queues `req` on every server of `targets` (the key's replicas)
+    /// before awaiting any answer: one round trip. The core decides what
+    /// the answers mean together.
+    async fn fan_out<Q>(
+        &self,
+        req: &Q,
+        targets: &[usize],
+        must_agree: bool,
+    ) -> Result<<Q::Reply as Reply>::Out>
+    where
+        Q: Request + Sync,
+        <Q::Reply as Reply>::Out: Send + 'static,
+    {
+        let core: &Core = self;
+        let mut queued = Vec::with_capacity(targets.len());
+        for &server in targets {
+            core.count_request(server, req.class());
+            let mut buf = Vec::with_capacity(req.key().len() + 32);
+            req.encode(core, false, &mut buf);
+            queued.push((server, self.submit(server, buf, req.reply()).await));
+        }
+        let mut results = Vec::with_capacity(queued.len());
+        for (server, q) in queued {
+            let r = match q {
+                Ok(ticket) => ticket.outcome().await,
+                Err(f) => Err(f),
+            };
+            results.push((server, r.map_err(|f| f.error)));
+        }
+        core.replicated(req.key(), results, must_agree)
     }
 }
 

@@ -3,63 +3,85 @@
 //! awaited, so servers work in parallel, each request against its own
 //! deadline: a hung server costs the others nothing.
 
-use super::Client;
+use super::{Client, Inner};
 use crate::core::multi::{Batch, Call, GetBatch, KeyBatch, Round, SetBatch};
+use crate::core::replicas::{Spread, SpreadMulti};
 use crate::error::Result;
 use crate::value::{CasToken, Expiry, FromValue, ToValue};
 
 impl Client {
+    /// Runs a multi-key call; a write is spread over each key's replicas
+    /// (one call per replica rank).
     async fn multi<B>(&self, batch: &B, n: usize) -> Vec<Result<B::Out>>
     where
         B: Batch + Sync,
         B::Out: Send + 'static,
     {
         let now = self.core();
-        let core: &crate::core::Core = &now;
-        let mut call = Call::new(core, batch, n);
-        loop {
-            match call.next_round() {
-                Round::Probe(server) => {
-                    let r = now.probe(server).await;
-                    call.probed(server, r);
-                }
-                Round::Send(groups) => {
-                    for wave in 0..Round::wave_count(&groups) {
-                        let mut queued = Vec::new();
-                        for (s, chunks) in groups.iter().enumerate() {
-                            let Some(entries) = chunks.get(wave) else {
-                                continue;
-                            };
-                            let mut buf = Vec::new();
-                            batch.encode(core, &mut buf, entries);
-                            let q = now.submit(s, buf, batch.reader(entries)).await;
-                            queued.push((s, entries, q));
-                        }
-                        for (s, entries, q) in queued {
-                            let r = match q {
-                                Ok(ticket) => ticket.outcome().await,
-                                Err(f) => Err(f),
-                            };
-                            match r {
-                                Ok(answers) => {
-                                    call.answered(s, answers);
-                                    call.succeeded(s);
+        if now.core.spreads(batch.class()) == Spread::No {
+            return run_call(&now, batch, Call::new(&now, batch, n)).await;
+        }
+        let mut spread = SpreadMulti::new(&now.core, batch, n);
+        for rank in 0..spread.ranks() {
+            let call = Call::to_replicas(&now, batch, spread.servers(rank), rank == 0);
+            let results = run_call(&now, batch, call).await;
+            spread.record(rank, results);
+        }
+        spread.finish(&now.core, batch)
+    }
+}
+
+/// Runs a multi-key call to its end.
+async fn run_call<B>(now: &Inner, batch: &B, mut call: Call<'_, B>) -> Vec<Result<B::Out>>
+where
+    B: Batch + Sync,
+    B::Out: Send + 'static,
+{
+    let core: &crate::core::Core = now;
+    loop {
+        match call.next_round() {
+            Round::Probe(server) => {
+                let r = now.probe(server).await;
+                call.probed(server, r);
+            }
+            Round::Send(groups) => {
+                for wave in 0..Round::wave_count(&groups) {
+                    let mut queued = Vec::new();
+                    for (s, chunks) in groups.iter().enumerate() {
+                        let Some(entries) = chunks.get(wave) else {
+                            continue;
+                        };
+                        let mut buf = Vec::new();
+                        batch.encode(core, &mut buf, entries);
+                        let q = now.submit(s, buf, batch.reader(entries)).await;
+                        queued.push((s, entries, q));
+                    }
+                    for (s, entries, q) in queued {
+                        let r = match q {
+                            Ok(ticket) => ticket.outcome().await,
+                            Err(f) => Err(f),
+                        };
+                        match r {
+                            Ok(answers) => {
+                                call.answered(s, answers);
+                                call.succeeded(s);
+                            }
+                            Err(f) => {
+                                if let Some(partial) = f.partial {
+                                    call.answered(s, partial);
                                 }
-                                Err(f) => {
-                                    if let Some(partial) = f.partial {
-                                        call.answered(s, partial);
-                                    }
-                                    call.fail(s, entries, f.error, f.sent);
-                                }
+                                call.fail(s, entries, f.error, f.sent);
                             }
                         }
                     }
                 }
-                Round::Done => return call.finish(),
             }
+            Round::Done => return call.finish(),
         }
     }
+}
 
+impl Client {
     /// Reads many keys at once, as [`crate::Client::get_multi`] does: one
     /// result per key, in the order given.
     pub async fn get_multi<V: FromValue>(

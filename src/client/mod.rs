@@ -15,8 +15,9 @@ use std::sync::Arc;
 use crate::builder::ClientBuilder;
 use crate::connection::Connection;
 use crate::core::plan::Step;
+use crate::core::replicas::Spread;
 use crate::core::reply::{in_step_after, Reply};
-use crate::core::request::Request;
+use crate::core::request::{Delete, Request};
 use crate::core::Core;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::{PoolMaker, PooledConn, ServerPool};
@@ -159,37 +160,92 @@ impl Client {
         self.shared.now.get()
     }
 
-    /// Runs `req` as its plan says: on the key's first usable server,
-    /// failing over along the ring as the retry decision allows.
+    /// Runs `req`: on one server as its plan says, or spread over the
+    /// key's replicas (see `core::replicas`).
     fn run<Q: Request>(&self, req: &Q) -> Result<<Q::Reply as Reply>::Out> {
         let now = self.core();
-        let core: &Core = &now;
-        let mut plan = core.plan(req)?;
-        loop {
-            match plan.next() {
-                Step::Try { server, failover } => {
-                    let (e, sent) = match now.conn(server) {
-                        Err(e) => (e, false),
-                        Ok(mut conn) => {
-                            req.encode(core, failover, conn.begin());
-                            match exchange(&mut conn, req.reply()) {
-                                Ok(v) => {
-                                    plan.succeeded(server, Q::tally(&v));
-                                    return Ok(v);
-                                }
-                                Err(e) => (e, conn.sent()),
-                            }
-                        }
-                    };
-                    if let Some(e) = plan.failed(server, e, sent) {
-                        return Err(e);
-                    }
+        match now.core.spreads(req.class()) {
+            Spread::No => attempt(&now, req).map(|(v, _)| v),
+            Spread::ToAll => {
+                crate::protocol::check_key(req.key())
+                    .map_err(|p| crate::core::reply::key_error(req.key(), p))?;
+                let targets = now.core.replica_targets(req.key(), None);
+                if targets.is_empty() {
+                    // Every replica is down: fail over as without them.
+                    return attempt(&now, req).map(|(v, _)| v);
                 }
-                Step::Probe(server) => plan.probed(probe(&now, server)),
-                Step::Fail(e) => return Err(e),
+                fan_out(&now, req, &targets, false)
+            }
+            Spread::ThenDelete => {
+                let (v, server) = attempt(&now, req)?;
+                let others = now.core.replica_targets(req.key(), Some(server));
+                if !others.is_empty() {
+                    let _ = fan_out(&now, &Delete(req.key()), &others, true);
+                }
+                Ok(v)
             }
         }
     }
+}
+
+/// Runs `req` as its plan says: on the key's first usable server, failing
+/// over along the ring as the retry decision allows. Returns the answer
+/// and the server that gave it.
+fn attempt<Q: Request>(now: &Inner, req: &Q) -> Result<(<Q::Reply as Reply>::Out, usize)> {
+    let core: &Core = now;
+    let mut plan = core.plan(req)?;
+    loop {
+        match plan.next() {
+            Step::Try { server, failover } => {
+                let (e, sent) = match now.conn(server) {
+                    Err(e) => (e, false),
+                    Ok(mut conn) => {
+                        req.encode(core, failover, conn.begin());
+                        match exchange(&mut conn, req.reply()) {
+                            Ok(v) => {
+                                plan.succeeded(server, Q::tally(&v));
+                                return Ok((v, server));
+                            }
+                            Err(e) => (e, conn.sent()),
+                        }
+                    }
+                };
+                if let Some(e) = plan.failed(server, e, sent) {
+                    return Err(e);
+                }
+            }
+            Step::Probe(server) => plan.probed(probe(now, server)),
+            Step::Fail(e) => return Err(e),
+        }
+    }
+}
+
+/// Sends `req` to every server of `targets` (the key's replicas) before
+/// reading any reply: one round trip. The core decides what the answers
+/// mean together.
+fn fan_out<Q: Request>(
+    now: &Inner,
+    req: &Q,
+    targets: &[usize],
+    must_agree: bool,
+) -> Result<<Q::Reply as Reply>::Out> {
+    let core: &Core = now;
+    let flights: Vec<(usize, Result<PooledConn>)> = targets
+        .iter()
+        .map(|&server| {
+            core.count_request(server, req.class());
+            let conn = now.conn(server).and_then(|mut conn| {
+                req.encode(core, false, conn.begin());
+                conn.send().map(|()| conn)
+            });
+            (server, conn)
+        })
+        .collect();
+    let results = flights
+        .into_iter()
+        .map(|(server, conn)| (server, conn.and_then(|mut c| receive(&mut c, req.reply()))))
+        .collect();
+    core.replicated(req.key(), results, must_agree)
 }
 
 /// Brings a dead server back: the requests of its rejoin, in turn, on one
@@ -209,8 +265,14 @@ fn probe(now: &Inner, server: usize) -> Result<()> {
 /// Sends the request in the connection's buffer and feeds the replies to
 /// `reader` until it is answered. The connection goes back to its pool
 /// only if the stream is in step.
-fn exchange<R: Reply>(conn: &mut Connection, mut reader: R) -> Result<R::Out> {
+fn exchange<R: Reply>(conn: &mut Connection, reader: R) -> Result<R::Out> {
     conn.send()?;
+    receive(conn, reader)
+}
+
+/// Reads the replies to the request sent on `conn` until `reader` is
+/// answered.
+fn receive<R: Reply>(conn: &mut Connection, mut reader: R) -> Result<R::Out> {
     loop {
         if let Some(out) = feed(conn, &mut reader)? {
             return Ok(out);

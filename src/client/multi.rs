@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use super::{feed, probe, Client, Inner};
 use crate::core::multi::{Batch, Call, Entry, GetBatch, KeyBatch, Round, SetBatch};
+use crate::core::replicas::{Spread, SpreadMulti};
 use crate::core::reply::Reply;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::PooledConn;
@@ -38,23 +39,38 @@ impl<B: Batch> Call<'_, B> {
 }
 
 impl Client {
+    /// Runs a multi-key call; a write is spread over each key's replicas
+    /// (one call per replica rank).
     fn multi<B: Batch>(&self, batch: &B, n: usize) -> Vec<Result<B::Out>> {
         let now = self.core();
-        let mut call = Call::new(&now, batch, n);
-        loop {
-            match call.next_round() {
-                Round::Probe(server) => {
-                    let r = probe(&now, server);
-                    call.probed(server, r);
-                }
-                Round::Send(groups) => {
-                    for wave in 0..Round::wave_count(&groups) {
-                        let flights = send_wave(&now, &mut call, &groups, wave);
-                        read_wave(&mut call, flights);
-                    }
-                }
-                Round::Done => return call.finish(),
+        if now.core.spreads(batch.class()) == Spread::No {
+            return run_call(&now, Call::new(&now, batch, n));
+        }
+        let mut spread = SpreadMulti::new(&now.core, batch, n);
+        for rank in 0..spread.ranks() {
+            let call = Call::to_replicas(&now, batch, spread.servers(rank), rank == 0);
+            let results = run_call(&now, call);
+            spread.record(rank, results);
+        }
+        spread.finish(&now.core, batch)
+    }
+}
+
+/// Runs a multi-key call to its end.
+fn run_call<B: Batch>(now: &Inner, mut call: Call<'_, B>) -> Vec<Result<B::Out>> {
+    loop {
+        match call.next_round() {
+            Round::Probe(server) => {
+                let r = probe(now, server);
+                call.probed(server, r);
             }
+            Round::Send(groups) => {
+                for wave in 0..Round::wave_count(&groups) {
+                    let flights = send_wave(now, &mut call, &groups, wave);
+                    read_wave(&mut call, flights);
+                }
+            }
+            Round::Done => return call.finish(),
         }
     }
 }

@@ -44,6 +44,7 @@ pub(crate) mod meta;
 pub(crate) mod multi;
 pub(crate) mod plan;
 pub(crate) mod rejoin;
+pub(crate) mod replicas;
 pub(crate) mod reply;
 pub(crate) mod request;
 pub(crate) mod retry;

@@ -114,6 +114,9 @@ pub(crate) struct Call<'c, B: Batch> {
     todo: Vec<usize>,
     rounds: u32,
     probed: Vec<usize>,
+    /// For one replica rank of a spread write: each key's server (none:
+    /// route as usual for the first rank, skip for the others).
+    forced: Option<(Vec<Option<usize>>, bool)>,
     /// The call's span: command and key count, then the keys that failed.
     #[cfg(feature = "tracing")]
     span: tracing::Span,
@@ -130,6 +133,7 @@ impl<'c, B: Batch> Call<'c, B> {
             todo: Vec::with_capacity(n),
             rounds: 0,
             probed: Vec::new(),
+            forced: None,
             #[cfg(feature = "tracing")]
             span: tracing::info_span!(
                 "memcached",
@@ -153,6 +157,31 @@ impl<'c, B: Batch> Call<'c, B> {
 
     pub fn batch(&self) -> &B {
         self.batch
+    }
+
+    /// A call for one replica rank of a spread write: key `i` goes to
+    /// `servers[i]` only, without failover; a key without one is routed as
+    /// usual when `first` (the first rank), else left out.
+    pub fn to_replicas(
+        core: &'c Core,
+        batch: &'c B,
+        servers: Vec<Option<usize>>,
+        first: bool,
+    ) -> Call<'c, B> {
+        let mut call = Call::new(core, batch, servers.len());
+        call.forced = Some((servers, first));
+        call
+    }
+
+    /// Where key `i` goes in a replica call, if it is one.
+    fn forced_pick(&self, i: usize, tried: &[usize]) -> Option<Pick> {
+        let (servers, first) = self.forced.as_ref()?;
+        Some(match servers.get(i).copied().flatten() {
+            Some(s) if !tried.contains(&s) => Pick::To(s, false),
+            Some(_) => Pick::Nowhere,
+            None if *first => return None,
+            None => Pick::Nowhere,
+        })
     }
 
     /// The first usable server for `key` that it has not been tried on.
@@ -205,7 +234,10 @@ impl<'c, B: Batch> Call<'c, B> {
         let mut nowhere = Vec::new();
         for &i in &self.todo {
             let tried = self.keys.get(i).map_or(&[][..], |k| &k.tried[..]);
-            match self.pick(self.batch.key(i), tried) {
+            let pick = self
+                .forced_pick(i, tried)
+                .unwrap_or_else(|| self.pick(self.batch.key(i), tried));
+            match pick {
                 Pick::To(s, failover) => match groups.get_mut(s) {
                     Some(g) => g.push(Entry { index: i, failover }),
                     None => nowhere.push(i),
