@@ -563,11 +563,82 @@ fn main() {
     }
 
     if !async_only {
+        replicated_workloads(dur, &addrs[..3], &keys, &value, &mut results);
         codec_workload(dur, &one, &mut results);
         tls_workloads(dur, &keys, &value, &mr_one, &mr_four, &mut results);
     }
     async_workloads(dur, &addrs, &keys, &value, &mr_four, &mut results);
     report(&results, quick);
+}
+
+/// replicated_set and replicated_get: one thread, three servers, with one
+/// copy of each key (`memring_r1`) and two (`memring_r2`, sent to both
+/// replicas at once); the ratios are of r2's rate to r1's.
+fn replicated_workloads(
+    dur: Duration,
+    addrs: &[String],
+    keys: &[String],
+    value: &[u8],
+    results: &mut Vec<Workload>,
+) {
+    let client = |n: usize| {
+        memring::Client::builder()
+            .servers(addrs)
+            .replicas(n)
+            .build()
+            .unwrap()
+    };
+    let (r1, r2) = (client(1), client(2));
+    let ttl = Duration::from_secs(3600);
+    fn set<'a>(c: &'a memring::Client, keys: &'a [String], value: &'a [u8]) -> Op<'a> {
+        let mut i = 0;
+        Box::new(move || {
+            i += 1;
+            c.set(&keys[i % KEYSPACE], value, Duration::from_secs(3600))
+                .unwrap();
+            1
+        })
+    }
+    fn get<'a>(c: &'a memring::Client, keys: &'a [String]) -> Op<'a> {
+        let mut i = 0;
+        Box::new(move || {
+            i += 1;
+            assert!(c.get::<Vec<u8>>(&keys[i % KEYSPACE]).unwrap().is_some());
+            1
+        })
+    }
+    let rates = race(
+        dur,
+        vec![
+            ("memring_r1", set(&r1, keys, value)),
+            ("memring_r2", set(&r2, keys, value)),
+        ],
+    );
+    let mut push = |name: &'static str, rates: Vec<(&'static str, f64)>| {
+        let w = Workload {
+            name,
+            unit: "ops/s",
+            rates: rates.into_iter().collect(),
+            pairs: vs("memring_r2", &["memring_r1"]),
+            wire: BTreeMap::new(),
+            decode_us: BTreeMap::new(),
+        };
+        eprintln!("{:<18} {:?}", w.name, w.rates);
+        results.push(w);
+    };
+    push("replicated_set", rates);
+    let items: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), value)).collect();
+    for c in [&r1, &r2] {
+        assert!(c.set_multi(&items, ttl).iter().all(Result::is_ok));
+    }
+    let rates = race(
+        dur,
+        vec![
+            ("memring_r1", get(&r1, keys)),
+            ("memring_r2", get(&r2, keys)),
+        ],
+    );
+    push("replicated_get", rates);
 }
 
 /// codec_get_10k: one thread reads 10 KiB JSON values (compressible, as
