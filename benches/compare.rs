@@ -571,6 +571,16 @@ fn main() {
     report(&results, quick);
 }
 
+/// memring's `get` loop over the keyspace (every key present).
+fn mr_get<'a>(c: &'a memring::Client, keys: &'a [String]) -> Op<'a> {
+    let mut i = 0;
+    Box::new(move || {
+        i += 1;
+        assert!(c.get::<Vec<u8>>(&keys[i % KEYSPACE]).unwrap().is_some());
+        1
+    })
+}
+
 /// replicated_set and replicated_get: one thread, three servers, with one
 /// copy of each key (`memring_r1`) and two (`memring_r2`, sent to both
 /// replicas at once); the ratios are of r2's rate to r1's.
@@ -596,14 +606,6 @@ fn replicated_workloads(
             i += 1;
             c.set(&keys[i % KEYSPACE], value, Duration::from_secs(3600))
                 .unwrap();
-            1
-        })
-    }
-    fn get<'a>(c: &'a memring::Client, keys: &'a [String]) -> Op<'a> {
-        let mut i = 0;
-        Box::new(move || {
-            i += 1;
-            assert!(c.get::<Vec<u8>>(&keys[i % KEYSPACE]).unwrap().is_some());
             1
         })
     }
@@ -634,8 +636,8 @@ fn replicated_workloads(
     let rates = race(
         dur,
         vec![
-            ("memring_r1", get(&r1, keys)),
-            ("memring_r2", get(&r2, keys)),
+            ("memring_r1", mr_get(&r1, keys)),
+            ("memring_r2", mr_get(&r2, keys)),
         ],
     );
     push("replicated_get", rates);
@@ -774,19 +776,11 @@ fn tls_workloads(
         eprintln!("{:<18} {:?}", w.name, w.rates);
         results.push(w);
     };
-    fn get<'a>(c: &'a memring::Client, keys: &'a [String]) -> Op<'a> {
-        let mut i = 0;
-        Box::new(move || {
-            i += 1;
-            assert!(c.get::<Vec<u8>>(&keys[i % KEYSPACE]).unwrap().is_some());
-            1
-        })
-    }
     let rates = race(
         dur,
         vec![
-            ("memring", get(plain_one, keys)),
-            ("memring_tls", get(&tls_one, keys)),
+            ("memring", mr_get(plain_one, keys)),
+            ("memring_tls", mr_get(&tls_one, keys)),
         ],
     );
     push("tls_seq_get", "ops/s", rates);
