@@ -69,6 +69,8 @@ pub(crate) fn check_servers(servers: &[Server], tls: bool) -> Result<()> {
 #[derive(Debug)]
 pub(crate) struct Parts {
     pub servers: Vec<Server>,
+    /// The backup pool, if any.
+    pub backup: Vec<Server>,
     pub conn: ConnOptions,
     pub pool: PoolOptions,
     /// Connections per server of the async client.
@@ -108,6 +110,7 @@ pub(crate) struct Config {
 #[must_use]
 pub struct ClientBuilder {
     servers: Vec<Server>,
+    backup: Vec<Server>,
     server_error: Option<ParseError>,
     distribution: Distribution,
     connect_timeout: Duration,
@@ -138,6 +141,7 @@ impl Default for ClientBuilder {
     fn default() -> ClientBuilder {
         ClientBuilder {
             servers: Vec::new(),
+            backup: Vec::new(),
             server_error: None,
             distribution: Distribution::Ketama,
             connect_timeout: Duration::from_secs(1),
@@ -321,6 +325,24 @@ impl ClientBuilder {
         self
     }
 
+    /// A backup pool, as Magent keeps one: a second ring over these
+    /// servers. Every write goes to the key's server on both rings (at
+    /// once, as to replicas: see [`replicas`](Self::replicas) for the rules
+    /// command by command); reads go to the main ring and, when its server
+    /// fails, to the backup's. The backup's servers must not be in the main
+    /// list. Defaults to none.
+    pub fn backup(mut self, servers: impl IntoServers) -> Self {
+        match servers.into_servers() {
+            Ok(list) => self.backup.extend(list),
+            Err(e) => {
+                if self.server_error.is_none() {
+                    self.server_error = Some(ParseError(e));
+                }
+            }
+        }
+        self
+    }
+
     /// How many servers hold each key: its first `n` servers in failover
     /// order (the order failover walks), so that when one dies the next
     /// already holds its keys. `set`, `replace`, `delete` and `touch` go to
@@ -396,6 +418,19 @@ impl ClientBuilder {
         #[cfg(not(feature = "tls"))]
         let tls_on = false;
         check_servers(&self.servers, tls_on)?;
+        if !self.backup.is_empty() {
+            check_servers(&self.backup, tls_on)?;
+            if let Some(s) = self
+                .backup
+                .iter()
+                .find(|b| self.servers.iter().any(|m| m.label() == b.label()))
+            {
+                return Err(Error::new(
+                    ErrorKind::InvalidConfig,
+                    format!("server {s} is in both the main list and the backup pool"),
+                ));
+            }
+        }
         if self.replicas == 0 {
             return invalid("replicas must be at least 1");
         }
@@ -463,6 +498,7 @@ impl ClientBuilder {
         };
         Ok(Parts {
             servers: self.servers,
+            backup: self.backup,
             conn,
             pool,
             connections: self.connections,

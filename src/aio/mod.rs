@@ -127,7 +127,7 @@ impl ClientBuilder {
     /// same settings and checks as [`build`](Self::build).
     pub fn build_async(self) -> Result<Client> {
         let parts = self.into_parts()?;
-        let core = Core::new(parts.servers, parts.config);
+        let core = Core::new(parts.servers, parts.backup, parts.config);
         let conns = conns(&core, &parts.conn, parts.connections, None);
         Ok(Client {
             shared: Arc::new(Shared {

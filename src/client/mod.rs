@@ -103,7 +103,7 @@ impl ClientBuilder {
     /// weight above [`MAX_WEIGHT`](crate::MAX_WEIGHT).
     pub fn build(self) -> Result<Client> {
         let parts = self.into_parts()?;
-        let core = Core::new(parts.servers, parts.config);
+        let core = Core::new(parts.servers, parts.backup, parts.config);
         let maker = PoolMaker::new(parts.conn, parts.pool);
         let pools = maker.pools(&core, None);
         Ok(Client {

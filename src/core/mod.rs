@@ -119,6 +119,34 @@ macro_rules! core_queries {
 }
 pub(crate) use core_queries;
 
+/// See [`Core::route`].
+pub(crate) struct Route<'a> {
+    main: crate::ring::Candidates<'a>,
+    backup: Option<usize>,
+    first: bool,
+}
+
+impl std::fmt::Debug for Route<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route")
+            .field("backup", &self.backup)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Iterator for Route<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        if std::mem::take(&mut self.first) {
+            if let Some(s) = self.main.next() {
+                return Some(s);
+            }
+        }
+        self.backup.take().or_else(|| self.main.next())
+    }
+}
+
 /// A client's view of its servers (core and connections), as requests
 /// take it: each holds the one it started with; `update_servers` puts a
 /// new one in place.
@@ -175,22 +203,69 @@ pub(crate) struct Core {
     /// Shared with the cores that follow this one when the server list
     /// changes, for the servers that stay.
     pub nodes: Vec<std::sync::Arc<NodeState>>,
+    /// The main servers, then the backup pool's (if any).
     pub servers: Vec<Server>,
+    /// The main servers' ring (over `servers[..main]`).
     pub ring: Ring,
+    /// The backup pool's ring (over `servers[main..]`), if there is one.
+    pub backup: Option<Ring>,
+    /// How many of `servers` are main servers.
+    pub main: usize,
     pub config: Config,
     pub clock: std::sync::Arc<Clock>,
 }
 
 impl Core {
-    pub fn new(servers: Vec<Server>, config: Config) -> Core {
-        let ring = Ring::new(config.distribution, &servers);
-        let nodes = servers.iter().map(|_| NodeState::new(&config)).collect();
+    pub fn new(servers: Vec<Server>, backup: Vec<Server>, config: Config) -> Core {
+        let nodes = servers
+            .iter()
+            .chain(&backup)
+            .map(|_| NodeState::new(&config))
+            .collect();
+        Core::with(
+            servers,
+            backup,
+            nodes,
+            config,
+            std::sync::Arc::new(Clock::new()),
+        )
+    }
+
+    fn with(
+        main: Vec<Server>,
+        backup: Vec<Server>,
+        nodes: Vec<std::sync::Arc<NodeState>>,
+        config: Config,
+        clock: std::sync::Arc<Clock>,
+    ) -> Core {
+        let ring = Ring::new(config.distribution, &main);
+        let backup_ring = (!backup.is_empty()).then(|| Ring::new(config.distribution, &backup));
+        let main_len = main.len();
+        let mut servers = main;
+        servers.extend(backup);
         Core {
             nodes,
             servers,
             ring,
+            backup: backup_ring,
+            main: main_len,
             config,
-            clock: std::sync::Arc::new(Clock::new()),
+            clock,
+        }
+    }
+
+    /// A key's servers in the order requests try them: its main server,
+    /// then its backup server when there is a backup pool, then the rest
+    /// of the main ring's failover order.
+    pub fn route<'a>(&'a self, key: &[u8]) -> Route<'a> {
+        Route {
+            main: self.ring.candidates(key),
+            backup: self
+                .backup
+                .as_ref()
+                .and_then(|r| r.primary(key))
+                .map(|i| i + self.main),
+            first: true,
         }
     }
 
@@ -203,6 +278,16 @@ impl Core {
     ) -> Result<(Core, crate::ring::Plan)> {
         let servers = servers.into_servers()?;
         crate::builder::check_servers(&servers, tls)?;
+        let backup = self.servers.get(self.main..).unwrap_or_default();
+        if let Some(s) = servers
+            .iter()
+            .find(|s| backup.iter().any(|b| b.label() == s.label()))
+        {
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                format!("server {s} is in the backup pool"),
+            ));
+        }
         let core = self.resized(servers);
         let plan = self.ring.plan(&core.ring)?;
         Ok((core, plan))
@@ -212,24 +297,23 @@ impl Core {
     /// keeps its state (health, rejoin hints, metrics); a new one starts
     /// afresh. Settings and clock are this core's.
     fn resized(&self, servers: Vec<Server>) -> Core {
-        let ring = Ring::new(self.config.distribution, &servers);
+        let backup: Vec<Server> = self.servers.get(self.main..).unwrap_or_default().to_vec();
         let nodes = servers
             .iter()
+            .chain(&backup)
             .map(|s| {
-                match self.servers.iter().position(|o| o.label() == s.label()) {
-                    Some(i) => self.nodes.get(i).cloned(),
-                    None => None,
-                }
-                .unwrap_or_else(|| NodeState::new(&self.config))
+                self.index_of(s)
+                    .and_then(|i| self.nodes.get(i).cloned())
+                    .unwrap_or_else(|| NodeState::new(&self.config))
             })
             .collect();
-        Core {
-            nodes,
+        Core::with(
             servers,
-            ring,
-            config: self.config.clone(),
-            clock: self.clock.clone(),
-        }
+            backup,
+            nodes,
+            self.config.clone(),
+            self.clock.clone(),
+        )
     }
 
     /// Where a server with `server`'s address sits in this core's list.
@@ -273,8 +357,7 @@ impl Core {
     /// The servers `key` would be tried on now, in failover order, dead
     /// ones left out.
     pub fn live_candidates(&self, key: &[u8]) -> Vec<&Server> {
-        self.ring
-            .candidates(key)
+        self.route(key)
             .filter_map(|i| Some((self.nodes.get(i)?, self.servers.get(i)?)))
             .filter(|(n, _)| !n.health.is_dead())
             .map(|(_, s)| s)
@@ -362,8 +445,7 @@ impl Core {
 
     pub fn no_server(&self, key: &[u8]) -> Error {
         let names: Vec<&str> = self
-            .ring
-            .candidates(key)
+            .route(key)
             .filter_map(|i| self.servers.get(i))
             .map(Server::label)
             .collect();

@@ -196,7 +196,7 @@ impl<'c, B: Batch> Call<'c, B> {
                 }
             }
         }
-        for (rank, s) in core.ring.candidates(key).enumerate() {
+        for (rank, s) in core.route(key).enumerate() {
             if tried.contains(&s) {
                 continue;
             }

@@ -6,10 +6,10 @@
 use std::time::Instant;
 
 use super::retry::{self, Class, Decision, Failure};
+use super::Route;
 use super::{Core, NodeState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::health::Status;
-use crate::ring::Candidates;
 
 /// What the client must do next for a request.
 #[derive(Debug)]
@@ -30,7 +30,7 @@ pub(crate) struct Plan<'a> {
     core: &'a Core,
     key: &'a [u8],
     class: Class,
-    candidates: Candidates<'a>,
+    candidates: Route<'a>,
     rank: usize,
     attempts: u32,
     last: Option<Error>,
@@ -69,7 +69,7 @@ impl Core {
             core: self,
             key,
             class,
-            candidates: self.ring.candidates(key),
+            candidates: self.route(key),
             rank: 0,
             attempts: 0,
             last: None,

@@ -26,7 +26,7 @@ use crate::health::Status;
 impl Core {
     /// Whether requests of `class` are spread over replicas, and how.
     pub fn spreads(&self, class: Class) -> Spread {
-        match (self.config.replicas > 1, class) {
+        match (self.copies() > 1, class) {
             (false, _) | (true, Class::Read) => Spread::No,
             (true, Class::Write) => Spread::ToAll,
             (true, Class::WriteOnce) => Spread::ThenDelete,
@@ -37,8 +37,8 @@ impl Core {
     /// dead is left a hint for the key (a write skipped it), unless it is
     /// back in service. `except` is left out.
     pub fn replica_targets(&self, key: &[u8], except: Option<usize>) -> Vec<usize> {
-        let mut out = Vec::with_capacity(self.config.replicas);
-        for s in self.ring.candidates(key).take(self.config.replicas) {
+        let mut out = Vec::with_capacity(self.copies());
+        for s in self.route(key).take(self.copies()) {
             let Some(node) = self.nodes.get(s) else {
                 continue;
             };
@@ -113,6 +113,12 @@ impl Core {
             (None, Some(e)) => Err(e),
             (None, None) => Err(self.no_server(key)),
         }
+    }
+
+    /// How many servers hold each key: the replicas, and the backup pool's
+    /// server.
+    pub fn copies(&self) -> usize {
+        self.config.replicas + usize::from(self.backup.is_some())
     }
 
     /// Counts a request sent to `server` outside a plan (to a replica).
