@@ -93,6 +93,7 @@ pub(crate) struct Config {
     pub lease_wait: Duration,
     pub codec: Codec,
     pub replicas: usize,
+    pub miss_failover: bool,
 }
 
 /// Builds a [`Client`](crate::Client). Every setter says what it defaults
@@ -132,6 +133,7 @@ pub struct ClientBuilder {
     lease_wait: Duration,
     codec: Codec,
     replicas: usize,
+    miss_failover: bool,
     credentials: Option<Credentials>,
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::TlsConfig>,
@@ -163,6 +165,7 @@ impl Default for ClientBuilder {
             lease_wait: Duration::from_secs(2),
             codec: Codec::raw(),
             replicas: 1,
+            miss_failover: false,
             credentials: None,
             #[cfg(feature = "tls")]
             tls: None,
@@ -177,15 +180,24 @@ impl ClientBuilder {
     /// order other clients were given). Required; an unparsable address
     /// makes [`build`](Self::build) fail.
     pub fn servers(mut self, servers: impl IntoServers) -> Self {
+        if let Some(list) = self.parsed(servers) {
+            self.servers.extend(list);
+        }
+        self
+    }
+
+    /// The servers, or `None` with the first parse error kept for
+    /// `build()`.
+    fn parsed(&mut self, servers: impl IntoServers) -> Option<Vec<Server>> {
         match servers.into_servers() {
-            Ok(list) => self.servers.extend(list),
+            Ok(list) => Some(list),
             Err(e) => {
                 if self.server_error.is_none() {
                     self.server_error = Some(ParseError(e));
                 }
+                None
             }
         }
-        self
     }
 
     /// How keys map to servers. Defaults to [`Distribution::Ketama`].
@@ -332,13 +344,8 @@ impl ClientBuilder {
     /// fails, to the backup's. The backup's servers must not be in the main
     /// list. Defaults to none.
     pub fn backup(mut self, servers: impl IntoServers) -> Self {
-        match servers.into_servers() {
-            Ok(list) => self.backup.extend(list),
-            Err(e) => {
-                if self.server_error.is_none() {
-                    self.server_error = Some(ParseError(e));
-                }
-            }
+        if let Some(list) = self.parsed(servers) {
+            self.backup.extend(list);
         }
         self
     }
@@ -354,6 +361,17 @@ impl ClientBuilder {
     /// copies); 0 is refused.
     pub fn replicas(mut self, n: usize) -> Self {
         self.replicas = n;
+        self
+    }
+
+    /// Whether a read that misses on a key's first server is asked again
+    /// of its other copies (replicas, backup pool) in service, as
+    /// libmemcached's replicas and mcrouter's `MissFailoverRoute` do: the
+    /// first hit is returned. It finds keys a restarted (empty) server
+    /// lost, at the cost of one more round trip per copy for every real
+    /// miss. Single-key reads only. Defaults to false.
+    pub fn miss_failover(mut self, on: bool) -> Self {
+        self.miss_failover = on;
         self
     }
 
@@ -495,6 +513,7 @@ impl ClientBuilder {
             lease_wait: clamp(self.lease_wait),
             codec: self.codec,
             replicas: self.replicas,
+            miss_failover: self.miss_failover,
         };
         Ok(Parts {
             servers: self.servers,

@@ -135,6 +135,35 @@ macro_rules! cases {
             assert!(sync!(c.delete("d")).unwrap());
             assert!(servers.iter().enumerate().all(|(i, s)| i == after[0] || !s.holds("d")));
         }
+        $(#[$m])*
+        $($kw)? fn a_miss_is_asked_of_the_other_copies_when_asked_to() {
+            let servers = cluster(3);
+            let addrs: Vec<String> = servers.iter().map(Memcached::addr).collect();
+            let plain = client(&addrs, 2);
+            let asking = build!(Client::builder()
+                .servers(addrs.as_slice())
+                .replicas(2)
+                .miss_failover(true))
+            .unwrap();
+            let keys: Vec<String> = (0..50).map(|i| format!("m:{i}")).collect();
+            for k in &keys {
+                sync!(plain.set(k, k.as_str(), MIN)).unwrap();
+            }
+            // Each key loses the copy on its first server (as a restarted,
+            // empty server would).
+            for k in &keys {
+                let first = plain.server_for(k).unwrap();
+                let at = addrs.iter().position(|a| a == first.label()).unwrap();
+                let reply = servers[at].raw(format!("delete {k}\r\n").as_bytes());
+                assert_eq!(reply, b"DELETED\r\n");
+            }
+            for k in &keys {
+                assert_eq!(sync!(plain.get::<String>(k)).unwrap(), None, "off by default");
+                assert_eq!(sync!(asking.get::<String>(k)).unwrap().as_deref(), Some(k.as_str()));
+            }
+            // A real miss stays a miss.
+            assert_eq!(sync!(asking.get::<String>("never-written")).unwrap(), None);
+        }
     };
 }
 

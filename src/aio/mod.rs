@@ -184,7 +184,23 @@ impl Client {
     {
         let now = self.core();
         match now.core.spreads(req.class()) {
-            Spread::No => now.attempt(req).await.map(|(v, _)| v),
+            Spread::No => {
+                let (v, server) = now.attempt(req).await?;
+                let core: &Core = &now;
+                for other in core.miss_targets(req.class(), Q::tally(&v), req.key(), server) {
+                    core.count_request(other, req.class());
+                    let mut buf = Vec::with_capacity(req.key().len() + 32);
+                    req.encode(core, false, &mut buf);
+                    match now.send(other, buf, req.reply()).await {
+                        Ok(hit) if Q::tally(&hit).0 > 0 => return Ok(hit),
+                        Ok(_) => {}
+                        Err(f) => {
+                            core.failed(other, &f.error);
+                        }
+                    }
+                }
+                Ok(v)
+            }
             Spread::ToAll => {
                 crate::protocol::check_key(req.key())
                     .map_err(|p| crate::core::reply::key_error(req.key(), p))?;

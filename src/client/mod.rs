@@ -165,7 +165,25 @@ impl Client {
     fn run<Q: Request>(&self, req: &Q) -> Result<<Q::Reply as Reply>::Out> {
         let now = self.core();
         match now.core.spreads(req.class()) {
-            Spread::No => attempt(&now, req).map(|(v, _)| v),
+            Spread::No => {
+                let (v, server) = attempt(&now, req)?;
+                let core: &Core = &now;
+                for other in core.miss_targets(req.class(), Q::tally(&v), req.key(), server) {
+                    core.count_request(other, req.class());
+                    let again = now.conn(other).and_then(|mut conn| {
+                        req.encode(core, false, conn.begin());
+                        exchange(&mut conn, req.reply())
+                    });
+                    match again {
+                        Ok(hit) if Q::tally(&hit).0 > 0 => return Ok(hit),
+                        Ok(_) => {}
+                        Err(e) => {
+                            core.failed(other, &e);
+                        }
+                    }
+                }
+                Ok(v)
+            }
             Spread::ToAll => {
                 crate::protocol::check_key(req.key())
                     .map_err(|p| crate::core::reply::key_error(req.key(), p))?;

@@ -115,6 +115,26 @@ impl Core {
         }
     }
 
+    /// The other copies of `key` a read asks after it missed on `server`
+    /// (`tally`: its hits and misses), with `miss_failover` on: those in
+    /// service, in order. Empty otherwise.
+    pub fn miss_targets(
+        &self,
+        class: Class,
+        tally: (u64, u64),
+        key: &[u8],
+        server: usize,
+    ) -> Vec<usize> {
+        if class != Class::Read || !self.config.miss_failover || tally != (0, 1) {
+            return Vec::new();
+        }
+        self.route(key)
+            .take(self.copies())
+            .filter(|&s| s != server)
+            .filter(|&s| self.nodes.get(s).is_some_and(|n| !n.health.is_dead()))
+            .collect()
+    }
+
     /// How many servers hold each key: the replicas, and the backup pool's
     /// server.
     pub fn copies(&self) -> usize {
