@@ -357,8 +357,8 @@ impl ClientBuilder {
     /// `incr` and `decr` run on the first and delete the key on the others;
     /// reads go to the first in service. A replica that misses a write the
     /// others took is marked dead until its rejoin deletes the key there.
-    /// Multi-key writes take one round trip per replica. Defaults to 1 (no
-    /// copies); 0 is refused.
+    /// Multi-key writes carry every copy in the same call (one round trip
+    /// per wave). Defaults to 1 (no copies); 0 is refused.
     pub fn replicas(mut self, n: usize) -> Self {
         self.replicas = n;
         self

@@ -136,6 +136,24 @@ macro_rules! cases {
             assert!(servers.iter().enumerate().all(|(i, s)| i == after[0] || !s.holds("d")));
         }
         $(#[$m])*
+        $($kw)? fn a_replicated_multi_key_write_takes_one_round_trip_per_server() {
+            let servers = cluster(3);
+            let addrs: Vec<String> = servers.iter().map(Memcached::addr).collect();
+            let c = client(&addrs, 2);
+            let items: Vec<(String, String)> = (0..300).map(|i| (format!("w:{i}"), format!("{i}"))).collect();
+            for r in sync!(c.set_multi(&items, MIN)) {
+                r.unwrap();
+            }
+            let m = c.metrics();
+            let trips: u64 = m.servers.iter().map(|s| s.multi_round_trips).sum();
+            let keys: u64 = m.servers.iter().map(|s| s.multi_keys).sum();
+            assert_eq!(keys, 600, "two copies of each key");
+            assert_eq!(trips, 3, "one round trip per server, both copies in it");
+            let stored: u64 = servers.iter().map(|s| s.stat("curr_items")).sum();
+            assert_eq!(stored, 600);
+        }
+
+        $(#[$m])*
         $($kw)? fn a_miss_is_asked_of_the_other_copies_when_asked_to() {
             let servers = cluster(3);
             let addrs: Vec<String> = servers.iter().map(Memcached::addr).collect();

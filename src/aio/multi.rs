@@ -5,13 +5,13 @@
 
 use super::{Client, Inner};
 use crate::core::multi::{Batch, Call, GetBatch, KeyBatch, Round, SetBatch};
-use crate::core::replicas::{Spread, SpreadMulti};
+use crate::core::replicas::{Ranked, Spread};
 use crate::error::Result;
 use crate::value::{CasToken, Expiry, FromValue, ToValue};
 
 impl Client {
     /// Runs a multi-key call; a write is spread over each key's replicas
-    /// (one call per replica rank).
+    /// in the same call (one round trip per wave).
     async fn multi<B>(&self, batch: &B, n: usize) -> Vec<Result<B::Out>>
     where
         B: Batch + Sync,
@@ -21,13 +21,10 @@ impl Client {
         if now.core.spreads(batch.class()) == Spread::No {
             return run_call(&now, batch, Call::new(&now, batch, n)).await;
         }
-        let mut spread = SpreadMulti::new(&now.core, batch, n);
-        for rank in 0..spread.ranks() {
-            let call = Call::to_replicas(&now, batch, spread.servers(rank), rank == 0);
-            let results = run_call(&now, batch, call).await;
-            spread.record(rank, results);
-        }
-        spread.finish(&now.core, batch)
+        let ranked = Ranked::new(&now.core, batch, n);
+        let call = Call::to_replicas(&now, &ranked, ranked.forced());
+        let results = run_call(&now, &ranked, call).await;
+        ranked.finish(&now.core, results)
     }
 }
 

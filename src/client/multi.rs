@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::{feed, probe, Client, Inner};
 use crate::core::multi::{Batch, Call, Entry, GetBatch, KeyBatch, Round, SetBatch};
-use crate::core::replicas::{Spread, SpreadMulti};
+use crate::core::replicas::{Ranked, Spread};
 use crate::core::reply::Reply;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::PooledConn;
@@ -40,19 +40,15 @@ impl<B: Batch> Call<'_, B> {
 
 impl Client {
     /// Runs a multi-key call; a write is spread over each key's replicas
-    /// (one call per replica rank).
+    /// in the same call (one round trip per wave).
     fn multi<B: Batch>(&self, batch: &B, n: usize) -> Vec<Result<B::Out>> {
         let now = self.core();
         if now.core.spreads(batch.class()) == Spread::No {
             return run_call(&now, Call::new(&now, batch, n));
         }
-        let mut spread = SpreadMulti::new(&now.core, batch, n);
-        for rank in 0..spread.ranks() {
-            let call = Call::to_replicas(&now, batch, spread.servers(rank), rank == 0);
-            let results = run_call(&now, call);
-            spread.record(rank, results);
-        }
-        spread.finish(&now.core, batch)
+        let ranked = Ranked::new(&now.core, batch, n);
+        let results = run_call(&now, Call::to_replicas(&now, &ranked, ranked.forced()));
+        ranked.finish(&now.core, results)
     }
 }
 

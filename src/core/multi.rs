@@ -77,6 +77,15 @@ struct KeyState {
     last: Option<Error>,
 }
 
+/// Where an entry of a call with forced entries goes: to one server
+/// (no failover), routed as usual, or nowhere.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Forced {
+    To(usize),
+    Usual,
+    Skip,
+}
+
 /// Where a key goes next.
 enum Pick {
     To(usize, bool),
@@ -114,9 +123,8 @@ pub(crate) struct Call<'c, B: Batch> {
     todo: Vec<usize>,
     rounds: u32,
     probed: Vec<usize>,
-    /// For one replica rank of a spread write: each key's server (none:
-    /// route as usual for the first rank, skip for the others).
-    forced: Option<(Vec<Option<usize>>, bool)>,
+    /// For a write spread over replicas: where each entry goes.
+    forced: Option<Vec<Forced>>,
     /// The call's span: command and key count, then the keys that failed.
     #[cfg(feature = "tracing")]
     span: tracing::Span,
@@ -159,28 +167,21 @@ impl<'c, B: Batch> Call<'c, B> {
         self.batch
     }
 
-    /// A call for one replica rank of a spread write: key `i` goes to
-    /// `servers[i]` only, without failover; a key without one is routed as
-    /// usual when `first` (the first rank), else left out.
-    pub fn to_replicas(
-        core: &'c Core,
-        batch: &'c B,
-        servers: Vec<Option<usize>>,
-        first: bool,
-    ) -> Call<'c, B> {
-        let mut call = Call::new(core, batch, servers.len());
-        call.forced = Some((servers, first));
+    /// A call whose entry `i` goes where `forced[i]` says (a write spread
+    /// over replicas).
+    pub fn to_replicas(core: &'c Core, batch: &'c B, forced: Vec<Forced>) -> Call<'c, B> {
+        let mut call = Call::new(core, batch, forced.len());
+        call.forced = Some(forced);
         call
     }
 
-    /// Where key `i` goes in a replica call, if it is one.
+    /// Where entry `i` goes in a call with forced entries, if it is one
+    /// and not routed as usual.
     fn forced_pick(&self, i: usize, tried: &[usize]) -> Option<Pick> {
-        let (servers, first) = self.forced.as_ref()?;
-        Some(match servers.get(i).copied().flatten() {
-            Some(s) if !tried.contains(&s) => Pick::To(s, false),
-            Some(_) => Pick::Nowhere,
-            None if *first => return None,
-            None => Pick::Nowhere,
+        Some(match self.forced.as_ref()?.get(i)? {
+            Forced::To(s) if !tried.contains(s) => Pick::To(*s, false),
+            Forced::To(_) | Forced::Skip => Pick::Nowhere,
+            Forced::Usual => return None,
         })
     }
 

@@ -18,6 +18,8 @@
 //! - Reads go to the key's first server in service and fail over along
 //!   the ring as always, which is to the next replica.
 
+use super::multi::{Answers, Batch, Entry, Forced};
+use super::reply::Reply;
 use super::retry::Class;
 use super::Core;
 use crate::error::Error;
@@ -170,76 +172,174 @@ impl Core {
     }
 }
 
-/// A multi-key write spread over each key's replicas: one call per
-/// replica rank (keys to the servers [`servers`](Self::servers) gives, the
-/// first rank routing keys without a replica in service as usual), then
-/// each key's answers settled as for a single key.
-pub(crate) struct SpreadMulti<T> {
+/// A multi-key write spread over each key's replicas in one call: entry
+/// `i * ranks + r` is key `i`'s copy `r`, sent to that replica only (no
+/// failover between replicas); a key with no replica in service is routed
+/// as usual for its first copy. Every server's wave carries all the copies
+/// it holds, so the call takes one round trip per wave however many
+/// copies there are.
+pub(crate) struct Ranked<'b, B> {
+    inner: &'b B,
+    ranks: usize,
     targets: Vec<Vec<usize>>,
-    answers: Vec<Vec<(usize, crate::Result<T>)>>,
-    unrouted: Vec<Option<crate::Result<T>>>,
 }
 
-impl<T> SpreadMulti<T> {
-    pub fn new<B: super::multi::Batch<Out = T>>(
-        core: &Core,
-        batch: &B,
-        n: usize,
-    ) -> SpreadMulti<T> {
-        SpreadMulti {
-            targets: (0..n)
-                .map(|i| core.replica_targets(batch.key(i), None))
-                .collect(),
-            answers: (0..n).map(|_| Vec::new()).collect(),
-            unrouted: (0..n).map(|_| None).collect(),
+impl<'b, B: Batch> Ranked<'b, B> {
+    pub fn new(core: &Core, inner: &'b B, n: usize) -> Ranked<'b, B> {
+        let targets: Vec<Vec<usize>> = (0..n)
+            .map(|i| core.replica_targets(inner.key(i), None))
+            .collect();
+        let ranks = targets.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        Ranked {
+            inner,
+            ranks,
+            targets,
         }
     }
 
-    /// How many calls: the most replicas in service any key has (at least
-    /// one).
-    pub fn ranks(&self) -> usize {
-        self.targets.iter().map(Vec::len).max().unwrap_or(0).max(1)
+    /// The number of entries: keys times copies.
+    pub fn len(&self) -> usize {
+        self.targets.len() * self.ranks
     }
 
-    /// Each key's server for replica `rank`.
-    pub fn servers(&self, rank: usize) -> Vec<Option<usize>> {
-        self.targets.iter().map(|t| t.get(rank).copied()).collect()
-    }
-
-    /// The results of the call for `rank`.
-    pub fn record(&mut self, rank: usize, results: Vec<crate::Result<T>>) {
-        for (i, r) in results.into_iter().enumerate() {
-            match self.targets.get(i).and_then(|t| t.get(rank)).copied() {
-                Some(s) => {
-                    if let Some(a) = self.answers.get_mut(i) {
-                        a.push((s, r));
-                    }
-                }
-                None if rank == 0 => {
-                    if let Some(u) = self.unrouted.get_mut(i) {
-                        *u = Some(r);
-                    }
-                }
-                None => {}
-            }
-        }
-    }
-
-    /// One result per key.
-    pub fn finish<B: super::multi::Batch<Out = T>>(
-        self,
-        core: &Core,
-        batch: &B,
-    ) -> Vec<crate::Result<T>> {
-        self.answers
-            .into_iter()
-            .zip(self.unrouted)
-            .enumerate()
-            .map(|(i, (a, u))| match u {
-                Some(r) => r,
-                None => core.settle_replicas(batch.key(i), a, false, false),
+    /// Where each entry goes: its replica; a key's first copy when none
+    /// of its replicas is in service, as usual; its other missing copies
+    /// nowhere.
+    pub fn forced(&self) -> Vec<Forced> {
+        (0..self.len())
+            .map(|e| match self.server(e) {
+                Some(s) => Forced::To(s),
+                None if e % self.ranks == 0 => Forced::Usual,
+                None => Forced::Skip,
             })
             .collect()
+    }
+
+    fn server(&self, entry: usize) -> Option<usize> {
+        self.targets
+            .get(entry / self.ranks)
+            .and_then(|t| t.get(entry % self.ranks))
+            .copied()
+    }
+
+    /// One result per key, from the call's results per entry.
+    pub fn finish(
+        &self,
+        core: &Core,
+        results: Vec<crate::Result<B::Out>>,
+    ) -> Vec<crate::Result<B::Out>> {
+        let mut per_key: Vec<Copies<B::Out>> =
+            (0..self.targets.len()).map(|_| Vec::new()).collect();
+        for (e, r) in results.into_iter().enumerate() {
+            let server = self.server(e);
+            if server.is_some() || e % self.ranks == 0 {
+                if let Some(k) = per_key.get_mut(e / self.ranks) {
+                    k.push((server, r));
+                }
+            }
+        }
+        per_key
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut answers)| match answers.first() {
+                // No replica in service: the first copy, routed as usual.
+                Some((None, _)) => answers.remove(0).1,
+                _ => {
+                    let answers = answers
+                        .into_iter()
+                        .filter_map(|(s, r)| Some((s?, r)))
+                        .collect();
+                    core.settle_replicas(self.inner.key(i), answers, false, false)
+                }
+            })
+            .collect()
+    }
+}
+
+impl<B: Batch> Batch for Ranked<'_, B> {
+    type Out = B::Out;
+    type Reader = RankedReader<B::Reader>;
+
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn class(&self) -> Class {
+        self.inner.class()
+    }
+    fn key(&self, index: usize) -> &[u8] {
+        self.inner.key(index / self.ranks)
+    }
+    fn check(&self, index: usize) -> crate::Result<()> {
+        self.inner.check(index / self.ranks)
+    }
+    fn cost(&self, index: usize) -> usize {
+        self.inner.cost(index / self.ranks)
+    }
+    fn encode(&self, core: &Core, buf: &mut Vec<u8>, entries: &[Entry]) {
+        self.inner.encode(core, buf, &self.unranked(entries));
+    }
+    fn reader(&self, entries: &[Entry]) -> RankedReader<B::Reader> {
+        RankedReader {
+            inner: self.inner.reader(&self.unranked(entries)),
+            ranked: entries
+                .iter()
+                .map(|e| (e.index / self.ranks, e.index))
+                .collect(),
+        }
+    }
+    fn tally(answers: &Answers<B::Out>) -> (u64, u64) {
+        B::tally(answers)
+    }
+}
+
+impl<B> Ranked<'_, B> {
+    fn unranked(&self, entries: &[Entry]) -> Vec<Entry> {
+        entries
+            .iter()
+            .map(|e| Entry {
+                index: e.index / self.ranks,
+                failover: e.failover,
+            })
+            .collect()
+    }
+}
+
+/// A key's answers from its copies: (replica, answer); no replica for a
+/// copy routed as usual.
+type Copies<T> = Vec<(Option<usize>, crate::Result<T>)>;
+
+/// The inner batch's reader, its answers renumbered to the entries sent
+/// (a server gets at most one copy of a key, so each key's number maps to
+/// one entry).
+pub(crate) struct RankedReader<R> {
+    inner: R,
+    ranked: Vec<(usize, usize)>,
+}
+
+impl<R> RankedReader<R> {
+    fn renumber<T>(&self, answers: Answers<T>) -> Answers<T> {
+        answers
+            .into_iter()
+            .filter_map(|(i, r)| {
+                let (_, e) = self.ranked.iter().find(|(k, _)| *k == i)?;
+                Some((*e, r))
+            })
+            .collect()
+    }
+}
+
+impl<T, R: Reply<Out = Answers<T>>> Reply for RankedReader<R> {
+    type Out = Answers<T>;
+
+    fn feed(&mut self, r: crate::protocol::Response<'_>) -> crate::Result<Option<Answers<T>>> {
+        Ok(self.inner.feed(r)?.map(|a| self.renumber(a)))
+    }
+    fn in_step(&self) -> bool {
+        self.inner.in_step()
+    }
+    fn salvage(&mut self) -> Option<Answers<T>> {
+        let a = self.inner.salvage()?;
+        Some(self.renumber(a))
     }
 }
 
