@@ -89,35 +89,25 @@ impl PoolMaker {
         &self.conn
     }
 
-    /// A pool for each server of `core`; one that `old` (the pools of
-    /// `old_core`) already has for the same address is kept, with its
-    /// connections.
-    pub fn pools(
+    /// The view of `core`, keeping `old`'s pools of the servers it keeps.
+    pub fn view(
         &self,
-        core: &crate::core::Core,
-        old: Option<(&crate::core::Core, &[Arc<ServerPool>])>,
-    ) -> Vec<Arc<ServerPool>> {
-        core.servers
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let kept = old.and_then(|(old_core, pools)| {
-                    let at = old_core
-                        .servers
-                        .iter()
-                        .position(|o| o.label() == s.label())?;
-                    pools.get(at).cloned()
-                });
-                kept.unwrap_or_else(|| {
-                    Arc::new(ServerPool::new(
-                        s.clone(),
-                        core.conn_options(i, &self.conn),
-                        &self.opts,
-                        self.threads.clone(),
-                    ))
-                })
-            })
-            .collect()
+        core: crate::core::Core,
+        old: Option<&crate::core::View<ServerPool>>,
+    ) -> crate::core::View<ServerPool> {
+        // Each server's settings carry its metrics, from the core.
+        let conn = &self.conn;
+        let options: Vec<ConnOptions> = (0..core.servers.len())
+            .map(|i| core.conn_options(i, conn))
+            .collect();
+        crate::core::View::new(core, old, |i, s| {
+            ServerPool::new(
+                s.clone(),
+                options.get(i).cloned().unwrap_or_else(|| conn.clone()),
+                &self.opts,
+                self.threads.clone(),
+            )
+        })
     }
 }
 

@@ -34,7 +34,7 @@ use crate::core::replicas::Spread;
 use crate::core::reply::Reply;
 use crate::core::request::{Delete, Request};
 use crate::core::Core;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use crate::server::IntoServers;
 
 mod conn;
@@ -44,19 +44,8 @@ mod servers;
 
 use conn::{Failed, Outcome, ServerConns, Ticket};
 
-/// The client's servers at one moment: the core and each server's
-/// connections. A request runs on the one it started with.
-struct Inner {
-    core: Core,
-    conns: Vec<Arc<ServerConns>>,
-}
-
-impl std::ops::Deref for Inner {
-    type Target = Core;
-    fn deref(&self) -> &Core {
-        &self.core
-    }
-}
+/// The client's servers at one moment: core and connections.
+type Inner = crate::core::View<ServerConns>;
 
 struct Shared {
     now: crate::core::Current<Inner>,
@@ -64,34 +53,24 @@ struct Shared {
     connections: u32,
 }
 
-impl Shared {
-    /// Connections for each server of `core`, keeping those `old` has for
-    /// the same address.
-    fn conns(&self, core: &Core, old: Option<&Inner>) -> Vec<Arc<ServerConns>> {
-        conns(core, &self.conn, self.connections, old)
-    }
-}
-
-fn conns(
-    core: &Core,
+/// The view of `core`, keeping `old`'s connections to the servers it keeps.
+fn view(
+    core: Core,
     conn: &crate::connection::ConnOptions,
     connections: u32,
     old: Option<&Inner>,
-) -> Vec<Arc<ServerConns>> {
-    core.servers
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let kept = old.and_then(|o| o.conns.get(o.core.index_of(s)?).cloned());
-            kept.unwrap_or_else(|| {
-                Arc::new(ServerConns::new(
-                    s.clone(),
-                    core.conn_options(i, conn),
-                    connections,
-                ))
-            })
-        })
-        .collect()
+) -> Inner {
+    // Each server's settings carry its metrics, from the core.
+    let options: Vec<crate::connection::ConnOptions> = (0..core.servers.len())
+        .map(|i| core.conn_options(i, conn))
+        .collect();
+    crate::core::View::new(core, old, |i, s| {
+        ServerConns::new(
+            s.clone(),
+            options.get(i).cloned().unwrap_or_else(|| conn.clone()),
+            connections,
+        )
+    })
 }
 
 /// The async memcached client: cheap to clone (clones share connections
@@ -128,10 +107,10 @@ impl ClientBuilder {
     pub fn build_async(self) -> Result<Client> {
         let parts = self.into_parts()?;
         let core = Core::new(parts.servers, parts.backup, parts.config);
-        let conns = conns(&core, &parts.conn, parts.connections, None);
+        let view = view(core, &parts.conn, parts.connections, None);
         Ok(Client {
             shared: Arc::new(Shared {
-                now: crate::core::Current::new(Inner { core, conns }),
+                now: crate::core::Current::new(view),
                 conn: parts.conn,
                 connections: parts.connections,
             }),
@@ -162,8 +141,10 @@ impl Client {
         let tls = self.shared.conn.uses_tls();
         self.shared.now.replace(|old| {
             let (core, plan) = old.core.resize(servers, tls)?;
-            let conns = self.shared.conns(&core, Some(old));
-            Ok((Inner { core, conns }, plan))
+            Ok((
+                view(core, &self.shared.conn, self.shared.connections, Some(old)),
+                plan,
+            ))
         })
     }
 
@@ -294,13 +275,6 @@ impl Inner {
 }
 
 impl Inner {
-    fn conns(&self, server: usize) -> Result<&ServerConns> {
-        self.conns
-            .get(server)
-            .map(|c| &**c)
-            .ok_or_else(|| Error::new(ErrorKind::InvalidConfig, "the ring named an unknown server"))
-    }
-
     /// Queues a request on `server`; its outcome arrives on the receiver.
     async fn submit<R>(
         &self,
@@ -312,7 +286,7 @@ impl Inner {
         R: Reply + Send + 'static,
         R::Out: Send + 'static,
     {
-        let conns = self.conns(server).map_err(Failed::unsent)?;
+        let conns = self.link(server).map_err(Failed::unsent)?;
         let deadline = Instant::now()
             .checked_add(conns.io_timeout())
             .unwrap_or_else(Instant::now);

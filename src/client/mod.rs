@@ -19,7 +19,7 @@ use crate::core::replicas::Spread;
 use crate::core::reply::{in_step_after, Reply};
 use crate::core::request::{Delete, Request};
 use crate::core::Core;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use crate::pool::{PoolMaker, PooledConn, ServerPool};
 use crate::server::IntoServers;
 
@@ -31,30 +31,13 @@ mod servers;
 #[cfg(doc)]
 use crate::core::plan::Plan;
 
-/// The client's servers at one moment: the core (ring, health, settings)
-/// and a pool per server. A request runs on the one it started with, so
-/// [`Client::update_servers`] never changes a server under it.
-struct Inner {
-    core: Core,
-    pools: Vec<Arc<ServerPool>>,
-}
-
-impl std::ops::Deref for Inner {
-    type Target = Core;
-    fn deref(&self) -> &Core {
-        &self.core
-    }
-}
+/// The client's servers at one moment: core and pools.
+type Inner = crate::core::View<ServerPool>;
 
 impl Inner {
     /// A connection to `server` from its pool.
     fn conn(&self, server: usize) -> Result<PooledConn> {
-        self.pools
-            .get(server)
-            .ok_or_else(|| {
-                Error::new(ErrorKind::InvalidConfig, "the ring named an unknown server")
-            })?
-            .get()
+        self.link(server)?.get()
     }
 }
 
@@ -105,10 +88,10 @@ impl ClientBuilder {
         let parts = self.into_parts()?;
         let core = Core::new(parts.servers, parts.backup, parts.config);
         let maker = PoolMaker::new(parts.conn, parts.pool);
-        let pools = maker.pools(&core, None);
+        let view = maker.view(core, None);
         Ok(Client {
             shared: Arc::new(Shared {
-                now: crate::core::Current::new(Inner { core, pools }),
+                now: crate::core::Current::new(view),
                 pools: maker,
             }),
         })
@@ -144,11 +127,7 @@ impl Client {
         let tls = self.shared.pools.conn().uses_tls();
         self.shared.now.replace(|old| {
             let (core, plan) = old.core.resize(servers, tls)?;
-            let pools = self
-                .shared
-                .pools
-                .pools(&core, Some((&old.core, &old.pools)));
-            Ok((Inner { core, pools }, plan))
+            Ok((self.shared.pools.view(core, Some(old)), plan))
         })
     }
 

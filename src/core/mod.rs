@@ -147,6 +147,51 @@ impl Iterator for Route<'_> {
     }
 }
 
+/// A client's servers at one moment: the core (ring, health, settings) and
+/// each server's connections `P` (a pool, or pipelined connections). A
+/// request runs on the one it started with, so `update_servers` never
+/// changes a server under it.
+pub(crate) struct View<P> {
+    pub core: Core,
+    pub links: Vec<std::sync::Arc<P>>,
+}
+
+impl<P> std::ops::Deref for View<P> {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+impl<P> View<P> {
+    /// The view of `core`: each server's connections kept from `old` for
+    /// the same address, else made by `make` (server index, server).
+    pub fn new(
+        core: Core,
+        old: Option<&View<P>>,
+        mut make: impl FnMut(usize, &Server) -> P,
+    ) -> View<P> {
+        let links = core
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                old.and_then(|o| o.links.get(o.core.index_of(s)?).cloned())
+                    .unwrap_or_else(|| std::sync::Arc::new(make(i, s)))
+            })
+            .collect();
+        View { core, links }
+    }
+
+    /// Server `server`'s connections.
+    pub fn link(&self, server: usize) -> Result<&P> {
+        self.links
+            .get(server)
+            .map(|l| &**l)
+            .ok_or_else(|| Error::new(ErrorKind::InvalidConfig, "the ring named an unknown server"))
+    }
+}
+
 /// A client's view of its servers (core and connections), as requests
 /// take it: each holds the one it started with; `update_servers` puts a
 /// new one in place.

@@ -153,6 +153,7 @@ impl Core {
     /// `server` missed a write of `key` that other replicas took: it is
     /// marked dead at once and left a hint, so that its rejoin deletes the
     /// key before it serves again.
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
     fn missed(&self, server: usize, key: &[u8], e: &Error) {
         let Some(node) = self.nodes.get(server) else {
             return;
