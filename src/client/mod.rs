@@ -79,7 +79,7 @@ impl ClientBuilder {
     /// Builds the client. Does not connect: a server that is down now is
     /// marked dead when requests fail, and used again when it returns.
     ///
-    /// Fails with [`ErrorKind::InvalidConfig`] for an unparsable server
+    /// Fails with [`ErrorKind::InvalidConfig`](crate::ErrorKind::InvalidConfig) for an unparsable server
     /// address (the parse error is its source), no servers, a zero pool
     /// size, attempt count, failure limit or timeout, a `max_value_size`
     /// above [`MAX_VALUE_SIZE_LIMIT`](crate::MAX_VALUE_SIZE_LIMIT), or a
@@ -121,7 +121,7 @@ impl Client {
     /// server's pool closes once its last request is done.
     ///
     /// The new list is checked as `build()` checks one
-    /// ([`ErrorKind::InvalidConfig`](crate::ErrorKind)); the client is then
+    /// ([`ErrorKind::InvalidConfig`](crate::ErrorKind::InvalidConfig)(crate::ErrorKind)); the client is then
     /// unchanged.
     pub fn update_servers(&self, servers: impl IntoServers) -> Result<crate::ring::Plan> {
         let tls = self.shared.pools.conn().uses_tls();
