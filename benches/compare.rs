@@ -392,17 +392,7 @@ fn main() {
                             1
                         }),
                     ),
-                    (
-                        "memring",
-                        Box::new(|| {
-                            b += 1;
-                            assert!(mr_one
-                                .get::<Vec<u8>>(&keys[b % KEYSPACE])
-                                .unwrap()
-                                .is_some());
-                            1
-                        }),
-                    ),
+                    ("memring", mr_get(&mr_one, &keys)),
                     ("memcache", mc_get(&mc_one, &keys)),
                     ("memcache_ascii", mc_get(&mca_one, &keys)),
                 ],

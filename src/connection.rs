@@ -85,6 +85,8 @@ pub(crate) struct Connection {
     /// end: no record runs past one.
     #[cfg(feature = "tls")]
     cuts: Vec<usize>,
+    #[cfg(feature = "tls")]
+    ends: crate::protocol::ends::DataEnds,
 }
 
 impl Drop for Connection {
@@ -222,6 +224,8 @@ impl Connection {
             tls: None,
             #[cfg(feature = "tls")]
             cuts: Vec::new(),
+            #[cfg(feature = "tls")]
+            ends: crate::protocol::ends::DataEnds::default(),
         })
     }
 
@@ -314,7 +318,8 @@ impl Connection {
         }
         #[cfg(feature = "tls")]
         if self.tls.is_some() {
-            self.cuts = crate::protocol::ends::DataEnds::default().feed(&self.wbuf);
+            self.ends.reset();
+            self.ends.feed(&self.wbuf, &mut self.cuts);
         }
         let mut pos = 0;
         while pos < self.wbuf.len() {
@@ -447,21 +452,14 @@ impl Connection {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock && !wait => return Ok(()),
-                #[cfg(feature = "tls")]
-                Err(e) if crate::tls::rustls_error(&e).is_some() => {
-                    return Err(crate::tls::rustls_error(&e).unwrap_or_else(|| Error::io(e, "")))
+                Err(e) => {
+                    #[cfg(feature = "tls")]
+                    if let Some(tls) = crate::tls::rustls_error(&e) {
+                        return Err(tls);
+                    }
+                    let new = self.first && self.inbox.is_empty();
+                    return Err(inbox::read_failed(e, new, "reading reply"));
                 }
-                Err(e)
-                    if self.first
-                        && self.inbox.is_empty()
-                        && e.kind() == io::ErrorKind::ConnectionReset =>
-                {
-                    return Err(Error::io(
-                        e,
-                        "the server reset a new connection before answering (does it require TLS?)",
-                    ))
-                }
-                Err(e) => return Err(Error::io(e, "reading reply")),
             }
         };
         self.inbox.filled(n);

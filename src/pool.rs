@@ -95,18 +95,8 @@ impl PoolMaker {
         core: crate::core::Core,
         old: Option<&crate::core::View<ServerPool>>,
     ) -> crate::core::View<ServerPool> {
-        // Each server's settings carry its metrics, from the core.
-        let conn = &self.conn;
-        let options: Vec<ConnOptions> = (0..core.servers.len())
-            .map(|i| core.conn_options(i, conn))
-            .collect();
-        crate::core::View::new(core, old, |i, s| {
-            ServerPool::new(
-                s.clone(),
-                options.get(i).cloned().unwrap_or_else(|| conn.clone()),
-                &self.opts,
-                self.threads.clone(),
-            )
+        crate::core::View::new(core, old, &self.conn, |s, conn| {
+            ServerPool::new(s.clone(), conn, &self.opts, self.threads.clone())
         })
     }
 }

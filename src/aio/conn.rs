@@ -314,13 +314,7 @@ impl Reader {
                 return f;
             }
         }
-        if !mid_reply && !answered && e.kind() == std::io::ErrorKind::ConnectionReset {
-            return Error::io(
-                e,
-                "the server reset a new connection before answering (does it require TLS?)",
-            );
-        }
-        Error::io(e, "reading replies")
+        inbox::read_failed(e, !mid_reply && !answered, "reading replies")
     }
 
     /// Reads what is there, waiting until something is.
@@ -784,6 +778,7 @@ mod tls {
             let mut buf = vec![0u8; 16 * 1024];
             // Records end where requests with data end (`protocol::ends`).
             let mut ends = crate::protocol::ends::DataEnds::default();
+            let mut cuts = Vec::new();
             loop {
                 let n = pipe_r.read(&mut buf).await?;
                 if n == 0 {
@@ -791,7 +786,8 @@ mod tls {
                 }
                 let chunk = buf.get(..n).unwrap_or_default();
                 let mut from = 0;
-                for end in ends.feed(chunk).into_iter().chain([n]) {
+                ends.feed(chunk, &mut cuts);
+                for end in cuts.iter().copied().chain([n]) {
                     if end > from {
                         tls_w
                             .write_all(chunk.get(from..end).unwrap_or_default())

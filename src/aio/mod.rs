@@ -60,16 +60,8 @@ fn view(
     connections: u32,
     old: Option<&Inner>,
 ) -> Inner {
-    // Each server's settings carry its metrics, from the core.
-    let options: Vec<crate::connection::ConnOptions> = (0..core.servers.len())
-        .map(|i| core.conn_options(i, conn))
-        .collect();
-    crate::core::View::new(core, old, |i, s| {
-        ServerConns::new(
-            s.clone(),
-            options.get(i).cloned().unwrap_or_else(|| conn.clone()),
-            connections,
-        )
+    crate::core::View::new(core, old, conn, |s, conn| {
+        ServerConns::new(s.clone(), conn, connections)
     })
 }
 
@@ -164,7 +156,7 @@ impl Client {
         <Q::Reply as Reply>::Out: Send + 'static,
     {
         let now = self.core();
-        match now.core.spreads(req.class()) {
+        match now.core.spread(req)? {
             Spread::No => {
                 let (v, server) = now.attempt(req).await?;
                 let core: &Core = &now;
@@ -182,16 +174,7 @@ impl Client {
                 }
                 Ok(v)
             }
-            Spread::ToAll => {
-                crate::protocol::check_key(req.key())
-                    .map_err(|p| crate::core::reply::key_error(req.key(), p))?;
-                let targets = now.core.replica_targets(req.key(), None);
-                if targets.is_empty() {
-                    // Every replica is down: fail over as without them.
-                    return now.attempt(req).await.map(|(v, _)| v);
-                }
-                now.fan_out(req, &targets, false).await
-            }
+            Spread::ToAll(targets) => now.fan_out(req, &targets, false).await,
             Spread::ThenDelete => {
                 let (v, server) = now.attempt(req).await?;
                 let others = now.core.replica_targets(req.key(), Some(server));

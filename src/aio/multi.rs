@@ -5,7 +5,7 @@
 
 use super::{Client, Inner};
 use crate::core::multi::{Batch, Call, GetBatch, KeyBatch, Round, SetBatch};
-use crate::core::replicas::{Ranked, Spread};
+use crate::core::replicas::Ranked;
 use crate::error::Result;
 use crate::value::{CasToken, Expiry, FromValue, ToValue};
 
@@ -18,7 +18,7 @@ impl Client {
         B::Out: Send + 'static,
     {
         let now = self.core();
-        if now.core.spreads(batch.class()) == Spread::No {
+        if !now.core.spreads(batch.class()) {
             return run_call(&now, batch, Call::new(&now, batch, n)).await;
         }
         let ranked = Ranked::new(&now.core, batch, n);
@@ -90,8 +90,10 @@ impl Client {
             with_cas: false,
         };
         let got = self.multi(&batch, keys.len()).await;
+        // One view decodes every value (its codec and limits).
+        let now = self.core();
         got.into_iter()
-            .map(|r| r.and_then(|f| self.core().value(f)))
+            .map(|r| r.and_then(|f| now.value(f)))
             .collect()
     }
 
@@ -105,8 +107,10 @@ impl Client {
             with_cas: true,
         };
         let got = self.multi(&batch, keys.len()).await;
+        // One view decodes every value (its codec and limits).
+        let now = self.core();
         got.into_iter()
-            .map(|r| r.and_then(|f| self.core().value_cas(f)))
+            .map(|r| r.and_then(|f| now.value_cas(f)))
             .collect()
     }
 

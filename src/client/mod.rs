@@ -143,7 +143,7 @@ impl Client {
     /// key's replicas (see `core::replicas`).
     fn run<Q: Request>(&self, req: &Q) -> Result<<Q::Reply as Reply>::Out> {
         let now = self.core();
-        match now.core.spreads(req.class()) {
+        match now.core.spread(req)? {
             Spread::No => {
                 let (v, server) = attempt(&now, req)?;
                 let core: &Core = &now;
@@ -163,16 +163,7 @@ impl Client {
                 }
                 Ok(v)
             }
-            Spread::ToAll => {
-                crate::protocol::check_key(req.key())
-                    .map_err(|p| crate::core::reply::key_error(req.key(), p))?;
-                let targets = now.core.replica_targets(req.key(), None);
-                if targets.is_empty() {
-                    // Every replica is down: fail over as without them.
-                    return attempt(&now, req).map(|(v, _)| v);
-                }
-                fan_out(&now, req, &targets, false)
-            }
+            Spread::ToAll(targets) => fan_out(&now, req, &targets, false),
             Spread::ThenDelete => {
                 let (v, server) = attempt(&now, req)?;
                 let others = now.core.replica_targets(req.key(), Some(server));

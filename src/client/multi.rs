@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::{feed, probe, Client, Inner};
 use crate::core::multi::{Batch, Call, Entry, GetBatch, KeyBatch, Round, SetBatch};
-use crate::core::replicas::{Ranked, Spread};
+use crate::core::replicas::Ranked;
 use crate::core::reply::Reply;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::PooledConn;
@@ -43,7 +43,7 @@ impl Client {
     /// in the same call (one round trip per wave).
     fn multi<B: Batch>(&self, batch: &B, n: usize) -> Vec<Result<B::Out>> {
         let now = self.core();
-        if now.core.spreads(batch.class()) == Spread::No {
+        if !now.core.spreads(batch.class()) {
             return run_call(&now, Call::new(&now, batch, n));
         }
         let ranked = Ranked::new(&now.core, batch, n);
@@ -128,8 +128,10 @@ impl Client {
             with_cas: false,
         };
         let got = self.multi(&batch, keys.len());
+        // One view decodes every value (its codec and limits).
+        let now = self.core();
         got.into_iter()
-            .map(|r| r.and_then(|f| self.core().value(f)))
+            .map(|r| r.and_then(|f| now.value(f)))
             .collect()
     }
 
@@ -143,8 +145,10 @@ impl Client {
             with_cas: true,
         };
         let got = self.multi(&batch, keys.len());
+        // One view decodes every value (its codec and limits).
+        let now = self.core();
         got.into_iter()
-            .map(|r| r.and_then(|f| self.core().value_cas(f)))
+            .map(|r| r.and_then(|f| now.value_cas(f)))
             .collect()
     }
 

@@ -163,6 +163,19 @@ pub(crate) fn closed_new() -> Error {
     )
 }
 
+/// The error for a read that failed (`what` the read was for); on a new
+/// connection with nothing read yet (`new`), a reset hints at a server
+/// that wants TLS.
+pub(crate) fn read_failed(e: std::io::Error, new: bool, what: &str) -> Error {
+    if new && e.kind() == std::io::ErrorKind::ConnectionReset {
+        return Error::io(
+            e,
+            "the server reset a new connection before answering (does it require TLS?)",
+        );
+    }
+    Error::io(e, what)
+}
+
 /// The error for a connection the server closed.
 pub(crate) fn closed(mid_reply: bool) -> Error {
     let detail = if mid_reply {

@@ -165,11 +165,13 @@ impl<P> std::ops::Deref for View<P> {
 
 impl<P> View<P> {
     /// The view of `core`: each server's connections kept from `old` for
-    /// the same address, else made by `make` (server index, server).
+    /// the same address, else made by `make` from the server and its
+    /// settings (`conn` with that server's metrics).
     pub fn new(
         core: Core,
         old: Option<&View<P>>,
-        mut make: impl FnMut(usize, &Server) -> P,
+        conn: &crate::connection::ConnOptions,
+        mut make: impl FnMut(&Server, crate::connection::ConnOptions) -> P,
     ) -> View<P> {
         let links = core
             .servers
@@ -177,7 +179,7 @@ impl<P> View<P> {
             .enumerate()
             .map(|(i, s)| {
                 old.and_then(|o| o.links.get(o.core.index_of(s)?).cloned())
-                    .unwrap_or_else(|| std::sync::Arc::new(make(i, s)))
+                    .unwrap_or_else(|| std::sync::Arc::new(make(s, core.conn_options(i, conn))))
             })
             .collect();
         View { core, links }

@@ -26,13 +26,29 @@ use crate::error::Error;
 use crate::health::Status;
 
 impl Core {
-    /// Whether requests of `class` are spread over replicas, and how.
-    pub fn spreads(&self, class: Class) -> Spread {
-        match (self.copies() > 1, class) {
-            (false, _) | (true, Class::Read) => Spread::No,
-            (true, Class::Write) => Spread::ToAll,
-            (true, Class::WriteOnce) => Spread::ThenDelete,
+    /// Whether writes of `class` are spread over copies at all.
+    pub fn spreads(&self, class: Class) -> bool {
+        self.copies() > 1 && class != Class::Read
+    }
+
+    /// How `req` is spread over its key's copies: a write that may be
+    /// repeated goes to every replica in service (its key checked first;
+    /// with none in service, as without replicas), other writes run on one
+    /// then delete the rest.
+    pub fn spread<Q: super::request::Request>(&self, req: &Q) -> crate::Result<Spread> {
+        if !self.spreads(req.class()) {
+            return Ok(Spread::No);
         }
+        if req.class() == Class::WriteOnce {
+            return Ok(Spread::ThenDelete);
+        }
+        crate::protocol::check_key(req.key()).map_err(|p| super::reply::key_error(req.key(), p))?;
+        let targets = self.replica_targets(req.key(), None);
+        Ok(if targets.is_empty() {
+            Spread::No
+        } else {
+            Spread::ToAll(targets)
+        })
     }
 
     /// The replicas of `key` in service, in ring order; each one marked
@@ -345,12 +361,13 @@ impl<T, R: Reply<Out = Answers<T>>> Reply for RankedReader<R> {
 }
 
 /// How a request is spread over a key's replicas.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Spread {
-    /// One server, as its plan says (reads; or one replica).
+    /// One server, as its plan says (reads; one copy; or every replica
+    /// down, failing over as without replicas).
     No,
-    /// Every replica in service at once.
-    ToAll,
+    /// Every replica in service (these) at once.
+    ToAll(Vec<usize>),
     /// The plan's server, then a delete on the other replicas.
     ThenDelete,
 }

@@ -23,10 +23,11 @@ pub(crate) struct DataEnds {
 const KEEP: usize = 512;
 
 impl DataEnds {
-    /// Feeds the next piece of the stream; returns the offsets in `chunk`
-    /// just after each request with a data block that ends in it.
-    pub fn feed(&mut self, chunk: &[u8]) -> Vec<usize> {
-        let mut ends = Vec::new();
+    /// Feeds the next piece of the stream; sets `ends` to the offsets in
+    /// `chunk` just after each request with a data block that ends in it
+    /// (a buffer the caller reuses).
+    pub fn feed(&mut self, chunk: &[u8], ends: &mut Vec<usize>) {
+        ends.clear();
         let mut pos = 0;
         while pos < chunk.len() {
             if self.data > 0 {
@@ -55,7 +56,12 @@ impl DataEnds {
                 }
             }
         }
-        ends
+    }
+
+    /// Starts again at the beginning of a request (the line buffer kept).
+    pub fn reset(&mut self) {
+        self.line.clear();
+        self.data = 0;
     }
 
     fn keep(&mut self, bytes: &[u8]) {
@@ -96,7 +102,8 @@ mod tests {
     fn ends_are_found_whatever_the_pieces() {
         let s = stream();
         let mut whole = DataEnds::default();
-        let want = whole.feed(&s);
+        let mut want = Vec::new();
+        whole.feed(&s, &mut want);
         let text: Vec<&[u8]> = want.iter().map(|&e| &s[..e]).collect();
         assert!(text[0].ends_with(b"he\r\no\r\n"));
         assert!(text[1].ends_with(b"abc\r\n"));
@@ -105,9 +112,10 @@ mod tests {
         assert_eq!(want.len(), 4);
         for size in 1..s.len() {
             let mut d = DataEnds::default();
-            let mut got = Vec::new();
+            let (mut got, mut ends) = (Vec::new(), Vec::new());
             for (i, piece) in s.chunks(size).enumerate() {
-                got.extend(d.feed(piece).into_iter().map(|e| e + i * size));
+                d.feed(piece, &mut ends);
+                got.extend(ends.iter().map(|e| e + i * size));
             }
             assert_eq!(got, want, "pieces of {size}");
         }
@@ -165,9 +173,10 @@ mod tests {
                     }
                 }
                 let mut ends = DataEnds::default();
-                let mut got = Vec::new();
+                let (mut got, mut found) = (Vec::new(), Vec::new());
                 for (i, chunk) in stream.chunks(piece).enumerate() {
-                    got.extend(ends.feed(chunk).into_iter().map(|e| e + i * piece));
+                    ends.feed(chunk, &mut found);
+                    got.extend(found.iter().map(|e| e + i * piece));
                 }
                 prop_assert_eq!(got, want);
             }
