@@ -58,7 +58,7 @@ fn main() -> Result<(), memring::Error> {
     println!(
         "after the kill: {ok} sets ok, {errors} failed; {} marked dead: {}",
         addrs[victim],
-        client.is_marked_dead(victim)
+        client.is_marked_dead(&client.servers()[victim])
     );
     let mut moved = std::collections::BTreeMap::new();
     for k in &keys {
@@ -80,7 +80,9 @@ fn main() -> Result<(), memring::Error> {
         .iter()
         .find(|k| ring.primary(k.as_bytes()) == Some(victim))
         .unwrap();
-    while client.is_marked_dead(victim) && started.elapsed() < Duration::from_secs(10) {
+    while client.is_marked_dead(&client.servers()[victim])
+        && started.elapsed() < Duration::from_secs(10)
+    {
         let _ = client.get::<String>(probe);
         std::thread::sleep(Duration::from_millis(50));
     }

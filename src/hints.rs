@@ -36,6 +36,21 @@ pub(crate) enum Pending {
 struct State {
     keys: HashSet<Box<[u8]>>,
     overflow: bool,
+    /// Batches given out by [`Hints::take`] and not yet settled: while any
+    /// is out, the server is not revived (another rejoin is still deleting).
+    lent: usize,
+}
+
+/// What [`Hints::take`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Take {
+    /// Carry this out on the server, then [`Hints::settle`] it.
+    Pending(Pending),
+    /// Nothing left: the server was revived.
+    Revived,
+    /// Nothing left here, but another rejoin still carries out a batch:
+    /// this one ends, the server stays dead until that one is done.
+    Busy,
 }
 
 impl State {
@@ -94,25 +109,38 @@ impl Hints {
 
     /// What must happen on the server next before it serves again, taken
     /// out of the hints; `first_flush` empties it whatever is pending.
-    /// `None` when nothing is left: the server was revived, under the lock,
-    /// so that no write can leave a hint the rejoin would miss.
-    pub fn take(&self, health: &Health, first_flush: bool) -> Option<Pending> {
+    /// [`Take::Revived`] when nothing is left and no other rejoin holds a
+    /// batch: the server was revived, under the lock, so that no write can
+    /// leave a hint the rejoin would miss.
+    pub fn take(&self, health: &Health, first_flush: bool) -> Take {
         let mut s = self.lock();
         if s.overflow || first_flush {
-            *s = State::default();
-            Some(Pending::Flush)
-        } else if s.keys.is_empty() {
-            health.revive();
-            None
+            s.keys = HashSet::new();
+            s.overflow = false;
+            s.lent += 1;
+            Take::Pending(Pending::Flush)
+        } else if !s.keys.is_empty() {
+            s.lent += 1;
+            Take::Pending(Pending::Delete(s.keys.drain().collect()))
+        } else if s.lent > 0 {
+            Take::Busy
         } else {
-            Some(Pending::Delete(s.keys.drain().collect()))
+            health.revive();
+            Take::Revived
         }
     }
 
+    /// A batch given out by [`take`](Self::take) was carried out.
+    pub fn settle(&self) {
+        let mut s = self.lock();
+        s.lent = s.lent.saturating_sub(1);
+    }
+
     /// Remembers again what [`take`](Self::take) gave out, after the
-    /// rejoin failed to carry it out.
+    /// rejoin failed to carry it out (or was dropped).
     pub fn restore(&self, pending: Pending) {
         let mut s = self.lock();
+        s.lent = s.lent.saturating_sub(1);
         match pending {
             Pending::Flush => s.overflow = true,
             Pending::Delete(keys) => {
@@ -147,9 +175,12 @@ mod tests {
         assert!(hints.record(b"a", &h));
         assert!(hints.record(b"b", &h));
         assert!(hints.record(b"a", &h));
-        assert!(matches!(hints.take(&h, false), Some(Pending::Delete(k)) if k.len() == 2));
+        assert!(matches!(hints.take(&h, false), Take::Pending(Pending::Delete(k)) if k.len() == 2));
         assert!(h.is_dead(), "not before the deletes are done");
-        assert_eq!(hints.take(&h, false), None);
+        assert_eq!(hints.take(&h, false), Take::Busy, "the batch is still out");
+        assert!(h.is_dead());
+        hints.settle();
+        assert_eq!(hints.take(&h, false), Take::Revived);
         assert!(!h.is_dead());
         assert!(!hints.record(b"c", &h), "alive: nothing to remember");
         assert_eq!(hints.len(), (0, false));
@@ -162,15 +193,20 @@ mod tests {
         hints.record(b"a", &h);
         hints.record(b"b", &h);
         assert_eq!(hints.len(), (0, true));
-        assert_eq!(hints.take(&h, false), Some(Pending::Flush));
-        assert_eq!(hints.take(&h, false), None);
+        assert_eq!(hints.take(&h, false), Take::Pending(Pending::Flush));
+        hints.settle();
+        assert_eq!(hints.take(&h, false), Take::Revived);
 
         let h = dead();
         let hints = Hints::new(5);
         hints.record(b"a", &h);
-        let pending = hints.take(&h, false).unwrap();
+        let Take::Pending(pending) = hints.take(&h, false) else {
+            panic!("a key is pending")
+        };
         hints.restore(pending);
         assert!(h.is_dead());
         assert_eq!(hints.len(), (1, false));
+        // Restored, nothing is out: the next rejoin takes the key again.
+        assert!(matches!(hints.take(&h, false), Take::Pending(_)));
     }
 }

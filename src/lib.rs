@@ -84,7 +84,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use hints::DEFAULT_REJOIN_HINTS;
 pub use key::KeyBuilder;
 pub use ring::{Distribution, Ring};
-pub use server::{Endpoint, IntoServers, Server, DEFAULT_PORT, MAX_WEIGHT};
+pub use server::{Endpoint, IntoServers, Server, ServerName, DEFAULT_PORT, MAX_WEIGHT};
 #[cfg(feature = "tls")]
 pub use tls::TlsConfig;
 #[cfg(feature = "serde")]

@@ -184,6 +184,7 @@ impl FromStr for Server {
 
 mod sealed {
     pub trait Sealed {}
+    pub trait Name {}
 }
 
 /// Conversion into a list of servers, so that `Client::new` takes
@@ -230,6 +231,40 @@ into_servers! {
     [] Vec<String> => |v| parse_each(&v);
     [] Vec<&str> => |v| parse_each(&v);
 }
+
+/// A server named in a query such as
+/// [`Client::is_marked_dead`](crate::Client::is_marked_dead): a
+/// [`Server`], or its address as written in the list (`"10.0.0.1:11211"`,
+/// a `String`). Sealed: implemented only here.
+pub trait ServerName: sealed::Name {
+    /// The address (`host:port`, or the socket path).
+    fn server_name(&self) -> &str;
+}
+
+impl sealed::Name for Server {}
+impl ServerName for Server {
+    fn server_name(&self) -> &str {
+        &self.label
+    }
+}
+impl sealed::Name for str {}
+impl sealed::Name for String {}
+impl ServerName for str {
+    fn server_name(&self) -> &str {
+        self
+    }
+}
+impl ServerName for String {
+    fn server_name(&self) -> &str {
+        self
+    }
+}
+impl<T: ServerName + ?Sized> ServerName for &T {
+    fn server_name(&self) -> &str {
+        (**self).server_name()
+    }
+}
+impl<T: ServerName + ?Sized> sealed::Name for &T {}
 
 #[cfg(test)]
 mod tests {

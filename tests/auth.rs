@@ -104,7 +104,7 @@ macro_rules! cases {
                 if let Some((_, password)) = creds {
                     assert!(!format!("{e} {e:?}").contains(password), "{e:?}");
                 }
-                assert!(client.is_marked_dead(0), "{creds:?}: marked dead at once");
+                assert!(client.is_marked_dead(&client.servers()[0]), "{creds:?}: marked dead at once");
                 for _ in 0..20 {
                     let e = sync!(client.get::<String>("k")).unwrap_err();
                     assert_eq!(e.kind(), ErrorKind::NoServerAvailable, "{e}");

@@ -246,12 +246,12 @@ macro_rules! cases {
             let before = connections(&mc);
             let e = sync!(reader.get::<Vec<u8>>("big")).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::ValueTooLarge, "{e}");
-            assert!(!reader.is_marked_dead(0));
+            assert!(!reader.is_marked_dead(&reader.servers()[0]));
             assert_eq!(sync!(reader.get::<String>("small")).unwrap().as_deref(), Some("s"));
             let e = sync!(reader.get::<Vec<u8>>("big")).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::ValueTooLarge, "{e}");
             assert!(
-                !reader.is_marked_dead(0),
+                !reader.is_marked_dead(&reader.servers()[0]),
                 "a value too large is not a failure"
             );
             let r = sync!(reader.get_multi::<Vec<u8>>(&["small", "big", "small"]));

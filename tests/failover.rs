@@ -75,7 +75,7 @@ macro_rules! cases {
             for k in &keys {
                 sync!(client.set(k, "during", HOUR)).unwrap();
             }
-            assert!(client.is_marked_dead(victim));
+            assert!(client.is_marked_dead(&client.servers()[victim]));
             let mut moved = 0;
             for (k, o) in keys.iter().zip(&order) {
                 let live: Vec<usize> = o.iter().copied().filter(|&i| i != victim).collect();
@@ -105,7 +105,7 @@ macro_rules! cases {
             assert!(
                 wait_until!(Duration::from_secs(5), {
                     let _ = sync!(client.get::<String>(back_key));
-                    !client.is_marked_dead(victim)
+                    !client.is_marked_dead(&client.servers()[victim])
                 }),
                 "server did not rejoin"
             );
@@ -210,7 +210,7 @@ macro_rules! cases {
             // The read times out on the hung server, which is marked dead, and
             // falls over to the neighbour (a miss there).
             assert_eq!(sync!(client.get::<String>(&key)).unwrap(), None);
-            assert!(client.is_marked_dead(0));
+            assert!(client.is_marked_dead(&client.servers()[0]));
             // The new value goes straight to the neighbour.
             sync!(client.set(&key, "new", HOUR)).unwrap();
             assert_eq!(sync!(client.get::<String>(&key)).unwrap().as_deref(), Some("new"));
@@ -218,7 +218,7 @@ macro_rules! cases {
             assert!(wait_until!(Duration::from_secs(5), {
                 let _ = sync!(client.get::<String>("probe-trigger"));
                 let _ = sync!(client.get::<String>(&key));
-                !client.is_marked_dead(0)
+                !client.is_marked_dead(&client.servers()[0])
             }));
             sync!(client.get::<String>(&key)).unwrap()
         }

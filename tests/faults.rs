@@ -403,7 +403,7 @@ macro_rules! cases {
                     started.elapsed()
                 );
             }
-            assert!(client.is_marked_dead(0));
+            assert!(client.is_marked_dead(&client.servers()[0]));
             // Skipped now: served by the next server on the ring, at once.
             let started = Instant::now();
             assert_eq!(sync!(client.get::<String>(&key)).unwrap(), None);
@@ -413,7 +413,7 @@ macro_rules! cases {
             assert!(servers[1].holds(&key));
             servers[0].resume();
             let deadline = Instant::now() + Duration::from_secs(5);
-            while client.is_marked_dead(0) {
+            while client.is_marked_dead(&client.servers()[0]) {
                 assert!(Instant::now() < deadline, "server not used again");
                 let _ = sync!(client.get::<String>(&key));
                 pause!(Duration::from_millis(20));

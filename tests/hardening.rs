@@ -54,7 +54,7 @@ macro_rules! cases {
                     assert_ne!(got.as_deref(), Some("old"), "an acknowledged set was lost");
                 }
                 assert!(
-                    !client.is_marked_dead(0),
+                    !client.is_marked_dead(&client.servers()[0]),
                     "one lost request marks no server dead"
                 );
 
@@ -97,14 +97,14 @@ macro_rules! cases {
             for _ in 0..2 {
                 assert_eq!(sync!(client.get::<String>(&k1)).unwrap(), None);
             }
-            assert!(client.is_marked_dead(0));
+            assert!(client.is_marked_dead(&client.servers()[0]));
             sync!(client.set(&k1, "new", HOUR)).unwrap();
             assert!(!sync!(client.delete(&k2)).unwrap());
             assert_eq!(sync!(client.get::<String>(&k1)).unwrap().as_deref(), Some("new"));
             servers[0].resume();
             assert!(wait_until!(Duration::from_secs(10), {
                 let _ = sync!(client.get::<String>(&canary));
-                !client.is_marked_dead(0)
+                !client.is_marked_dead(&client.servers()[0])
             }));
             (client, [k1, k2, canary])
         }
@@ -122,7 +122,7 @@ macro_rules! cases {
             assert!(!servers[0].holds(&k2));
             assert!(servers[0].holds(&canary));
             assert_eq!(servers[0].stat("cmd_flush"), 0);
-            assert_eq!(client.rejoin_hints(0), (0, false));
+            assert_eq!(client.rejoin_hints(&client.servers()[0]), (0, false));
         }
 
         $(#[$t])*
@@ -183,9 +183,9 @@ macro_rules! cases {
                         (h, other) => panic!("round {round}: key {i} on healthy server {h}: {other:?}"),
                     }
                 }
-                assert!(!client.is_marked_dead(1) && !client.is_marked_dead(2));
+                assert!(!client.is_marked_dead(&client.servers()[1]) && !client.is_marked_dead(&client.servers()[2]));
             }
-            assert!(client.is_marked_dead(0));
+            assert!(client.is_marked_dead(&client.servers()[0]));
         }
 
         $(#[$t])*
@@ -212,7 +212,7 @@ macro_rules! cases {
                 assert_eq!(r[1].as_ref().unwrap().as_deref(), Some(&b"s"[..]));
             }
             assert!(
-                !reader.is_marked_dead(0),
+                !reader.is_marked_dead(&reader.servers()[0]),
                 "a healthy server was marked dead"
             );
             assert_eq!(sync!(reader.get::<String>("small")).unwrap().as_deref(), Some("s"));
@@ -364,17 +364,17 @@ macro_rules! cases {
             for _ in 0..2 {
                 let _ = sync!(client.get::<String>(&keys[0]));
             }
-            assert!(client.is_marked_dead(0));
+            assert!(client.is_marked_dead(&client.servers()[0]));
             let items: Vec<(&str, &str)> = keys.iter().map(|k| (k.as_str(), "new")).collect();
             assert!(sync!(client.set_multi(&items, HOUR)).iter().all(Result::is_ok));
             assert!(sync!(client.delete_multi(&keys[..10])).iter().all(Result::is_ok));
-            assert_eq!(client.rejoin_hints(0), (2500, false));
+            assert_eq!(client.rejoin_hints(&client.servers()[0]), (2500, false));
             servers[0].resume();
             assert!(wait_until!(Duration::from_secs(10), {
                 let _ = sync!(client.get::<String>(&keys[0]));
-                !client.is_marked_dead(0)
+                !client.is_marked_dead(&client.servers()[0])
             }));
-            assert_eq!(client.rejoin_hints(0), (0, false));
+            assert_eq!(client.rejoin_hints(&client.servers()[0]), (0, false));
             // Every remembered key was deleted on the server, in pipelined batches.
             assert_eq!(servers[0].stat("delete_hits"), 2500);
             for r in sync!(client.get_multi::<String>(&keys)) {
@@ -509,7 +509,7 @@ both_clients! {
             .build()
             .unwrap();
         assert!(dead.get::<String>("k").is_err());
-        assert!(dead.is_marked_dead(0));
+        assert!(dead.is_marked_dead(&dead.servers()[0]));
         assert_eq!(
             dead.get::<String>("k").unwrap_err().kind(),
             ErrorKind::NoServerAvailable

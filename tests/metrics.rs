@@ -45,12 +45,12 @@ macro_rules! cases {
             for _ in 0..2 {
                 assert!(sync!(c.get::<String>(&a1)).unwrap().is_none());
             }
-            assert!(c.is_marked_dead(0));
+            assert!(c.is_marked_dead(&c.servers()[0]));
             servers[0].resume();
             pause!(Duration::from_millis(450));
             // This read probes the server back, then is served by it.
             assert!(sync!(c.get::<String>(&a2)).unwrap().is_none());
-            assert!(!c.is_marked_dead(0));
+            assert!(!c.is_marked_dead(&c.servers()[0]));
             let got = sync!(c.get_multi::<String>(&[a1.as_str(), a2.as_str(), b1.as_str()]));
             assert!(got[0].as_ref().unwrap().is_some());
 

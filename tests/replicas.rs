@@ -90,7 +90,7 @@ macro_rules! cases {
                     let _ = sync!(c.get::<String>(k));
                 }
             }
-            assert!(wait_until!(Duration::from_secs(5), { c.is_marked_dead(0) }));
+            assert!(wait_until!(Duration::from_secs(5), { c.is_marked_dead(&c.servers()[0]) }));
             sync!(write_all(&c, &keys, "v2"));
             let (misses, wrong) = sync!(read_all(&c, &keys, &["v2"]));
             assert!(wrong.is_empty(), "{wrong:?}");
@@ -102,7 +102,7 @@ macro_rules! cases {
                 for k in keys.iter().take(20) {
                     let _ = sync!(c.get::<String>(k));
                 }
-                !c.is_marked_dead(0)
+                !c.is_marked_dead(&c.servers()[0])
             });
             assert!(back, "server 0 did not rejoin");
             let (_, wrong) = sync!(read_all(&c, &keys, &["v2"]));

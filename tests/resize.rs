@@ -81,11 +81,14 @@ macro_rules! cases {
             for i in 0..100 {
                 let _ = sync!(c.get::<String>(format!("k{i}")));
             }
-            assert!(c.is_marked_dead(0));
-            // Reorder and drop server 2: server 0 is still dead where it sits now.
+            assert!(c.is_marked_dead(&addrs[0]));
+            // Reorder and drop server 2: server 0 is still dead, named by its
+            // address wherever it sits now.
             c.update_servers([addrs[1].as_str(), addrs[0].as_str()]).unwrap();
             assert_eq!(c.servers()[1].label(), addrs[0]);
-            assert!(c.is_marked_dead(1) && !c.is_marked_dead(0));
+            assert!(c.is_marked_dead(&addrs[0]) && !c.is_marked_dead(&addrs[1]));
+            assert!(c.is_marked_dead(&c.servers()[1]), "a Server names it too");
+            assert!(!c.is_marked_dead(&addrs[2]), "not in the list: not marked dead");
             // The removed server's connections close once nothing uses them.
             let closed = wait_until!(Duration::from_secs(5), {
                 servers[2].stat("curr_connections") < before

@@ -191,7 +191,7 @@ macro_rules! cases {
             let e = sync!(bare.get::<String>("k")).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Tls, "{e}");
             assert!(e.to_string().contains("client certificate"), "{e}");
-            assert!(bare.is_marked_dead(0), "a refused certificate marks the server dead");
+            assert!(bare.is_marked_dead(&bare.servers()[0]), "a refused certificate marks the server dead");
         }
 
         $(#[$m])*
@@ -289,7 +289,7 @@ macro_rules! cases {
             assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
             assert!(e.is_server_failure(), "{e}");
             assert_ne!(e.kind(), ErrorKind::Tls, "a lost connection is not a TLS misconfiguration: {e}");
-            assert!(!c.is_marked_dead(0));
+            assert!(!c.is_marked_dead(&c.servers()[0]));
             // Nothing is reused from the cut connection: the value whole.
             cut.limit.store(0, Ordering::SeqCst);
             assert_eq!(sync!(c.get::<Vec<u8>>("big")).unwrap(), Some(big));
@@ -318,7 +318,7 @@ macro_rules! cases {
                 let _ = sync!(c.get::<String>(k));
             }
             assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
-            assert!(c.is_marked_dead(0));
+            assert!(c.is_marked_dead(&c.servers()[0]));
             for k in &keys {
                 // A miss on the neighbour, never an error once marked dead.
                 sync!(c.get::<String>(k)).unwrap();

@@ -95,7 +95,7 @@ fn spans_per_command_and_health_events() {
         servers[0].resume();
         assert!(wait_until(Duration::from_secs(5), || {
             let _ = c.get::<String>(&key);
-            !c.is_marked_dead(0)
+            !c.is_marked_dead(&c.servers()[0])
         }));
     });
     let spans = capture.spans.lock().unwrap();

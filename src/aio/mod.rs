@@ -287,16 +287,15 @@ impl Inner {
 
     /// Brings a dead server back: the requests of its rejoin, in turn.
     async fn probe(&self, server: usize) -> Result<()> {
+        // Dropped with this future at any await point, or on an error: what
+        // it took goes back to the hints.
         let mut rejoin = self.core.rejoin(server);
         loop {
             let mut buf = Vec::new();
-            let Some(reader) = rejoin.next(&mut buf) else {
+            let Some(reader) = rejoin.next(&mut buf)? else {
                 return Ok(());
             };
-            if let Err(f) = self.send(server, buf, reader).await {
-                rejoin.failed();
-                return Err(f.error);
-            }
+            self.send(server, buf, reader).await.map_err(|f| f.error)?;
         }
     }
 }

@@ -240,12 +240,10 @@ fn fan_out<Q: Request>(
 /// connection.
 fn probe(now: &Inner, server: usize) -> Result<()> {
     let mut conn = now.conn(server)?;
+    // Dropped on any early return: what it took goes back to the hints.
     let mut rejoin = now.core.rejoin(server);
-    while let Some(reader) = rejoin.next(conn.begin()) {
-        if let Err(e) = exchange(&mut conn, reader) {
-            rejoin.failed();
-            return Err(e);
-        }
+    while let Some(reader) = rejoin.next(conn.begin())? {
+        exchange(&mut conn, reader)?;
     }
     Ok(())
 }

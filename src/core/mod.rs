@@ -79,16 +79,22 @@ macro_rules! core_queries {
                 .collect()
         }
 
-        /// True when `server` (by its position in the list) is marked dead.
-        pub fn is_marked_dead(&self, server: usize) -> bool {
-            self.core().is_marked_dead(server)
+        /// True when `server` is marked dead: a [`Server`](crate::Server)
+        /// or its address as written in the list (`"10.0.0.1:11211"`).
+        /// False for a server not in the list.
+        pub fn is_marked_dead(&self, server: impl crate::ServerName) -> bool {
+            let core = self.core();
+            core.find(server.server_name())
+                .is_some_and(|i| core.is_marked_dead(i))
         }
 
-        /// How many keys are remembered for deletion on `server` (by its
-        /// position in the list) when it rejoins, and whether the bound
-        /// overflowed so that it will be flushed instead.
-        pub fn rejoin_hints(&self, server: usize) -> (usize, bool) {
-            self.core().rejoin_hints(server)
+        /// How many keys are remembered for deletion on `server` (a
+        /// [`Server`](crate::Server) or its address) when it rejoins, and
+        /// whether the bound overflowed so that it will be flushed instead.
+        pub fn rejoin_hints(&self, server: impl crate::ServerName) -> (usize, bool) {
+            let core = self.core();
+            core.find(server.server_name())
+                .map_or((0, false), |i| core.rejoin_hints(i))
         }
 
         /// The exact plan of moving this client's keys to another server
@@ -232,6 +238,9 @@ pub(crate) struct NodeState {
     pub health: Health,
     pub hints: Hints,
     pub metrics: std::sync::Arc<crate::metrics::Recorder>,
+    /// The last server failure seen on it: while it is marked dead, the
+    /// reason that `NoServerAvailable` reports.
+    cause: std::sync::Mutex<Option<Error>>,
 }
 
 impl NodeState {
@@ -240,7 +249,23 @@ impl NodeState {
             health: Health::new(),
             hints: Hints::new(config.rejoin_hints),
             metrics: std::sync::Arc::new(crate::metrics::Recorder::new()),
+            cause: std::sync::Mutex::new(None),
         })
+    }
+
+    fn cause(&self) -> std::sync::MutexGuard<'_, Option<Error>> {
+        self.cause
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A copy of the failure that marked it dead (the latest one since),
+    /// when it is dead.
+    pub fn dead_because(&self) -> Option<Error> {
+        if !self.health.is_dead() {
+            return None;
+        }
+        self.cause().as_ref().map(Error::duplicate)
     }
 }
 
@@ -363,6 +388,15 @@ impl Core {
         )
     }
 
+    /// Where the server named `address` (its label, or an address that
+    /// parses to the same one) sits in this core's list.
+    pub fn find(&self, address: &str) -> Option<usize> {
+        self.servers
+            .iter()
+            .position(|s| s.label() == address)
+            .or_else(|| self.index_of(&address.parse::<Server>().ok()?))
+    }
+
     /// Where a server with `server`'s address sits in this core's list.
     pub fn index_of(&self, server: &Server) -> Option<usize> {
         self.servers
@@ -427,6 +461,7 @@ impl Core {
         let Some(node) = self.nodes.get(server) else {
             return;
         };
+        *node.cause() = Some(e.duplicate().at(self.label(server)));
         let (now, policy) = (self.clock.now(), self.config.policy);
         let newly_dead = if matches!(e.kind(), ErrorKind::AuthFailed | ErrorKind::Tls) {
             let was = node.health.is_dead();
@@ -490,19 +525,34 @@ impl Core {
         self.settle(server, result)
     }
 
+    /// The error of a request for `key` that found every server marked
+    /// dead: each server named with the failure that marked it dead, the
+    /// first such failure as its source.
     pub fn no_server(&self, key: &[u8]) -> Error {
-        let names: Vec<&str> = self
+        let mut first = None;
+        let names: Vec<String> = self
             .route(key)
-            .filter_map(|i| self.servers.get(i))
-            .map(Server::label)
+            .filter_map(|i| Some((self.servers.get(i)?, self.nodes.get(i)?)))
+            .map(|(s, n)| match n.dead_because() {
+                Some(cause) => {
+                    let name = format!("{} ({})", s.label(), cause.kind());
+                    first.get_or_insert(cause);
+                    name
+                }
+                None => s.label().to_owned(),
+            })
             .collect();
-        Error::new(
-            ErrorKind::NoServerAvailable,
-            format!(
-                "every server for this key is marked dead: {}",
-                names.join(", ")
-            ),
-        )
+        let mut detail = format!(
+            "every server for this key is marked dead: {}",
+            names.join(", ")
+        );
+        match first {
+            Some(cause) => {
+                detail.push_str("; first cause");
+                Error::new(ErrorKind::NoServerAvailable, detail).with_source(cause)
+            }
+            None => Error::new(ErrorKind::NoServerAvailable, detail),
+        }
     }
 
     // ----- what is sent ------------------------------------------------------

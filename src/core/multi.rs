@@ -112,6 +112,20 @@ impl Round {
     }
 }
 
+/// The error of a failed probe (of `probed`) on one of `key`'s servers:
+/// what a key that found no server reports, as a single-key request would.
+fn probe_failure(core: &Core, probed: &[(usize, Error)], key: &[u8]) -> Option<Error> {
+    if probed.is_empty() {
+        return None;
+    }
+    core.route(key).find_map(|s| {
+        probed
+            .iter()
+            .find(|(p, _)| *p == s)
+            .map(|(_, e)| e.duplicate())
+    })
+}
+
 /// The state of one multi-key call: each key's result and state, and the
 /// keys still to send.
 #[derive(Debug)]
@@ -123,6 +137,9 @@ pub(crate) struct Call<'c, B: Batch> {
     todo: Vec<usize>,
     rounds: u32,
     probed: Vec<usize>,
+    /// The probes of this call that failed, and how: a key that finds no
+    /// server reports its server's as a single-key request would.
+    probe_failures: Vec<(usize, Error)>,
     /// For a write spread over replicas: where each entry goes.
     forced: Option<Vec<Forced>>,
     /// The call's span: command and key count, then the keys that failed.
@@ -141,6 +158,7 @@ impl<'c, B: Batch> Call<'c, B> {
             todo: Vec::with_capacity(n),
             rounds: 0,
             probed: Vec::new(),
+            probe_failures: Vec::new(),
             forced: None,
             #[cfg(feature = "tracing")]
             span: tracing::info_span!(
@@ -221,7 +239,9 @@ impl<'c, B: Batch> Call<'c, B> {
     /// How the probe asked for by [`Round::Probe`] ended.
     pub fn probed(&mut self, server: usize, result: Result<()>) {
         self.probed.push(server);
-        let _ = self.core.probed(server, result);
+        if let Err(e) = self.core.probed(server, result) {
+            self.probe_failures.push((server, e));
+        }
     }
 
     /// Plans what comes next.
@@ -257,12 +277,11 @@ impl<'c, B: Batch> Call<'c, B> {
                 continue;
             };
             let (core, key) = (self.core, self.batch.key(i));
-            *slot = Some(Err(retry::exhausted(
-                class,
-                state.last.take(),
-                state.sent,
-                || core.no_server(key),
-            )));
+            let last =
+                (state.last.take()).or_else(|| probe_failure(core, &self.probe_failures, key));
+            *slot = Some(Err(retry::exhausted(class, last, state.sent, || {
+                core.no_server(key)
+            })));
         }
         let batch = self.batch;
         let waves: Vec<Vec<Vec<Entry>>> = groups.into_iter().map(|g| waves(batch, g)).collect();

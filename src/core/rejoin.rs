@@ -4,12 +4,20 @@
 //! one `flush_all` if too many changed or `flush_on_rejoin` is set. The
 //! server is revived only after the last of them; a failure leaves it dead
 //! with its hints kept.
+//!
+//! Cancel-proof: the keys a rejoin took out of the hint store go back to
+//! it when the [`Rejoin`] is dropped before the server was revived,
+//! whether its driver saw an error or its caller's future was dropped at
+//! an await point. Only the deletes the server answered are kept as done;
+//! one in flight is sent again on the next rejoin, which is harmless. A hint
+//! is never lost, and each rejoin cut short still makes progress.
 
 use super::multi::MAX_BATCH;
 use super::reply::{unexpected, Lines};
 use super::Core;
 use crate::error::Result;
-use crate::hints::Pending;
+use crate::error::{Error, ErrorKind};
+use crate::hints::{Pending, Take};
 use crate::protocol::{encode, Response};
 
 /// The rejoin of one server in progress.
@@ -23,6 +31,9 @@ pub(crate) struct Rejoin<'a> {
     current: Option<Pending>,
     /// Keys of `current` already sent.
     done: usize,
+    /// Keys of `current` whose deletes the server answered: what a rejoin
+    /// cut short does not give back.
+    acked: usize,
 }
 
 impl Core {
@@ -36,6 +47,7 @@ impl Core {
             first_flush: flush,
             current: None,
             done: 0,
+            acked: 0,
         }
     }
 }
@@ -63,17 +75,23 @@ fn deleted(r: Response<'_>) -> Result<()> {
 
 impl Rejoin<'_> {
     /// Encodes the next request into `buf` and returns the reader of its
-    /// reply; `None` once the server is back in service.
-    pub fn next(&mut self, buf: &mut Vec<u8>) -> Option<Lines> {
+    /// reply; `None` once the server is back in service. An error when
+    /// another rejoin of the same server is still deleting: this one ends
+    /// and the server stays dead until that one is done.
+    pub fn next(&mut self, buf: &mut Vec<u8>) -> Result<Option<Lines>> {
         if !self.started {
             self.started = true;
             encode::version(buf);
-            return Some(Lines {
+            return Ok(Some(Lines {
                 n: 1,
                 accept: version,
-            });
+            }));
         }
-        let node = self.core.nodes.get(self.server)?;
+        let Some(node) = self.core.nodes.get(self.server) else {
+            return Ok(None);
+        };
+        // Called again: every request sent so far was answered.
+        self.acked = self.done;
         loop {
             if let Some(Pending::Delete(keys)) = &self.current {
                 if let Some(chunk) = keys.get(self.done..) {
@@ -83,43 +101,67 @@ impl Rejoin<'_> {
                             encode::delete(buf, k, false);
                         }
                         self.done += chunk.len();
-                        return Some(Lines {
+                        return Ok(Some(Lines {
                             n: chunk.len(),
                             accept: deleted,
-                        });
+                        }));
                     }
                 }
             }
             let first = std::mem::take(&mut self.first_flush);
-            self.done = 0;
-            self.current = node.hints.take(&node.health, first);
-            match &self.current {
-                None => {
+            (self.done, self.acked) = (0, 0);
+            if self.current.take().is_some() {
+                // Every request of the last batch was answered.
+                node.hints.settle();
+            }
+            match node.hints.take(&node.health, first) {
+                Take::Revived => {
                     node.metrics.revived();
                     super::trace_event!(
                         tracing::Level::INFO,
                         server = self.core.label(self.server),
                         "memcached server back in service"
                     );
-                    return None;
+                    return Ok(None);
                 }
-                Some(Pending::Flush) => {
+                Take::Busy => {
+                    return Err(Error::new(
+                        ErrorKind::NoServerAvailable,
+                        "another rejoin of this server is still deleting its hinted keys",
+                    ))
+                }
+                Take::Pending(Pending::Flush) => {
+                    self.current = Some(Pending::Flush);
                     encode::flush_all(buf, None);
-                    return Some(Lines {
+                    return Ok(Some(Lines {
                         n: 1,
                         accept: flushed,
-                    });
+                    }));
                 }
-                Some(Pending::Delete(_)) => {}
+                Take::Pending(p) => self.current = Some(p),
             }
         }
     }
+}
 
-    /// The last request failed: what it was carrying out is remembered
-    /// again, and the server stays dead.
-    pub fn failed(mut self) {
-        if let (Some(node), Some(p)) = (self.core.nodes.get(self.server), self.current.take()) {
-            node.hints.restore(p);
+impl Drop for Rejoin<'_> {
+    /// Unless the server was revived, whatever this rejoin took out of the
+    /// hint store goes back: a rejoin cut short (an error, or a dropped
+    /// future) never loses a hint.
+    fn drop(&mut self) {
+        let Some(node) = self.core.nodes.get(self.server) else {
+            return;
+        };
+        match self.current.take() {
+            // The deletes the server answered are done; the rest (those in
+            // flight too: deleting twice is harmless) are remembered again,
+            // so that each rejoin cut short still makes progress.
+            Some(Pending::Delete(mut keys)) => {
+                let rest = keys.split_off(self.acked.min(keys.len()));
+                node.hints.restore(Pending::Delete(rest));
+            }
+            Some(p) => node.hints.restore(p),
+            None => {}
         }
     }
 }
