@@ -425,11 +425,8 @@ impl ClientBuilder {
     pub(crate) fn into_parts(self) -> Result<Parts> {
         let invalid = |m: &str| Err(Error::new(ErrorKind::InvalidConfig, m.to_owned()));
         if let Some(ParseError(e)) = self.server_error {
-            return Err(Error::wrap(
-                ErrorKind::InvalidConfig,
-                "invalid server address",
-                e,
-            ));
+            // Already an InvalidConfig error that names the address.
+            return Err(e);
         }
         #[cfg(feature = "tls")]
         let tls_on = self.tls.is_some();

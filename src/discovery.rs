@@ -14,7 +14,7 @@
 //! use memring::discovery::{ConfigEndpoint, Discovery};
 //! let client = memring::Client::new("10.0.0.1:11211")?;
 //! let endpoint = ConfigEndpoint::new("my-cluster.cfg.use1.cache.amazonaws.com:11211");
-//! let discovery = Discovery::start(&client, endpoint, Duration::from_secs(60));
+//! let discovery = Discovery::start(&client, endpoint, Duration::from_secs(60))?;
 //! // ... the client follows the cluster until `discovery` is dropped.
 //! # Ok::<(), memring::Error>(())
 //! ```
@@ -51,16 +51,17 @@ where
 pub trait Resize: Clone + Send + Sync + 'static {
     /// See [`Client::update_servers`](crate::Client::update_servers).
     fn update_servers(&self, servers: Vec<Server>) -> Result<Plan>;
-    /// The server list now.
-    fn servers(&self) -> Vec<Server>;
+    /// The main server list now: the one `update_servers` replaces (a
+    /// backup pool is not part of it).
+    fn main_servers(&self) -> Vec<Server>;
 }
 
 impl Resize for crate::Client {
     fn update_servers(&self, servers: Vec<Server>) -> Result<Plan> {
         crate::Client::update_servers(self, servers)
     }
-    fn servers(&self) -> Vec<Server> {
-        crate::Client::servers(self)
+    fn main_servers(&self) -> Vec<Server> {
+        crate::Client::main_servers(self)
     }
 }
 
@@ -69,8 +70,8 @@ impl Resize for crate::aio::Client {
     fn update_servers(&self, servers: Vec<Server>) -> Result<Plan> {
         crate::aio::Client::update_servers(self, servers)
     }
-    fn servers(&self) -> Vec<Server> {
-        crate::aio::Client::servers(self)
+    fn main_servers(&self) -> Vec<Server> {
+        crate::aio::Client::main_servers(self)
     }
 }
 
@@ -271,11 +272,17 @@ impl Discovery {
     /// from the client's (addresses, order or weights), applies it with
     /// `update_servers`. A failed poll or a list the client refuses keeps
     /// the last good list and is recorded in [`status`](Self::status).
+    /// The list is compared with the client's main servers (see
+    /// [`Client::main_servers`](crate::Client::main_servers)), so a backup
+    /// pool stays as built.
+    ///
+    /// Fails with [`ErrorKind::Io`] when the polling thread cannot be
+    /// started.
     pub fn start<C: Resize>(
         client: &C,
         mut source: impl ServerSource,
         every: Duration,
-    ) -> Discovery {
+    ) -> Result<Discovery> {
         let state = Arc::new((
             Mutex::new(State {
                 status: Status::default(),
@@ -288,10 +295,11 @@ impl Discovery {
             .name("memring-discovery".into())
             .spawn(move || loop {
                 let outcome = source.servers().and_then(|list| {
-                    let same = list.len() == client.servers().len()
+                    let now = client.main_servers();
+                    let same = list.len() == now.len()
                         && list
                             .iter()
-                            .zip(client.servers())
+                            .zip(&now)
                             .all(|(a, b)| a.label() == b.label() && a.weight() == b.weight());
                     if same {
                         Ok(false)
@@ -337,8 +345,11 @@ impl Discovery {
                     return;
                 }
             })
-            .ok();
-        Discovery { state, thread }
+            .map_err(|e| Error::io(e, "cannot start the discovery thread"))?;
+        Ok(Discovery {
+            state,
+            thread: Some(thread),
+        })
     }
 
     /// How the polls have gone.

@@ -189,6 +189,66 @@ impl Error {
         self
     }
 
+    /// An [`ErrorKind::Decode`] error, for a [`FromValue`](crate::FromValue)
+    /// impl of your own whose conversion fails.
+    ///
+    /// ```
+    /// use memring::{Error, ErrorKind, FromValue};
+    ///
+    /// /// A temperature stored as decimal text.
+    /// struct Celsius(f64);
+    ///
+    /// impl FromValue for Celsius {
+    ///     fn from_value(data: Vec<u8>, _flags: u32) -> Result<Self, Error> {
+    ///         let text = String::from_utf8(data)
+    ///             .map_err(|e| Error::decode("temperature is not UTF-8").with_cause(e))?;
+    ///         text.parse()
+    ///             .map(Celsius)
+    ///             .map_err(|_| Error::decode(format!("not a temperature: {text:?}")))
+    ///     }
+    /// }
+    ///
+    /// let e = Celsius::from_value(b"warm".to_vec(), 0).err().unwrap();
+    /// assert_eq!(e.kind(), ErrorKind::Decode);
+    /// assert_eq!(e.to_string(), "cannot decode value: not a temperature: \"warm\"");
+    /// assert_eq!(Celsius::from_value(b"21.5".to_vec(), 0).unwrap().0, 21.5);
+    /// ```
+    pub fn decode(detail: impl Into<String>) -> Error {
+        Error::new(ErrorKind::Decode, detail)
+    }
+
+    /// An [`ErrorKind::InvalidInput`] error, for a
+    /// [`ToValue`](crate::ToValue) impl of your own whose value cannot be
+    /// stored: the caller gets it before anything is sent.
+    ///
+    /// ```
+    /// use std::borrow::Cow;
+    /// use memring::{Error, ErrorKind, ToValue};
+    ///
+    /// struct Ratio(f64);
+    ///
+    /// impl ToValue for Ratio {
+    ///     fn to_bytes(&self) -> Result<Cow<'_, [u8]>, Error> {
+    ///         if !self.0.is_finite() {
+    ///             return Err(Error::invalid_value("a ratio must be finite"));
+    ///         }
+    ///         Ok(Cow::Owned(self.0.to_string().into_bytes()))
+    ///     }
+    /// }
+    ///
+    /// let e = Ratio(f64::NAN).to_bytes().unwrap_err();
+    /// assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    /// ```
+    pub fn invalid_value(detail: impl Into<String>) -> Error {
+        Error::new(ErrorKind::InvalidInput, detail)
+    }
+
+    /// This error with `cause` as its [`source`](std::error::Error::source)
+    /// (shown after the detail in `Display`).
+    pub fn with_cause(self, cause: impl std::error::Error + Send + Sync + 'static) -> Error {
+        self.with_source(cause)
+    }
+
     /// Attaches the server name, unless one is already set.
     pub(crate) fn at(mut self, server: &str) -> Error {
         if self.inner.server.is_none() {

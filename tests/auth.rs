@@ -108,6 +108,10 @@ macro_rules! cases {
                 for _ in 0..20 {
                     let e = sync!(client.get::<String>("k")).unwrap_err();
                     assert_eq!(e.kind(), ErrorKind::NoServerAvailable, "{e}");
+                    support::assert_dead_because(&e, ErrorKind::AuthFailed);
+                }
+                for r in sync!(client.get_multi::<String>(&["k", "j"])) {
+                    support::assert_dead_because(&r.unwrap_err(), ErrorKind::AuthFailed);
                 }
                 // One connection for the refused login, two for this count.
                 assert_eq!(

@@ -349,6 +349,12 @@ macro_rules! cases {
             assert_eq!(e.kind(), ErrorKind::InvalidConfig);
             let e = build!(Client::builder().servers("host:notaport")).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidConfig);
+            // The kind is said once, then the address and what is wrong.
+            let e = build!(Client::builder().servers("127.0.0.1:99999")).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "invalid configuration: server \"127.0.0.1:99999\": port must be a number from 1 to 65535"
+            );
         }
     };
 }

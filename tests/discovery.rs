@@ -66,7 +66,7 @@ macro_rules! cases {
             let fake = endpoint(answer.clone());
             let c = build!(Client::builder().servers(addrs[0].as_str())).unwrap();
             let source = ConfigEndpoint::new(fake.addr()).timeout(Duration::from_millis(500));
-            let discovery = Discovery::start(&c, source, POLL);
+            let discovery = Discovery::start(&c, source, POLL).unwrap();
             let labels = |c: &Client| -> Vec<String> {
                 c.servers().iter().map(|s| s.label().to_owned()).collect()
             };
@@ -115,13 +115,36 @@ macro_rules! cases {
         }
 
         $(#[$m])*
+        $($kw)? fn a_backup_pool_is_not_part_of_the_compared_list() {
+            let servers = cluster(2);
+            let addrs: Vec<String> = servers.iter().map(Memcached::addr).collect();
+            let c = build!(Client::builder()
+                .servers(addrs[0].as_str())
+                .backup(addrs[1].as_str()))
+            .unwrap();
+            assert_eq!(c.main_servers().len(), 1);
+            assert_eq!(c.backup_servers()[0].label(), addrs[1]);
+            // The main list given back changes nothing and is accepted.
+            let plan = c.update_servers(c.main_servers()).unwrap();
+            assert_eq!(plan.moved(), 0.0);
+            let main = addrs[0].clone();
+            let source = move || Ok(vec![main.parse::<memring::Server>()?]);
+            let discovery = Discovery::start(&c, source, POLL).unwrap();
+            assert!(wait_until(Duration::from_secs(5), || discovery.status().polls >= 3));
+            let status = discovery.status();
+            assert!(status.last_error.is_none(), "{:?}", status.last_error);
+            assert_eq!(status.updates, 0, "the same list is not applied again");
+            assert_eq!(c.servers().len(), 2);
+        }
+
+        $(#[$m])*
         $($kw)? fn any_source_will_do() {
             let servers = cluster(2);
             let addrs: Vec<String> = servers.iter().map(Memcached::addr).collect();
             let c = build!(Client::builder().servers(addrs[0].as_str())).unwrap();
             let list = addrs.clone();
             let source = move || list.iter().map(|a| a.parse()).collect::<memring::Result<Vec<_>>>();
-            let discovery = Discovery::start(&c, source, POLL);
+            let discovery = Discovery::start(&c, source, POLL).unwrap();
             assert!(wait_until(Duration::from_secs(5), || c.servers().len() == 2));
             // A source that fails leaves the list alone.
             // (The registry's answer, say, does not parse.)
@@ -129,7 +152,7 @@ macro_rules! cases {
                 "registry down:x".parse::<memring::Server>().map(|s| vec![s])
             };
             drop(discovery);
-            let discovery = Discovery::start(&c, failing, POLL);
+            let discovery = Discovery::start(&c, failing, POLL).unwrap();
             assert!(wait_until(Duration::from_secs(5), || discovery.status().polls >= 2));
             assert_eq!(c.servers().len(), 2);
             let e = discovery.status().last_error.unwrap();

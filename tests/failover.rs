@@ -276,6 +276,30 @@ macro_rules! cases {
                 text.contains("127.0.0.1:1") && text.contains("127.0.0.1:2"),
                 "{text}"
             );
+            // The refused connection that marked them dead is the cause.
+            support::assert_dead_because(&e, ErrorKind::Connect);
+            let rs = sync!(client.get_multi::<String>(&["k", "j"]));
+            for r in rs {
+                support::assert_dead_because(&r.unwrap_err(), ErrorKind::Connect);
+            }
+        }
+
+        $(#[$t])*
+        $($kw)? fn get_multi_reports_a_failed_connect_as_get_does() {
+            let client = build!(Client::builder()
+                .servers("127.0.0.1:1")
+                .failure_limit(1)
+                .retry_timeout(Duration::from_millis(1)))
+            .unwrap();
+            let e = sync!(client.get::<String>("k")).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Connect, "{e}");
+            pause!(Duration::from_millis(20));
+            // The retry time is up: the call probes the server, which
+            // refuses again; each key reports that.
+            for r in sync!(client.get_multi::<String>(&["k", "j"])) {
+                let e = r.unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::Connect, "{e}");
+            }
         }
     };
 }

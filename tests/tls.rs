@@ -192,6 +192,13 @@ macro_rules! cases {
             assert_eq!(e.kind(), ErrorKind::Tls, "{e}");
             assert!(e.to_string().contains("client certificate"), "{e}");
             assert!(bare.is_marked_dead(&bare.servers()[0]), "a refused certificate marks the server dead");
+            // Until its retry time, every request says why.
+            let e = sync!(bare.get::<String>("k")).unwrap_err();
+            support::assert_dead_because(&e, ErrorKind::Tls);
+            assert!(e.to_string().contains("client certificate"), "{e}");
+            for r in sync!(bare.get_multi::<String>(&["k", "j"])) {
+                support::assert_dead_because(&r.unwrap_err(), ErrorKind::Tls);
+            }
         }
 
         $(#[$m])*

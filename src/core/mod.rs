@@ -54,9 +54,26 @@ pub(crate) mod retry;
 macro_rules! core_queries {
     () => {
         /// The servers, in the order given (the latest list, after
-        /// `update_servers`).
+        /// `update_servers`): the main servers, then the backup pool's.
         pub fn servers(&self) -> Vec<crate::Server> {
             self.core().servers.clone()
+        }
+
+        /// The main servers (the latest list, after `update_servers`): the
+        /// list `update_servers` replaces, without the backup pool, so
+        /// that `client.update_servers(client.main_servers())` changes
+        /// nothing.
+        pub fn main_servers(&self) -> Vec<crate::Server> {
+            let core = self.core();
+            core.servers.get(..core.main).unwrap_or_default().to_vec()
+        }
+
+        /// The backup pool's servers (see
+        /// [`ClientBuilder::backup`](crate::ClientBuilder::backup)); empty
+        /// without one.
+        pub fn backup_servers(&self) -> Vec<crate::Server> {
+            let core = self.core();
+            core.servers.get(core.main..).unwrap_or_default().to_vec()
         }
 
         /// The distribution in use.

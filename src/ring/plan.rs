@@ -52,11 +52,11 @@ impl Plan {
     /// The share of keys whose server changes (0 to 1): the share of
     /// cached values that become misses.
     pub fn moved(&self) -> f64 {
+        // Summed from +0.0: an empty sum of f64 is -0.0.
         self.flows
             .iter()
             .filter(|f| f.moves())
-            .map(|f| f.share)
-            .sum()
+            .fold(0.0, |sum, f| sum + f.share)
     }
 
     /// The share of keys `server` holds after the change (0 to 1).
@@ -292,7 +292,9 @@ mod tests {
     fn plan_edge_cases() {
         let three = servers(&["a:1", "b:1", "c:1"]);
         let ring = Ring::new(Distribution::Ketama, &three);
-        assert_eq!(ring.plan(&ring).unwrap().moved(), 0.0);
+        let same = ring.plan(&ring).unwrap();
+        assert!(same.moved() == 0.0 && same.moved().is_sign_positive());
+        assert_eq!(same.to_string(), "0.00% of keys move");
         let modulo = Ring::new(Distribution::Modulo, &three);
         assert_eq!(
             ring.plan(&modulo).unwrap_err().kind(),

@@ -362,6 +362,22 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// Asserts that `e` is `NoServerAvailable` and names the failure of
+/// `kind` that marked the server dead: as its source (a memring error of
+/// that kind) and in its message.
+pub fn assert_dead_because(e: &memring::Error, kind: memring::ErrorKind) {
+    use std::error::Error as _;
+    assert_eq!(e.kind(), memring::ErrorKind::NoServerAvailable, "{e}");
+    let source = e
+        .source()
+        .and_then(|s| s.downcast_ref::<memring::Error>())
+        .unwrap_or_else(|| panic!("no memring source: {e:?}"));
+    assert_eq!(source.kind(), kind, "{e}");
+    assert!(source.server().is_some(), "{e:?}");
+    let text = e.to_string();
+    assert!(text.contains(&kind.to_string()), "{text}");
+}
+
 /// Starts `n` servers.
 pub fn cluster(n: usize) -> Vec<Memcached> {
     (0..n).map(|_| Memcached::start()).collect()
