@@ -102,6 +102,22 @@ impl Default for TlsConfig {
     }
 }
 
+/// The crypto of TLS connections: the application's process-wide rustls
+/// provider when it installed one (`CryptoProvider::install_default`, say
+/// aws-lc-rs for post-quantum key exchange), else *ring*, which this crate
+/// builds with. rustls 0.23.48 deprecates *ring*'s provider because it has
+/// no post-quantum key exchange; memcached's TLS (OpenSSL) offers X25519 and
+/// the NIST curves, which *ring* has, and *ring* needs no C toolchain beyond
+/// a compiler, so it stays the default here.
+fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    if let Some(installed) = rustls::crypto::CryptoProvider::get_default() {
+        return installed.clone();
+    }
+    #[allow(deprecated)]
+    let ring = rustls::crypto::ring::default_provider();
+    Arc::new(ring)
+}
+
 impl TlsConfig {
     /// Verifies servers against Mozilla's bundled roots, by the host of
     /// each server address, with no client certificate.
@@ -189,7 +205,7 @@ impl TlsConfig {
     /// The rustls configuration, built once per client.
     pub(crate) fn build(&self) -> Result<Tls> {
         let invalid = |what: String| Error::new(ErrorKind::InvalidConfig, what);
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = crypto_provider();
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| invalid("no TLS protocol version available".into()).with_source(e))?;
