@@ -79,3 +79,49 @@ fn dropping_the_client_closes_its_connections() {
         mc.stat("curr_connections")
     );
 }
+
+/// A write that fails reaches the caller as that I/O error, not as "the
+/// connection closed". The server answers the first request, then shuts its
+/// socket for reading (a Unix socket: every later write to it fails with a
+/// broken pipe) while it stays open for replies, so the error of the second
+/// request can only come from its write.
+#[tokio::test]
+async fn a_failed_write_is_the_error_the_caller_sees() {
+    use std::io::{Read, Write};
+    let dir = support::temp_dir("write-error");
+    let path = dir.join("mc.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    let held = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        while !got.ends_with(b"\r\n") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "the client closed first");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, b"get k\r\n");
+        s.shutdown(std::net::Shutdown::Read).unwrap();
+        s.write_all(b"END\r\n").unwrap();
+        // Open for replies until the client is done.
+        let _ = wait.recv_timeout(Duration::from_secs(10));
+        drop(s);
+    });
+    let c = Client::builder()
+        .servers(path.to_str().unwrap())
+        .io_timeout(Duration::from_secs(1))
+        .build_async()
+        .unwrap();
+    assert_eq!(c.get::<String>("k").await.unwrap(), None);
+    let e = c.get::<String>("k").await.unwrap_err();
+    assert_eq!(e.kind(), memring::ErrorKind::Io, "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("writing") && text.to_lowercase().contains("broken pipe"),
+        "{text}"
+    );
+    drop(c);
+    done.send(()).unwrap();
+    held.join().unwrap();
+}

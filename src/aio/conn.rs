@@ -352,6 +352,9 @@ struct Conn {
     in_flight: AtomicUsize,
     permits: Semaphore,
     closed: AtomicBool,
+    /// The write error that closed the connection, if one did: what the
+    /// requests still waiting are failed with.
+    write_error: std::sync::OnceLock<Error>,
     wake_reader: Notify,
     wake_writer: Notify,
     io_timeout: Duration,
@@ -395,13 +398,21 @@ impl Conn {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// The error that ended the connection's TLS session, if one did.
+    /// Closes the connection after a write failed with `e`; the requests
+    /// still waiting fail with it.
+    fn write_failed(&self, e: Error) {
+        let _ = self.write_error.set(e);
+        self.close();
+    }
+
+    /// The error that ended the connection, if one is known: its TLS
+    /// session's, or a failed write's.
     fn ended(&self) -> Option<Error> {
         #[cfg(feature = "tls")]
-        if let Some(f) = &self.fault {
-            return f.get();
+        if let Some(e) = self.fault.as_ref().and_then(tls::Fault::get) {
+            return Some(e);
         }
-        None
+        self.write_error.get().map(Error::duplicate)
     }
 
     /// Queues a request: its bytes, and its reader for the reader task.
@@ -453,9 +464,9 @@ impl Conn {
         if direct {
             let done = match self.writer.write_now(bytes) {
                 Ok(n) => n,
-                Err(_) => {
-                    // The reader task fails the request, as sent.
-                    self.close();
+                Err(e) => {
+                    // The reader task fails the request, as sent, with this.
+                    self.write_failed(Error::io(e, "writing the request"));
                     return Ok(());
                 }
             };
@@ -858,6 +869,7 @@ async fn start(r: Reader, w: Writer, opts: &ConnOptions) -> Result<Handle> {
         in_flight: AtomicUsize::new(0),
         permits: Semaphore::new(MAX_IN_FLIGHT as usize),
         closed: AtomicBool::new(false),
+        write_error: std::sync::OnceLock::new(),
         wake_reader: Notify::new(),
         wake_writer: Notify::new(),
         io_timeout: opts.io_timeout,
@@ -907,7 +919,8 @@ async fn write_loop(conn: Arc<Conn>) {
                 m.sent(usize::try_from(after.saturating_sub(before)).unwrap_or(usize::MAX));
             }
             conn.out().writing = false;
-            if r.is_err() {
+            if let Err(e) = r {
+                conn.write_failed(e);
                 break 'wait;
             }
             if buf.capacity() > 4 << 20 {
@@ -1025,7 +1038,7 @@ async fn read_loop(
         let idle = queue.is_empty();
         let ready = tokio::select! {
             biased;
-            () = conn.wake_reader.notified() => break closed_error(),
+            () = conn.wake_reader.notified() => break conn.ended().unwrap_or_else(closed_error),
             ready = r.readable() => {
                 if idle {
                     // Bytes with nothing queued answer nothing. Decided
