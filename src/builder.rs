@@ -96,8 +96,23 @@ pub(crate) struct Config {
     pub miss_failover: bool,
 }
 
-/// Builds a [`Client`](crate::Client). Every setter says what it defaults
-/// to. Durations longer than 30 days are clamped to 30 days.
+/// Which client a builder makes: the blocking one or the async one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    Blocking,
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    Async,
+}
+
+/// Builds a client: `C` is the client that [`build`](Self::build) returns,
+/// [`Client`](crate::Client) from `Client::builder()`, and
+/// `aio::Client` from `aio::Client::builder()` (feature `tokio`). Every
+/// setter says what it defaults to. Durations longer than 30 days are
+/// clamped to 30 days. A setting that only the other client has
+/// ([`pool_size`](Self::pool_size), [`checkout_timeout`](Self::checkout_timeout)
+/// and [`idle_timeout`](Self::idle_timeout) are the blocking client's pool;
+/// [`connections`](Self::connections) is the async client's) is refused by
+/// `build`, never silently ignored.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -109,17 +124,21 @@ pub(crate) struct Config {
 /// ```
 #[derive(Debug, Clone)]
 #[must_use]
-pub struct ClientBuilder {
+pub struct ClientBuilder<C = crate::Client> {
+    /// The client `build` makes.
+    client: std::marker::PhantomData<fn() -> C>,
     servers: Vec<Server>,
     backup: Vec<Server>,
     server_error: Option<ParseError>,
     distribution: Distribution,
     connect_timeout: Duration,
     io_timeout: Duration,
-    pool_size: u32,
-    connections: u32,
-    checkout_timeout: Duration,
-    idle_timeout: Option<Duration>,
+    /// The blocking client's pool settings and the async client's
+    /// connections: `None` when not set (the default applies).
+    pool_size: Option<u32>,
+    connections: Option<u32>,
+    checkout_timeout: Option<Duration>,
+    idle_timeout: Option<Option<Duration>>,
     nodelay: bool,
     keepalive: Option<Duration>,
     failure_limit: u32,
@@ -139,19 +158,20 @@ pub struct ClientBuilder {
     tls: Option<crate::tls::TlsConfig>,
 }
 
-impl Default for ClientBuilder {
-    fn default() -> ClientBuilder {
+impl<C> Default for ClientBuilder<C> {
+    fn default() -> ClientBuilder<C> {
         ClientBuilder {
+            client: std::marker::PhantomData,
             servers: Vec::new(),
             backup: Vec::new(),
             server_error: None,
             distribution: Distribution::Ketama,
             connect_timeout: Duration::from_secs(1),
             io_timeout: Duration::from_secs(1),
-            pool_size: 8,
-            connections: 1,
-            checkout_timeout: Duration::from_secs(1),
-            idle_timeout: Some(Duration::from_secs(300)),
+            pool_size: None,
+            connections: None,
+            checkout_timeout: None,
+            idle_timeout: None,
             nodelay: true,
             keepalive: Some(Duration::from_secs(60)),
             failure_limit: 2,
@@ -173,7 +193,7 @@ impl Default for ClientBuilder {
     }
 }
 
-impl ClientBuilder {
+impl<C> ClientBuilder<C> {
     /// Adds servers: `"host:port"`, `"host:port:weight"`,
     /// `"[v6]:port[:weight]"`, a socket path, a comma-separated list of
     /// those, or [`Server`] values. The order matters for routing (it is the
@@ -219,32 +239,35 @@ impl ClientBuilder {
         self
     }
 
-    /// Most connections per server. Defaults to 8.
+    /// Most connections per server of the blocking client's pool.
+    /// Defaults to 8. The async client has no pool: it refuses this
+    /// setting (see [`connections`](Self::connections)).
     pub fn pool_size(mut self, n: u32) -> Self {
-        self.pool_size = n;
+        self.pool_size = Some(n);
         self
     }
 
     /// Connections per server of the async client (feature `tokio`), each
     /// pipelining the requests of every task that uses it (default 1). The
-    /// blocking client ignores it.
+    /// blocking client refuses it (see [`pool_size`](Self::pool_size)).
     pub fn connections(mut self, n: u32) -> Self {
-        self.connections = n;
+        self.connections = Some(n);
         self
     }
 
-    /// How long a caller waits for a free connection when all of a
-    /// server's connections are busy. Defaults to 1 s; zero is refused by
-    /// [`build`](Self::build).
+    /// How long a caller of the blocking client waits for a free
+    /// connection when all of a server's pooled connections are busy.
+    /// Defaults to 1 s; zero is refused by `build`, and so is the setting
+    /// by the async client, which has no pool.
     pub fn checkout_timeout(mut self, t: Duration) -> Self {
-        self.checkout_timeout = t;
+        self.checkout_timeout = Some(t);
         self
     }
 
     /// Idle connections older than this are closed and reopened on their
     /// next use; `None` keeps them. Defaults to 300 s.
     pub fn idle_timeout(mut self, t: Option<Duration>) -> Self {
-        self.idle_timeout = t;
+        self.idle_timeout = Some(t);
         self
     }
 
@@ -421,9 +444,35 @@ impl ClientBuilder {
         self
     }
 
-    /// Checks every setting; each client builds on this.
-    pub(crate) fn into_parts(self) -> Result<Parts> {
+    /// Checks every setting for the client `target`; each client builds on
+    /// this.
+    pub(crate) fn into_parts(self, target: Target) -> Result<Parts> {
         let invalid = |m: &str| Err(Error::new(ErrorKind::InvalidConfig, m.to_owned()));
+        let other = match target {
+            Target::Blocking => self.connections.is_some().then_some(
+                "connections(n) is a setting of the async client (aio::Client); \
+                 the blocking client's connections per server are pool_size(n)",
+            ),
+            Target::Async => [
+                (self.pool_size.is_some(), "pool_size"),
+                (self.checkout_timeout.is_some(), "checkout_timeout"),
+                (self.idle_timeout.is_some(), "idle_timeout"),
+            ]
+            .into_iter()
+            .find(|(set, _)| *set)
+            .map(|_| {
+                "pool_size, checkout_timeout and idle_timeout are settings of the blocking \
+                 client's pool; the async client has none: its connections per server are \
+                 connections(n)"
+            }),
+        };
+        if let Some(why) = other {
+            return invalid(why);
+        }
+        let pool_size = self.pool_size.unwrap_or(8);
+        let connections = self.connections.unwrap_or(1);
+        let checkout_timeout = self.checkout_timeout.unwrap_or(Duration::from_secs(1));
+        let idle_timeout = self.idle_timeout.unwrap_or(Some(Duration::from_secs(300)));
         if let Some(ParseError(e)) = self.server_error {
             // Already an InvalidConfig error that names the address.
             return Err(e);
@@ -449,18 +498,12 @@ impl ClientBuilder {
         if self.replicas == 0 {
             return invalid("replicas must be at least 1");
         }
-        if self.pool_size == 0
-            || self.connections == 0
-            || self.max_attempts == 0
-            || self.failure_limit == 0
-        {
+        if pool_size == 0 || connections == 0 || self.max_attempts == 0 || self.failure_limit == 0 {
             return invalid(
                 "pool_size, connections, max_attempts and failure_limit must be at least 1",
             );
         }
-        if self.io_timeout.is_zero()
-            || self.connect_timeout.is_zero()
-            || self.checkout_timeout.is_zero()
+        if self.io_timeout.is_zero() || self.connect_timeout.is_zero() || checkout_timeout.is_zero()
         {
             return invalid(
                 "io_timeout, connect_timeout and checkout_timeout must be longer than zero",
@@ -491,9 +534,9 @@ impl ClientBuilder {
             tls,
         };
         let pool = PoolOptions {
-            max_size: self.pool_size,
-            checkout_timeout: clamp(self.checkout_timeout),
-            idle_timeout: self.idle_timeout.map(clamp),
+            max_size: pool_size,
+            checkout_timeout: clamp(checkout_timeout),
+            idle_timeout: idle_timeout.map(clamp),
         };
         let config = Config {
             distribution: self.distribution,
@@ -517,7 +560,7 @@ impl ClientBuilder {
             backup: self.backup,
             conn,
             pool,
-            connections: self.connections,
+            connections,
             config,
         })
     }

@@ -155,6 +155,19 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// Why an error happened, as text: the source of an [`Error`] whose cause
+/// is not an error value of its own.
+#[derive(Debug)]
+struct Reason(String);
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Reason {}
+
 /// An error from memring: a kind, the server involved (if any), and detail.
 ///
 /// `Display` reads `kind (server): detail: cause`.
@@ -247,6 +260,16 @@ impl Error {
     /// (shown after the detail in `Display`).
     pub fn with_cause(self, cause: impl std::error::Error + Send + Sync + 'static) -> Error {
         self.with_source(cause)
+    }
+
+    /// An error of `kind` about `what`, whose source says `why` (text
+    /// only): `Display` reads `kind: what: why`.
+    pub(crate) fn because(
+        kind: ErrorKind,
+        what: impl Into<String>,
+        why: impl Into<String>,
+    ) -> Error {
+        Error::new(kind, what).with_source(Reason(why.into()))
     }
 
     /// Attaches the server name, unless one is already set.

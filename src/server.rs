@@ -115,8 +115,9 @@ impl fmt::Display for Server {
     }
 }
 
+/// An address that does not parse: what is wrong is the error's source.
 fn bad(s: &str, why: &str) -> Error {
-    Error::new(ErrorKind::InvalidConfig, format!("server {s:?}: {why}"))
+    Error::because(ErrorKind::InvalidConfig, format!("server {s:?}"), why)
 }
 
 fn parse_port(s: &str, p: &str) -> Result<u16, Error> {

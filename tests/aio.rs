@@ -125,3 +125,43 @@ async fn a_failed_write_is_the_error_the_caller_sees() {
     done.send(()).unwrap();
     held.join().unwrap();
 }
+
+/// A builder begun from the async client builds the async client, and a
+/// setting only the other client has is refused, never ignored.
+#[tokio::test]
+async fn each_builder_builds_its_client_and_refuses_the_others_settings() {
+    let mc = Memcached::start();
+    let c: Client = Client::builder()
+        .servers(mc.addr().as_str())
+        .connections(2)
+        .build()
+        .unwrap();
+    c.set("k", "v", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(c.get::<String>("k").await.unwrap().as_deref(), Some("v"));
+
+    let pool_only = [
+        Client::builder().pool_size(4),
+        Client::builder().checkout_timeout(Duration::from_secs(2)),
+        Client::builder().idle_timeout(None),
+    ];
+    for b in pool_only {
+        let e = b.servers(mc.addr().as_str()).build().unwrap_err();
+        assert_eq!(e.kind(), memring::ErrorKind::InvalidConfig, "{e}");
+        assert!(e.to_string().contains("connections(n)"), "{e}");
+    }
+    // The same through the blocking builder's build_async.
+    let e = memring::Client::builder()
+        .servers(mc.addr().as_str())
+        .pool_size(4)
+        .build_async()
+        .unwrap_err();
+    assert_eq!(e.kind(), memring::ErrorKind::InvalidConfig, "{e}");
+
+    let e = memring::Client::builder()
+        .servers(mc.addr().as_str())
+        .connections(4)
+        .build()
+        .unwrap_err();
+    assert_eq!(e.kind(), memring::ErrorKind::InvalidConfig, "{e}");
+    assert!(e.to_string().contains("pool_size(n)"), "{e}");
+}

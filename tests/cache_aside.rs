@@ -19,11 +19,7 @@ macro_rules! cases {
         use super::*;
 
         fn client(mc: &Memcached) -> Client {
-            build!(Client::builder()
-                .servers(mc.addr().as_str())
-                .pool_size(16)
-                )
-                .unwrap()
+            build!(per_server!(Client::builder().servers(mc.addr().as_str()), 16)).unwrap()
         }
 
         $(#[$t])*

@@ -236,13 +236,14 @@ macro_rules! cases {
             let writer = client(&mc);
             sync!(writer.set("big", vec![b'x'; 10_000], MIN)).unwrap();
             sync!(writer.set("small", "s", MIN)).unwrap();
-            let reader = build!(Client::builder()
-                .servers(mc.addr().as_str())
-                .max_value_size(1000)
-                .max_attempts(1)
-                .connections(1)
-                )
-                .unwrap();
+            let reader = build!(per_server!(
+                Client::builder()
+                    .servers(mc.addr().as_str())
+                    .max_value_size(1000)
+                    .max_attempts(1),
+                1
+            ))
+            .unwrap();
             let before = connections(&mc);
             let e = sync!(reader.get::<Vec<u8>>("big")).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::ValueTooLarge, "{e}");

@@ -221,13 +221,15 @@ macro_rules! cases {
         use super::*;
 
         fn single(addr: &str) -> Client {
-            build!(Client::builder()
-                .servers(addr)
-                .io_timeout(IO_TIMEOUT)
-                .connect_timeout(IO_TIMEOUT)
-                .max_attempts(1)
-                .failure_limit(1000)
-                .connections(1))
+            build!(per_server!(
+                Client::builder()
+                    .servers(addr)
+                    .io_timeout(IO_TIMEOUT)
+                    .connect_timeout(IO_TIMEOUT)
+                    .max_attempts(1)
+                    .failure_limit(1000),
+                1
+            ))
             .unwrap()
         }
 
@@ -430,9 +432,7 @@ macro_rules! cases {
         $(#[$t])*
         $($kw)? fn a_killed_and_restarted_server_is_used_again_without_errors() {
             let mut mc = Memcached::start();
-            let client = build!(Client::builder()
-                .servers(mc.addr().as_str())
-                .pool_size(4))
+            let client = build!(per_server!(Client::builder().servers(mc.addr().as_str()), 4))
             .unwrap();
             // Open several connections, left idle.
             let handles: Vec<_> = (0..4)

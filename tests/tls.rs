@@ -95,7 +95,7 @@ macro_rules! cases {
         #[allow(unused_imports)]
         use super::*;
 
-        fn builder(mc: &Memcached, tls: TlsConfig) -> memring::ClientBuilder {
+        fn builder(mc: &Memcached, tls: TlsConfig) -> memring::ClientBuilder<Client> {
             Client::builder()
                 .servers(mc.addr().as_str())
                 .tls(tls)

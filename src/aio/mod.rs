@@ -28,7 +28,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::builder::ClientBuilder;
+use crate::builder::{ClientBuilder, Target};
 use crate::core::plan::Step;
 use crate::core::replicas::Spread;
 use crate::core::reply::Reply;
@@ -93,11 +93,56 @@ impl std::fmt::Debug for Client {
     }
 }
 
-impl ClientBuilder {
-    /// Builds the async client (feature `tokio`). Does not connect; the
-    /// same settings and checks as [`build`](Self::build).
+impl ClientBuilder<crate::Client> {
+    /// Builds the async client (feature `tokio`) from a builder begun with
+    /// `memring::Client::builder()`: the same as building one begun with
+    /// [`aio::Client::builder()`](Client::builder). Does not connect; the
+    /// same checks as [`build`](Self::build), with the async client's
+    /// settings.
     pub fn build_async(self) -> Result<Client> {
-        let parts = self.into_parts()?;
+        Client::from_parts(self.into_parts(Target::Async)?)
+    }
+}
+
+impl ClientBuilder<Client> {
+    /// Builds the async client. Does not connect. Refuses the blocking
+    /// client's pool settings (`pool_size`, `checkout_timeout`,
+    /// `idle_timeout`) with
+    /// [`ErrorKind::InvalidConfig`](crate::ErrorKind::InvalidConfig); its
+    /// own is [`connections`](Self::connections).
+    ///
+    /// ```no_run
+    /// # fn demo() -> memring::Result<()> {
+    /// let client = memring::aio::Client::builder()
+    ///     .servers("127.0.0.1:11211")
+    ///     .connections(2)
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn build(self) -> Result<Client> {
+        Client::from_parts(self.into_parts(Target::Async)?)
+    }
+
+    /// The same as [`build`](Self::build), so that a builder of either
+    /// kind finishes with `build_async()` into the async client.
+    pub fn build_async(self) -> Result<Client> {
+        self.build()
+    }
+}
+
+impl Client {
+    /// An async client for `servers` with every default.
+    pub fn new(servers: impl IntoServers) -> Result<Client> {
+        Client::builder().servers(servers).build()
+    }
+
+    /// A builder with every default, whose
+    /// [`build`](ClientBuilder::<Client>::build) makes the async client.
+    pub fn builder() -> ClientBuilder<Client> {
+        ClientBuilder::default()
+    }
+
+    fn from_parts(parts: crate::builder::Parts) -> Result<Client> {
         let core = Core::new(parts.servers, parts.backup, parts.config);
         let view = view(core, &parts.conn, parts.connections, None);
         Ok(Client {
@@ -107,19 +152,6 @@ impl ClientBuilder {
                 connections: parts.connections,
             }),
         })
-    }
-}
-
-impl Client {
-    /// An async client for `servers` with every default.
-    pub fn new(servers: impl IntoServers) -> Result<Client> {
-        ClientBuilder::default().servers(servers).build_async()
-    }
-
-    /// A builder with every default; finish it with
-    /// [`build_async`](ClientBuilder::build_async).
-    pub fn builder() -> ClientBuilder {
-        ClientBuilder::default()
     }
 
     crate::core::core_queries!();

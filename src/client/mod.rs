@@ -75,7 +75,7 @@ impl std::fmt::Debug for Client {
     }
 }
 
-impl ClientBuilder {
+impl ClientBuilder<Client> {
     /// Builds the client. Does not connect: a server that is down now is
     /// marked dead when requests fail, and used again when it returns.
     ///
@@ -85,7 +85,7 @@ impl ClientBuilder {
     /// above [`MAX_VALUE_SIZE_LIMIT`](crate::MAX_VALUE_SIZE_LIMIT), or a
     /// weight above [`MAX_WEIGHT`](crate::MAX_WEIGHT).
     pub fn build(self) -> Result<Client> {
-        let parts = self.into_parts()?;
+        let parts = self.into_parts(crate::builder::Target::Blocking)?;
         let core = Core::new(parts.servers, parts.backup, parts.config);
         let maker = PoolMaker::new(parts.conn, parts.pool);
         let view = maker.view(core, None);
@@ -103,11 +103,12 @@ impl Client {
     /// `Client::new("10.0.0.1:11211,10.0.0.2:11211")`,
     /// `Client::new(["a:11211", "b:11211:2"])`.
     pub fn new(servers: impl IntoServers) -> Result<Client> {
-        ClientBuilder::default().servers(servers).build()
+        Client::builder().servers(servers).build()
     }
 
-    /// A builder with every default.
-    pub fn builder() -> ClientBuilder {
+    /// A builder with every default; [`build`](ClientBuilder::build) makes
+    /// this client.
+    pub fn builder() -> ClientBuilder<Client> {
         ClientBuilder::default()
     }
 

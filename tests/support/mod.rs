@@ -418,7 +418,23 @@ macro_rules! blocking_build {
 #[macro_export]
 macro_rules! async_build {
     ($b:expr) => {
-        $b.build_async()
+        $b.build()
+    };
+}
+
+/// Connections per server of the blocking client: its pool's size.
+#[macro_export]
+macro_rules! blocking_per_server {
+    ($b:expr, $n:expr) => {
+        $b.pool_size($n)
+    };
+}
+
+/// Connections per server of the async client.
+#[macro_export]
+macro_rules! async_per_server {
+    ($b:expr, $n:expr) => {
+        $b.connections($n)
     };
 }
 
@@ -523,7 +539,8 @@ macro_rules! both_clients {
             #[allow(unused_imports)]
             use $crate::{
                 blocking_build as build, blocking_compute as compute, blocking_join as join,
-                blocking_pause as pause, blocking_spawn as spawn, blocking_sync as sync,
+                blocking_pause as pause, blocking_per_server as per_server,
+                blocking_spawn as spawn, blocking_sync as sync,
                 blocking_wait_until as wait_until,
             };
             use memring::Client;
@@ -536,7 +553,8 @@ macro_rules! both_clients {
             #[allow(unused_imports)]
             use $crate::{
                 async_build as build, async_compute as compute, async_join as join,
-                async_pause as pause, async_spawn as spawn, async_sync as sync,
+                async_pause as pause, async_per_server as per_server,
+                async_spawn as spawn, async_sync as sync,
                 async_wait_until as wait_until,
             };
             use memring::aio::Client;
