@@ -19,13 +19,13 @@ impl Client {
     /// `max_value_size` is [`ErrorKind::ValueTooLarge`](crate::ErrorKind),
     /// never a miss.
     pub async fn get<V: FromValue>(&self, key: impl AsRef<[u8]>) -> Result<Option<V>> {
-        self.core()
+        self.view()
             .value(self.run(&Fetch::new(key.as_ref(), false, None)).await?)
     }
 
     /// Reads a value and its cas token (for [`cas`](Self::cas)).
     pub async fn gets<V: FromValue>(&self, key: impl AsRef<[u8]>) -> Result<Option<(V, CasToken)>> {
-        self.core()
+        self.view()
             .value_cas(self.run(&Fetch::new(key.as_ref(), true, None)).await?)
     }
 
@@ -35,7 +35,7 @@ impl Client {
         key: impl AsRef<[u8]>,
         ttl: impl Into<Expiry>,
     ) -> Result<Option<V>> {
-        self.core().value(
+        self.view().value(
             self.run(&Fetch::new(key.as_ref(), false, Some(ttl.into())))
                 .await?,
         )
@@ -47,7 +47,7 @@ impl Client {
         key: impl AsRef<[u8]>,
         ttl: impl Into<Expiry>,
     ) -> Result<Option<(V, CasToken)>> {
-        self.core().value_cas(
+        self.view().value_cas(
             self.run(&Fetch::new(key.as_ref(), true, Some(ttl.into())))
                 .await?,
         )
@@ -63,7 +63,7 @@ impl Client {
         value: &(impl ToValue + ?Sized),
         ttl: Expiry,
     ) -> Result<StoreReply> {
-        let req = Store::new(&self.core(), cmd, key, value, ttl)?;
+        let req = Store::new(&self.view(), cmd, key, value, ttl)?;
         self.run(&req).await
     }
 
@@ -180,7 +180,7 @@ use crate::protocol::{check_key, MetaFlag};
 impl Client {
     /// Runs one meta command, as [`crate::Client::meta`] does.
     pub async fn meta(&self, key: impl AsRef<[u8]>, request: MetaRequest<'_>) -> Result<MetaReply> {
-        let req = Meta::new(&self.core(), key.as_ref(), request)?;
+        let req = Meta::new(&self.view(), key.as_ref(), request)?;
         self.run(&req).await
     }
 
@@ -241,7 +241,7 @@ impl Client {
             return Err(key_error(key, p).into());
         }
         let ttl = ttl.into();
-        let mut lease = self.core().lease();
+        let mut lease = self.view().lease();
         let get = lease.get_flags();
         loop {
             let r = match self.meta(key, MetaRequest::Get(&get)).await {
@@ -251,12 +251,12 @@ impl Client {
             };
             match lease.step(r) {
                 LeaseStep::Found(data, flags, origin) => {
-                    return Ok((self.core().decode(data, flags)?, origin))
+                    return Ok((self.view().decode(data, flags)?, origin))
                 }
                 LeaseStep::Compute { cas, release } => {
                     return match compute().await {
                         Ok(v) => {
-                            if let Some(store) = leased_store(&self.core(), key, &v, ttl, cas) {
+                            if let Some(store) = leased_store(&self.view(), key, &v, ttl, cas) {
                                 let _ = self.run(&store).await;
                             }
                             Ok((v, Origin::Computed))

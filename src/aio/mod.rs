@@ -29,10 +29,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::builder::{ClientBuilder, Target};
-use crate::core::plan::Step;
-use crate::core::replicas::Spread;
 use crate::core::reply::Reply;
-use crate::core::request::{Delete, Request};
+use crate::core::request::{Delete, Out, Request};
+use crate::core::run::Next;
 use crate::core::Core;
 use crate::error::Result;
 use crate::server::IntoServers;
@@ -48,7 +47,7 @@ use conn::{Failed, Outcome, ServerConns, Ticket};
 type Inner = crate::core::View<ServerConns>;
 
 struct Shared {
-    now: crate::core::Current<Inner>,
+    current: crate::core::Current<Inner>,
     conn: crate::connection::ConnOptions,
     connections: u32,
 }
@@ -85,10 +84,10 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let now = self.core();
+        let view = self.view();
         f.debug_struct("aio::Client")
-            .field("servers", &now.servers)
-            .field("distribution", &now.config.distribution)
+            .field("servers", &view.servers)
+            .field("distribution", &view.config.distribution)
             .finish_non_exhaustive()
     }
 }
@@ -147,7 +146,7 @@ impl Client {
         let view = view(core, &parts.conn, parts.connections, None);
         Ok(Client {
             shared: Arc::new(Shared {
-                now: crate::core::Current::new(view),
+                current: crate::core::Current::new(view),
                 conn: parts.conn,
                 connections: parts.connections,
             }),
@@ -163,7 +162,7 @@ impl Client {
     /// returned.
     pub fn update_servers(&self, servers: impl IntoServers) -> Result<crate::ring::Plan> {
         let tls = self.shared.conn.uses_tls();
-        self.shared.now.replace(|old| {
+        self.shared.current.replace(|old| {
             let (core, plan) = old.core.resize(servers, tls)?;
             Ok((
                 view(core, &self.shared.conn, self.shared.connections, Some(old)),
@@ -176,103 +175,50 @@ impl Client {
 
     /// The servers now: core and connections. A request holds one from its
     /// start to its end.
-    fn core(&self) -> Arc<Inner> {
-        self.shared.now.get()
+    fn view(&self) -> Arc<Inner> {
+        self.shared.current.get()
     }
 
-    /// Runs `req`: on one server as its plan says, or spread over the
-    /// key's replicas (see `core::replicas`).
-    async fn run<Q>(&self, req: &Q) -> Result<<Q::Reply as Reply>::Out>
+    /// Runs `req` as the core's [`Run`](crate::core::run::Run) says:
+    /// this loop only moves the bytes.
+    async fn run<Q>(&self, req: &Q) -> Result<Out<Q>>
     where
         Q: Request + Sync,
-        <Q::Reply as Reply>::Out: Send + 'static,
+        Out<Q>: Send + 'static,
     {
-        let now = self.core();
-        match now.core.spread(req)? {
-            Spread::No => {
-                let (v, server) = now.attempt(req).await?;
-                let core: &Core = &now;
-                for other in core.miss_targets(req.class(), Q::tally(&v), req.key(), server) {
-                    core.count_request(other, req.class());
+        let view = self.view();
+        let core: &Core = &view;
+        let mut run = core.run(req)?;
+        loop {
+            match run.next() {
+                Next::Send { server, failover } => {
                     let mut buf = Vec::with_capacity(req.key().len() + 32);
-                    req.encode(core, false, &mut buf);
-                    match now.send(other, buf, req.reply()).await {
-                        Ok(hit) if Q::tally(&hit).0 > 0 => return Ok(hit),
-                        Ok(_) => {}
-                        Err(f) => {
-                            core.failed(other, &f.error);
-                        }
-                    }
+                    req.encode(core, failover, &mut buf);
+                    let sent = view.send(server, buf, req.reply()).await;
+                    run.answered(server, sent.map_err(|f| (f.error, f.sent)));
                 }
-                Ok(v)
-            }
-            Spread::ToAll(targets) => now.fan_out(req, &targets, false).await,
-            Spread::ThenDelete => {
-                let (v, server) = now.attempt(req).await?;
-                let others = now.core.replica_targets(req.key(), Some(server));
-                if !others.is_empty() {
-                    let _ = now.fan_out(&Delete(req.key()), &others, true).await;
+                Next::Probe(server) => run.probed(view.probe(server).await),
+                Next::SendAll(targets) => run.spread(view.send_all(req, &targets).await),
+                Next::DeleteAll(targets) => {
+                    run.deleted(view.send_all(&Delete(req.key()), &targets).await);
                 }
-                Ok(v)
+                Next::Done(r) => return r,
             }
         }
     }
 }
 
 impl Inner {
-    /// Runs `req` as its plan says: on the key's first usable server,
-    /// failing over along the ring as the retry decision allows. Returns
-    /// the answer and the server that gave it.
-    async fn attempt<Q>(&self, req: &Q) -> Result<(<Q::Reply as Reply>::Out, usize)>
+    /// Queues `req` on every server of `targets` before awaiting any
+    /// answer: one round trip. Each server's result, in order.
+    async fn send_all<Q>(&self, req: &Q, targets: &[usize]) -> Vec<(usize, Result<Out<Q>>)>
     where
         Q: Request + Sync,
-        <Q::Reply as Reply>::Out: Send + 'static,
-    {
-        let core: &Core = self;
-        let mut plan = core.plan(req)?;
-        loop {
-            match plan.next() {
-                Step::Try { server, failover } => {
-                    let mut buf = Vec::with_capacity(req.key().len() + 32);
-                    req.encode(core, failover, &mut buf);
-                    match self.send(server, buf, req.reply()).await {
-                        Ok(v) => {
-                            plan.succeeded(server, Q::tally(&v));
-                            return Ok((v, server));
-                        }
-                        Err(f) => {
-                            if let Some(e) = plan.failed(server, f.error, f.sent) {
-                                return Err(e);
-                            }
-                        }
-                    }
-                }
-                Step::Probe(server) => {
-                    let r = self.probe(server).await;
-                    plan.probed(r);
-                }
-                Step::Fail(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Queues `req` on every server of `targets` (the key's replicas)
-    /// before awaiting any answer: one round trip. The core decides what
-    /// the answers mean together.
-    async fn fan_out<Q>(
-        &self,
-        req: &Q,
-        targets: &[usize],
-        must_agree: bool,
-    ) -> Result<<Q::Reply as Reply>::Out>
-    where
-        Q: Request + Sync,
-        <Q::Reply as Reply>::Out: Send + 'static,
+        Out<Q>: Send + 'static,
     {
         let core: &Core = self;
         let mut queued = Vec::with_capacity(targets.len());
         for &server in targets {
-            core.count_request(server, req.class());
             let mut buf = Vec::with_capacity(req.key().len() + 32);
             req.encode(core, false, &mut buf);
             queued.push((server, self.submit(server, buf, req.reply()).await));
@@ -285,7 +231,7 @@ impl Inner {
             };
             results.push((server, r.map_err(|f| f.error)));
         }
-        core.replicated(req.key(), results, must_agree)
+        results
     }
 }
 

@@ -17,28 +17,28 @@ impl Client {
         B: Batch + Sync,
         B::Out: Send + 'static,
     {
-        let now = self.core();
-        if !now.core.spreads(batch.class()) {
-            return run_call(&now, batch, Call::new(&now, batch, n)).await;
+        let view = self.view();
+        if !view.core.spreads(batch.class()) {
+            return run_call(&view, batch, Call::new(&view, batch, n)).await;
         }
-        let ranked = Ranked::new(&now.core, batch, n);
-        let call = Call::to_replicas(&now, &ranked, ranked.forced());
-        let results = run_call(&now, &ranked, call).await;
-        ranked.finish(&now.core, results)
+        let ranked = Ranked::new(&view.core, batch, n);
+        let call = Call::to_replicas(&view, &ranked, ranked.forced());
+        let results = run_call(&view, &ranked, call).await;
+        ranked.finish(&view.core, results)
     }
 }
 
 /// Runs a multi-key call to its end.
-async fn run_call<B>(now: &Inner, batch: &B, mut call: Call<'_, B>) -> Vec<Result<B::Out>>
+async fn run_call<B>(view: &Inner, batch: &B, mut call: Call<'_, B>) -> Vec<Result<B::Out>>
 where
     B: Batch + Sync,
     B::Out: Send + 'static,
 {
-    let core: &crate::core::Core = now;
+    let core: &crate::core::Core = view;
     loop {
         match call.next_round() {
             Round::Probe(server) => {
-                let r = now.probe(server).await;
+                let r = view.probe(server).await;
                 call.probed(server, r);
             }
             Round::Send(groups) => {
@@ -50,7 +50,7 @@ where
                         };
                         let mut buf = Vec::new();
                         batch.encode(core, &mut buf, entries);
-                        let q = now.submit(s, buf, batch.reader(entries)).await;
+                        let q = view.submit(s, buf, batch.reader(entries)).await;
                         queued.push((s, entries, q));
                     }
                     for (s, entries, q) in queued {
@@ -91,9 +91,9 @@ impl Client {
         };
         let got = self.multi(&batch, keys.len()).await;
         // One view decodes every value (its codec and limits).
-        let now = self.core();
+        let view = self.view();
         got.into_iter()
-            .map(|r| r.and_then(|f| now.value(f)))
+            .map(|r| r.and_then(|f| view.value(f)))
             .collect()
     }
 
@@ -108,9 +108,9 @@ impl Client {
         };
         let got = self.multi(&batch, keys.len()).await;
         // One view decodes every value (its codec and limits).
-        let now = self.core();
+        let view = self.view();
         got.into_iter()
-            .map(|r| r.and_then(|f| now.value_cas(f)))
+            .map(|r| r.and_then(|f| view.value_cas(f)))
             .collect()
     }
 
@@ -121,7 +121,7 @@ impl Client {
         K: AsRef<[u8]> + Sync,
         V: ToValue + Sync,
     {
-        let batch = SetBatch::new(&self.core(), items, ttl.into());
+        let batch = SetBatch::new(&self.view(), items, ttl.into());
         self.multi(&batch, items.len()).await
     }
 

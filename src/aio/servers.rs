@@ -16,7 +16,7 @@ impl Client {
     where
         <Q::Reply as Reply>::Out: Send + 'static,
     {
-        let core = self.core();
+        let core = self.view();
         let mut queued = Vec::with_capacity(core.servers.len());
         for server in 0..core.servers.len() {
             let mut buf = Vec::new();
@@ -50,7 +50,7 @@ impl Client {
     pub async fn stats(&self, arg: Option<&str>) -> PerServer<Stats> {
         match StatsOf::new(arg) {
             Ok(req) => self.each_server(&req).await,
-            Err(e) => self.core().for_each_server(&e),
+            Err(e) => self.view().for_each_server(&e),
         }
     }
 

@@ -19,13 +19,13 @@ impl Client {
     /// `max_value_size` is [`ErrorKind::ValueTooLarge`](crate::ErrorKind),
     /// never a miss.
     pub fn get<V: FromValue>(&self, key: impl AsRef<[u8]>) -> Result<Option<V>> {
-        self.core()
+        self.view()
             .value(self.run(&Fetch::new(key.as_ref(), false, None))?)
     }
 
     /// Reads a value and its cas token (for [`cas`](Self::cas)).
     pub fn gets<V: FromValue>(&self, key: impl AsRef<[u8]>) -> Result<Option<(V, CasToken)>> {
-        self.core()
+        self.view()
             .value_cas(self.run(&Fetch::new(key.as_ref(), true, None))?)
     }
 
@@ -35,7 +35,7 @@ impl Client {
         key: impl AsRef<[u8]>,
         ttl: impl Into<Expiry>,
     ) -> Result<Option<V>> {
-        self.core()
+        self.view()
             .value(self.run(&Fetch::new(key.as_ref(), false, Some(ttl.into())))?)
     }
 
@@ -45,7 +45,7 @@ impl Client {
         key: impl AsRef<[u8]>,
         ttl: impl Into<Expiry>,
     ) -> Result<Option<(V, CasToken)>> {
-        self.core()
+        self.view()
             .value_cas(self.run(&Fetch::new(key.as_ref(), true, Some(ttl.into())))?)
     }
 
@@ -59,7 +59,7 @@ impl Client {
         value: &(impl ToValue + ?Sized),
         ttl: Expiry,
     ) -> Result<StoreReply> {
-        self.run(&Store::new(&self.core(), cmd, key, value, ttl)?)
+        self.run(&Store::new(&self.view(), cmd, key, value, ttl)?)
     }
 
     /// Stores a value unconditionally.

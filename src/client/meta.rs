@@ -28,7 +28,7 @@ impl Client {
     /// With [`MetaFlag::Quiet`], `mn` is sent after the command so that a
     /// hidden reply cannot leave the caller waiting.
     pub fn meta(&self, key: impl AsRef<[u8]>, request: MetaRequest<'_>) -> Result<MetaReply> {
-        self.run(&Meta::new(&self.core(), key.as_ref(), request)?)
+        self.run(&Meta::new(&self.view(), key.as_ref(), request)?)
     }
 
     /// Marks a key stale (`md <key> I T<stale_ttl>`): it stays readable for
@@ -90,7 +90,7 @@ impl Client {
             return Err(key_error(key, p).into());
         }
         let ttl = ttl.into();
-        let mut lease = self.core().lease();
+        let mut lease = self.view().lease();
         let get = lease.get_flags();
         loop {
             let r = match self.meta(key, MetaRequest::Get(&get)) {
@@ -100,12 +100,12 @@ impl Client {
             };
             match lease.step(r) {
                 LeaseStep::Found(data, flags, origin) => {
-                    return Ok((self.core().decode(data, flags)?, origin))
+                    return Ok((self.view().decode(data, flags)?, origin))
                 }
                 LeaseStep::Compute { cas, release } => {
                     return match compute() {
                         Ok(v) => {
-                            if let Some(store) = leased_store(&self.core(), key, &v, ttl, cas) {
+                            if let Some(store) = leased_store(&self.view(), key, &v, ttl, cas) {
                                 let _ = self.run(&store);
                             }
                             Ok((v, Origin::Computed))

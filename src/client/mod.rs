@@ -1,8 +1,8 @@
 //! [`Client`], the blocking driver: r2d2 pools and blocking sockets. What a
-//! request means (key check, routing, failover, health, hints, encoding,
-//! replies) lives in `core`; this module moves the bytes: it follows the
-//! core's [`Plan`] for each request, sends on a pooled connection and feeds
-//! the replies to the core's reader.
+//! request means (key check, routing, failover, replicas, health, hints,
+//! encoding, replies) lives in `core`; this module moves the bytes: it
+//! steps the core's [`Run`] for each request, sends on a pooled connection
+//! and feeds the replies to the core's reader.
 //!
 //! - `keyed`: the single-key commands.
 //! - `multi`: the multi-key commands (one `poll` over every server's
@@ -14,10 +14,11 @@ use std::sync::Arc;
 
 use crate::builder::ClientBuilder;
 use crate::connection::Connection;
-use crate::core::plan::Step;
-use crate::core::replicas::Spread;
 use crate::core::reply::{in_step_after, Reply};
-use crate::core::request::{Delete, Request};
+use crate::core::request::{Delete, Out, Request};
+use crate::core::run::Next;
+#[cfg(doc)]
+use crate::core::run::Run;
 use crate::core::Core;
 use crate::error::Result;
 use crate::pool::{PoolMaker, PooledConn, ServerPool};
@@ -27,9 +28,6 @@ mod keyed;
 mod meta;
 mod multi;
 mod servers;
-
-#[cfg(doc)]
-use crate::core::plan::Plan;
 
 /// The client's servers at one moment: core and pools.
 type Inner = crate::core::View<ServerPool>;
@@ -42,7 +40,7 @@ impl Inner {
 }
 
 struct Shared {
-    now: crate::core::Current<Inner>,
+    current: crate::core::Current<Inner>,
     pools: PoolMaker,
 }
 
@@ -67,10 +65,10 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let now = self.core();
+        let view = self.view();
         f.debug_struct("Client")
-            .field("servers", &now.servers)
-            .field("distribution", &now.config.distribution)
+            .field("servers", &view.servers)
+            .field("distribution", &view.config.distribution)
             .finish_non_exhaustive()
     }
 }
@@ -91,7 +89,7 @@ impl ClientBuilder<Client> {
         let view = maker.view(core, None);
         Ok(Client {
             shared: Arc::new(Shared {
-                now: crate::core::Current::new(view),
+                current: crate::core::Current::new(view),
                 pools: maker,
             }),
         })
@@ -126,7 +124,7 @@ impl Client {
     /// unchanged.
     pub fn update_servers(&self, servers: impl IntoServers) -> Result<crate::ring::Plan> {
         let tls = self.shared.pools.conn().uses_tls();
-        self.shared.now.replace(|old| {
+        self.shared.current.replace(|old| {
             let (core, plan) = old.core.resize(servers, tls)?;
             Ok((self.shared.pools.view(core, Some(old)), plan))
         })
@@ -136,113 +134,65 @@ impl Client {
 
     /// The servers now: core and pools. A request holds one from its start
     /// to its end.
-    fn core(&self) -> Arc<Inner> {
-        self.shared.now.get()
+    fn view(&self) -> Arc<Inner> {
+        self.shared.current.get()
     }
 
-    /// Runs `req`: on one server as its plan says, or spread over the
-    /// key's replicas (see `core::replicas`).
-    fn run<Q: Request>(&self, req: &Q) -> Result<<Q::Reply as Reply>::Out> {
-        let now = self.core();
-        match now.core.spread(req)? {
-            Spread::No => {
-                let (v, server) = attempt(&now, req)?;
-                let core: &Core = &now;
-                for other in core.miss_targets(req.class(), Q::tally(&v), req.key(), server) {
-                    core.count_request(other, req.class());
-                    let again = now.conn(other).and_then(|mut conn| {
-                        req.encode(core, false, conn.begin());
-                        exchange(&mut conn, req.reply())
-                    });
-                    match again {
-                        Ok(hit) if Q::tally(&hit).0 > 0 => return Ok(hit),
-                        Ok(_) => {}
-                        Err(e) => {
-                            core.failed(other, &e);
+    /// Runs `req` as the core's [`Run`] says: this loop only moves the
+    /// bytes.
+    fn run<Q: Request>(&self, req: &Q) -> Result<Out<Q>> {
+        let view = self.view();
+        let core: &Core = &view;
+        let mut run = core.run(req)?;
+        loop {
+            match run.next() {
+                Next::Send { server, failover } => {
+                    let sent = match view.conn(server) {
+                        Err(e) => Err((e, false)),
+                        Ok(mut conn) => {
+                            req.encode(core, failover, conn.begin());
+                            exchange(&mut conn, req.reply()).map_err(|e| (e, conn.sent()))
                         }
-                    }
+                    };
+                    run.answered(server, sent);
                 }
-                Ok(v)
-            }
-            Spread::ToAll(targets) => fan_out(&now, req, &targets, false),
-            Spread::ThenDelete => {
-                let (v, server) = attempt(&now, req)?;
-                let others = now.core.replica_targets(req.key(), Some(server));
-                if !others.is_empty() {
-                    let _ = fan_out(&now, &Delete(req.key()), &others, true);
+                Next::Probe(server) => run.probed(probe(&view, server)),
+                Next::SendAll(targets) => run.spread(send_all(&view, req, &targets)),
+                Next::DeleteAll(targets) => {
+                    run.deleted(send_all(&view, &Delete(req.key()), &targets));
                 }
-                Ok(v)
+                Next::Done(r) => return r,
             }
         }
     }
 }
 
-/// Runs `req` as its plan says: on the key's first usable server, failing
-/// over along the ring as the retry decision allows. Returns the answer
-/// and the server that gave it.
-fn attempt<Q: Request>(now: &Inner, req: &Q) -> Result<(<Q::Reply as Reply>::Out, usize)> {
-    let core: &Core = now;
-    let mut plan = core.plan(req)?;
-    loop {
-        match plan.next() {
-            Step::Try { server, failover } => {
-                let (e, sent) = match now.conn(server) {
-                    Err(e) => (e, false),
-                    Ok(mut conn) => {
-                        req.encode(core, failover, conn.begin());
-                        match exchange(&mut conn, req.reply()) {
-                            Ok(v) => {
-                                plan.succeeded(server, Q::tally(&v));
-                                return Ok((v, server));
-                            }
-                            Err(e) => (e, conn.sent()),
-                        }
-                    }
-                };
-                if let Some(e) = plan.failed(server, e, sent) {
-                    return Err(e);
-                }
-            }
-            Step::Probe(server) => plan.probed(probe(now, server)),
-            Step::Fail(e) => return Err(e),
-        }
-    }
-}
-
-/// Sends `req` to every server of `targets` (the key's replicas) before
-/// reading any reply: one round trip. The core decides what the answers
-/// mean together.
-fn fan_out<Q: Request>(
-    now: &Inner,
-    req: &Q,
-    targets: &[usize],
-    must_agree: bool,
-) -> Result<<Q::Reply as Reply>::Out> {
-    let core: &Core = now;
+/// Sends `req` to every server of `targets` before reading any reply: one
+/// round trip. Each server's result, in order.
+fn send_all<Q: Request>(view: &Inner, req: &Q, targets: &[usize]) -> Vec<(usize, Result<Out<Q>>)> {
+    let core: &Core = view;
     let flights: Vec<(usize, Result<PooledConn>)> = targets
         .iter()
         .map(|&server| {
-            core.count_request(server, req.class());
-            let conn = now.conn(server).and_then(|mut conn| {
+            let conn = view.conn(server).and_then(|mut conn| {
                 req.encode(core, false, conn.begin());
                 conn.send().map(|()| conn)
             });
             (server, conn)
         })
         .collect();
-    let results = flights
+    flights
         .into_iter()
         .map(|(server, conn)| (server, conn.and_then(|mut c| receive(&mut c, req.reply()))))
-        .collect();
-    core.replicated(req.key(), results, must_agree)
+        .collect()
 }
 
 /// Brings a dead server back: the requests of its rejoin, in turn, on one
 /// connection.
-fn probe(now: &Inner, server: usize) -> Result<()> {
-    let mut conn = now.conn(server)?;
+fn probe(view: &Inner, server: usize) -> Result<()> {
+    let mut conn = view.conn(server)?;
     // Dropped on any early return: what it took goes back to the hints.
-    let mut rejoin = now.core.rejoin(server);
+    let mut rejoin = view.core.rejoin(server);
     while let Some(reader) = rejoin.next(conn.begin())? {
         exchange(&mut conn, reader)?;
     }

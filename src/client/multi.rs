@@ -42,27 +42,27 @@ impl Client {
     /// Runs a multi-key call; a write is spread over each key's replicas
     /// in the same call (one round trip per wave).
     fn multi<B: Batch>(&self, batch: &B, n: usize) -> Vec<Result<B::Out>> {
-        let now = self.core();
-        if !now.core.spreads(batch.class()) {
-            return run_call(&now, Call::new(&now, batch, n));
+        let view = self.view();
+        if !view.core.spreads(batch.class()) {
+            return run_call(&view, Call::new(&view, batch, n));
         }
-        let ranked = Ranked::new(&now.core, batch, n);
-        let results = run_call(&now, Call::to_replicas(&now, &ranked, ranked.forced()));
-        ranked.finish(&now.core, results)
+        let ranked = Ranked::new(&view.core, batch, n);
+        let results = run_call(&view, Call::to_replicas(&view, &ranked, ranked.forced()));
+        ranked.finish(&view.core, results)
     }
 }
 
 /// Runs a multi-key call to its end.
-fn run_call<B: Batch>(now: &Inner, mut call: Call<'_, B>) -> Vec<Result<B::Out>> {
+fn run_call<B: Batch>(view: &Inner, mut call: Call<'_, B>) -> Vec<Result<B::Out>> {
     loop {
         match call.next_round() {
             Round::Probe(server) => {
-                let r = probe(now, server);
+                let r = probe(view, server);
                 call.probed(server, r);
             }
             Round::Send(groups) => {
                 for wave in 0..Round::wave_count(&groups) {
-                    let flights = send_wave(now, &mut call, &groups, wave);
+                    let flights = send_wave(view, &mut call, &groups, wave);
                     read_wave(&mut call, flights);
                 }
             }
@@ -73,7 +73,7 @@ fn run_call<B: Batch>(now: &Inner, mut call: Call<'_, B>) -> Vec<Result<B::Out>>
 
 /// Sends one wave: each server's chunk `wave`.
 fn send_wave<'e, B: Batch>(
-    now: &Inner,
+    view: &Inner,
     call: &mut Call<'_, B>,
     groups: &'e [Vec<Vec<Entry>>],
     wave: usize,
@@ -83,14 +83,14 @@ fn send_wave<'e, B: Batch>(
         let Some(entries) = chunks.get(wave) else {
             continue;
         };
-        let mut conn = match now.conn(s) {
+        let mut conn = match view.conn(s) {
             Ok(c) => c,
             Err(e) => {
                 call.fail(s, entries, e, false);
                 continue;
             }
         };
-        call.batch().encode(now, conn.begin(), entries);
+        call.batch().encode(view, conn.begin(), entries);
         match conn.send() {
             Ok(()) => flights.push(Flight {
                 server: s,
@@ -129,9 +129,9 @@ impl Client {
         };
         let got = self.multi(&batch, keys.len());
         // One view decodes every value (its codec and limits).
-        let now = self.core();
+        let view = self.view();
         got.into_iter()
-            .map(|r| r.and_then(|f| now.value(f)))
+            .map(|r| r.and_then(|f| view.value(f)))
             .collect()
     }
 
@@ -146,9 +146,9 @@ impl Client {
         };
         let got = self.multi(&batch, keys.len());
         // One view decodes every value (its codec and limits).
-        let now = self.core();
+        let view = self.view();
         got.into_iter()
-            .map(|r| r.and_then(|f| now.value_cas(f)))
+            .map(|r| r.and_then(|f| view.value_cas(f)))
             .collect()
     }
 
@@ -160,7 +160,7 @@ impl Client {
         items: &[(impl AsRef<[u8]>, impl ToValue)],
         ttl: impl Into<Expiry>,
     ) -> Vec<Result<()>> {
-        let batch = SetBatch::new(&self.core(), items, ttl.into());
+        let batch = SetBatch::new(&self.view(), items, ttl.into());
         self.multi(&batch, items.len())
     }
 
@@ -218,7 +218,7 @@ fn read_wave<B: Batch>(call: &mut Call<'_, B>, mut flights: Vec<Flight<'_, B::Re
         if flights.is_empty() {
             return;
         }
-        let now = Instant::now();
+        let view = Instant::now();
         // Data a TLS session already holds is ready without the socket.
         let held: Vec<bool> = flights.iter_mut().map(|f| f.conn.buffered()).collect();
         let wait = if held.contains(&true) {
@@ -227,7 +227,7 @@ fn read_wave<B: Batch>(call: &mut Call<'_, B>, mut flights: Vec<Flight<'_, B::Re
             flights
                 .iter()
                 .filter_map(|f| f.conn.deadline())
-                .map(|d| d.saturating_duration_since(now))
+                .map(|d| d.saturating_duration_since(view))
                 .min()
                 .unwrap_or_default()
         };
@@ -249,14 +249,14 @@ fn read_wave<B: Batch>(call: &mut Call<'_, B>, mut flights: Vec<Flight<'_, B::Re
                 return;
             }
         };
-        let now = Instant::now();
+        let view = Instant::now();
         for i in (0..flights.len()).rev() {
             let Some(f) = flights.get_mut(i) else {
                 continue;
             };
             let result = if ready.get(i) == Some(&true) {
                 f.conn.read_ready()
-            } else if f.conn.deadline().is_some_and(|d| d <= now) {
+            } else if f.conn.deadline().is_some_and(|d| d <= view) {
                 Err(Error::new(ErrorKind::Timeout, "reading replies"))
             } else {
                 continue;

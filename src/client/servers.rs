@@ -14,7 +14,7 @@ impl Client {
     /// health, and returns each server's result. A success does not bring
     /// a dead server back: only its rejoin does.
     fn each_server<Q: ServerRequest>(&self, req: &Q) -> PerServer<<Q::Reply as Reply>::Out> {
-        let core = self.core();
+        let core = self.view();
         (0..core.servers.len())
             .map(|server| {
                 let r = core.conn(server).and_then(|mut conn| {
@@ -47,7 +47,7 @@ impl Client {
     pub fn stats(&self, arg: Option<&str>) -> PerServer<Stats> {
         match StatsOf::new(arg) {
             Ok(req) => self.each_server(&req),
-            Err(e) => self.core().for_each_server(&e),
+            Err(e) => self.view().for_each_server(&e),
         }
     }
 

@@ -39,24 +39,25 @@ macro_rules! trace_event {
 }
 pub(crate) use trace_event;
 
+pub(crate) mod attempts;
 pub(crate) mod inbox;
 pub(crate) mod meta;
 pub(crate) mod multi;
-pub(crate) mod plan;
 pub(crate) mod rejoin;
 pub(crate) mod replicas;
 pub(crate) mod reply;
 pub(crate) mod request;
 pub(crate) mod retry;
+pub(crate) mod run;
 
 /// The methods both clients answer from the core alone, without I/O;
-/// each client has `fn core(&self) -> &Core`.
+/// each client has `fn view(&self)`, whose result derefs to [`Core`].
 macro_rules! core_queries {
     () => {
         /// The servers, in the order given (the latest list, after
         /// `update_servers`): the main servers, then the backup pool's.
         pub fn servers(&self) -> Vec<crate::Server> {
-            self.core().servers.clone()
+            self.view().servers.clone()
         }
 
         /// The main servers (the latest list, after `update_servers`): the
@@ -64,7 +65,7 @@ macro_rules! core_queries {
         /// that `client.update_servers(client.main_servers())` changes
         /// nothing.
         pub fn main_servers(&self) -> Vec<crate::Server> {
-            let core = self.core();
+            let core = self.view();
             core.servers.get(..core.main).unwrap_or_default().to_vec()
         }
 
@@ -72,24 +73,24 @@ macro_rules! core_queries {
         /// [`ClientBuilder::backup`](crate::ClientBuilder::backup)); empty
         /// without one.
         pub fn backup_servers(&self) -> Vec<crate::Server> {
-            let core = self.core();
+            let core = self.view();
             core.servers.get(core.main..).unwrap_or_default().to_vec()
         }
 
         /// The distribution in use.
         pub fn distribution(&self) -> crate::Distribution {
-            self.core().config.distribution
+            self.view().config.distribution
         }
 
         /// The server that holds `key` when every server is up (no I/O).
         pub fn server_for(&self, key: impl AsRef<[u8]>) -> Option<crate::Server> {
-            self.core().server_for(key.as_ref()).cloned()
+            self.view().server_for(key.as_ref()).cloned()
         }
 
         /// The servers `key` would be tried on now, in order: its failover
         /// order with servers currently marked dead left out (no I/O).
         pub fn live_candidates(&self, key: impl AsRef<[u8]>) -> Vec<crate::Server> {
-            let core = self.core();
+            let core = self.view();
             core.live_candidates(key.as_ref())
                 .into_iter()
                 .cloned()
@@ -100,7 +101,7 @@ macro_rules! core_queries {
         /// or its address as written in the list (`"10.0.0.1:11211"`).
         /// False for a server not in the list.
         pub fn is_marked_dead(&self, server: impl crate::ServerName) -> bool {
-            let core = self.core();
+            let core = self.view();
             core.find(server.server_name())
                 .is_some_and(|i| core.is_marked_dead(i))
         }
@@ -109,7 +110,7 @@ macro_rules! core_queries {
         /// [`Server`](crate::Server) or its address) when it rejoins, and
         /// whether the bound overflowed so that it will be flushed instead.
         pub fn rejoin_hints(&self, server: impl crate::ServerName) -> (usize, bool) {
-            let core = self.core();
+            let core = self.view();
             core.find(server.server_name())
                 .map_or((0, false), |i| core.rejoin_hints(i))
         }
@@ -120,7 +121,7 @@ macro_rules! core_queries {
         /// moves, and from which server to which. No I/O.
         pub fn plan(&self, servers: impl crate::IntoServers) -> crate::Result<crate::ring::Plan> {
             let servers = servers.into_servers()?;
-            let core = self.core();
+            let core = self.view();
             let new = crate::Ring::new(core.config.distribution, &servers);
             core.ring.plan(&new)
         }
@@ -129,14 +130,14 @@ macro_rules! core_queries {
         /// [`MetaReply::item`](crate::MetaReply::item)) as `get` would
         /// return it: decoded by the client's [`Codec`](crate::Codec).
         pub fn decode<V: crate::FromValue>(&self, item: crate::Item) -> crate::Result<V> {
-            self.core().decode(item.data, item.flags)
+            self.view().decode(item.data, item.flags)
         }
 
         /// A snapshot of the client's metrics, per server (see
         /// [`Metrics`](crate::metrics::Metrics); `to_prometheus()` renders
         /// it for a `/metrics` endpoint).
         pub fn metrics(&self) -> crate::metrics::Metrics {
-            self.core().metrics()
+            self.view().metrics()
         }
     };
 }

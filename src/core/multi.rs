@@ -14,7 +14,7 @@
 
 use std::borrow::Cow;
 
-use super::plan::{decide, skip_dead};
+use super::attempts::{decide, hint_or_revived};
 use super::reply::{key_error, lossy, unexpected, Fetched, Got, Reply};
 use super::retry::{self, Class, Decision};
 use super::Core;
@@ -227,7 +227,7 @@ impl<'c, B: Batch> Call<'c, B> {
                 Status::Alive => return Pick::To(s, rank > 0),
                 Status::Probe if !self.probed.contains(&s) => return Pick::Probe(s),
                 Status::Dead | Status::Probe => {
-                    if skip_dead(node, key, class) {
+                    if hint_or_revived(node, key, class) {
                         return Pick::To(s, rank > 0);
                     }
                 }

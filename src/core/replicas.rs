@@ -66,7 +66,9 @@ impl Core {
             let status = node.health.status(|| self.clock.now(), self.config.policy);
             let usable = match status {
                 Status::Alive => true,
-                Status::Dead | Status::Probe => super::plan::skip_dead(node, key, Class::Write),
+                Status::Dead | Status::Probe => {
+                    super::attempts::hint_or_revived(node, key, Class::Write)
+                }
             };
             if usable {
                 out.push(s);

@@ -1,8 +1,8 @@
 //! The single-key commands, without I/O: what each sends, its retry class,
-//! and the reader of its reply. A client runs one through its [`Plan`]:
+//! and the reader of its reply. A client runs one through its [`Run`]:
 //! encode for the server picked, send, feed the replies to the reader.
 //!
-//! [`Plan`]: super::plan::Plan
+//! [`Run`]: super::run::Run
 
 use std::borrow::Cow;
 
@@ -12,6 +12,9 @@ use super::Core;
 use crate::error::Result;
 use crate::protocol::{encode, MetaFlag, Response, StoreCommand};
 use crate::value::{Expiry, ToValue};
+
+/// What a request of type `Q` answers.
+pub(crate) type Out<Q> = <<Q as Request>::Reply as Reply>::Out;
 
 /// A request for one key.
 pub(crate) trait Request {

@@ -1,5 +1,6 @@
-//! The attempts of one single-key request, as a state machine: the client
-//! asks [`Plan::next`] what to do, does it, and reports back. Which server
+//! The attempts of one single-key request on its key's servers, as a state
+//! machine that [`Run`](super::run::Run) steps: [`Attempts::next`] says what
+//! to do, the answer is reported back. Which server
 //! is next, when a dead one is probed, whether a failure moves the request
 //! on or ends it: all decided here, for both clients.
 
@@ -18,7 +19,7 @@ pub(crate) enum Step {
     /// the key's own server (writes then cap their TTL).
     Try { server: usize, failover: bool },
     /// Probe this dead server (see `rejoin`), then report with
-    /// [`Plan::probed`] and ask again.
+    /// [`Attempts::probed`] and ask again.
     Probe(usize),
     /// The request ends with this error.
     Fail(Error),
@@ -26,7 +27,7 @@ pub(crate) enum Step {
 
 /// The state of one single-key request between attempts.
 #[derive(Debug)]
-pub(crate) struct Plan<'a> {
+pub(crate) struct Attempts<'a> {
     core: &'a Core,
     key: &'a [u8],
     class: Class,
@@ -51,12 +52,12 @@ pub(crate) struct Plan<'a> {
 impl Core {
     /// The attempts of `req`. Its key is checked here, before anything is
     /// sent.
-    pub fn plan<'a, Q: super::request::Request>(&'a self, req: &'a Q) -> Result<Plan<'a>> {
+    pub fn attempts<'a, Q: super::request::Request>(&'a self, req: &'a Q) -> Result<Attempts<'a>> {
         let (key, class) = (req.key(), req.class());
         if let Err(p) = crate::protocol::check_key(key) {
             return Err(super::reply::key_error(key, p));
         }
-        Ok(Plan {
+        Ok(Attempts {
             #[cfg(feature = "tracing")]
             span: tracing::info_span!(
                 "memcached",
@@ -82,7 +83,7 @@ impl Core {
     }
 }
 
-impl Plan<'_> {
+impl Attempts<'_> {
     pub fn next(&mut self) -> Step {
         if let Some((server, rank, result)) = self.probed.take() {
             let usable = match result {
@@ -91,7 +92,7 @@ impl Plan<'_> {
                     self.last = Some(e);
                     self.core
                         .node(server)
-                        .is_ok_and(|n| skip_dead(n, self.key, self.class))
+                        .is_ok_and(|n| hint_or_revived(n, self.key, self.class))
                 }
             };
             if usable {
@@ -118,7 +119,7 @@ impl Plan<'_> {
             match node.health.status(|| core.clock.now(), core.config.policy) {
                 Status::Alive => return self.attempt(server, rank),
                 Status::Dead => {
-                    if skip_dead(node, self.key, self.class) {
+                    if hint_or_revived(node, self.key, self.class) {
                         return self.attempt(server, rank);
                     }
                 }
@@ -253,8 +254,9 @@ pub(crate) fn decide(
     decision
 }
 
-/// A dead server is skipped: a write leaves a hint for its rejoin. True
-/// (use it after all) only when a write finds it back in service.
-pub(crate) fn skip_dead(node: &NodeState, key: &[u8], class: Class) -> bool {
+/// A request of `class` meets the dead server `node`: a write records a
+/// hint for `key` (the rejoin deletes it there). True (use the server after
+/// all) only when a write finds it back in service.
+pub(crate) fn hint_or_revived(node: &NodeState, key: &[u8], class: Class) -> bool {
     class.is_write() && !node.hints.record(key, &node.health)
 }

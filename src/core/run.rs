@@ -1,0 +1,265 @@
+//! One single-key request from start to end, as a state machine both
+//! clients step: its [`Attempts`] on the key's servers (failover, probes),
+//! then what the replica rules add (see `replicas`): the other copies asked
+//! after a miss, a write sent to every replica at once, or the deletes on
+//! the other replicas after a write that ran on one. The driver asks
+//! [`Run::next`] what to do, moves the bytes, and reports each answer; every
+//! decision (which server, whether to go on, what the answers mean
+//! together, which error to report) is made here.
+
+use super::attempts::{Attempts, Step};
+use super::replicas::Spread;
+use super::request::{Out, Request};
+use super::Core;
+use crate::error::{Error, Result};
+
+/// What the driver does next for a request.
+#[derive(Debug)]
+pub(crate) enum Next<T> {
+    /// Send the request to `server` (encoded with `failover`: whether it
+    /// is not the key's own server) and report with [`Run::answered`].
+    Send { server: usize, failover: bool },
+    /// Run the rejoin of this dead server and report with
+    /// [`Run::probed`].
+    Probe(usize),
+    /// Send the request to each of these servers before reading any reply
+    /// (one round trip), and report every result with [`Run::spread`].
+    SendAll(Vec<usize>),
+    /// Send a `delete` of the key to each of these servers at once, and
+    /// report with [`Run::deleted`].
+    DeleteAll(Vec<usize>),
+    /// The request ended.
+    Done(Result<T>),
+}
+
+/// How a [`Next::Send`] ended: the answer, or the error and whether any
+/// byte of the request may have reached the server.
+pub(crate) type Sent<T> = std::result::Result<T, (Error, bool)>;
+
+enum State<'a, T> {
+    /// On the key's servers in failover order; `then_delete`: a write that
+    /// deletes the key on the other replicas after it ran on one.
+    Attempts {
+        attempts: Attempts<'a>,
+        then_delete: bool,
+    },
+    /// A write to every replica at once: to send, then sent.
+    Spread(Vec<usize>),
+    Spreading,
+    /// A read that missed: the other copies left to ask, the one asked.
+    MissFailover {
+        miss: T,
+        left: std::vec::IntoIter<usize>,
+        asking: Option<usize>,
+    },
+    /// The deletes on the other replicas: to send, then sent.
+    Delete {
+        value: T,
+        targets: Vec<usize>,
+    },
+    Deleting {
+        value: T,
+    },
+    Done(Result<T>),
+    /// The result was handed out.
+    Over,
+}
+
+/// The state of one single-key request.
+pub(crate) struct Run<'a, Q: Request> {
+    core: &'a Core,
+    req: &'a Q,
+    state: State<'a, Out<Q>>,
+}
+
+impl<Q: Request> std::fmt::Debug for Run<'_, Q> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Run").finish_non_exhaustive()
+    }
+}
+
+impl Core {
+    /// The run of `req`: its key is checked, and how it spreads over the
+    /// key's copies decided, before anything is sent.
+    pub fn run<'a, Q: Request>(&'a self, req: &'a Q) -> Result<Run<'a, Q>> {
+        let state = match self.spread(req)? {
+            Spread::ToAll(targets) => State::Spread(targets),
+            spread => State::Attempts {
+                attempts: self.attempts(req)?,
+                then_delete: matches!(spread, Spread::ThenDelete),
+            },
+        };
+        Ok(Run {
+            core: self,
+            req,
+            state,
+        })
+    }
+}
+
+impl<'a, Q: Request> Run<'a, Q> {
+    /// What to do next.
+    pub fn next(&mut self) -> Next<Out<Q>> {
+        let core = self.core;
+        match std::mem::replace(&mut self.state, State::Over) {
+            State::Attempts {
+                mut attempts,
+                then_delete,
+            } => {
+                let next = match attempts.next() {
+                    Step::Try { server, failover } => Next::Send { server, failover },
+                    Step::Probe(server) => Next::Probe(server),
+                    Step::Fail(e) => return Next::Done(Err(e)),
+                };
+                self.state = State::Attempts {
+                    attempts,
+                    then_delete,
+                };
+                next
+            }
+            State::Spread(targets) => {
+                for &s in &targets {
+                    core.count_request(s, self.req.class());
+                }
+                self.state = State::Spreading;
+                Next::SendAll(targets)
+            }
+            State::MissFailover { miss, mut left, .. } => match left.next() {
+                Some(server) => {
+                    core.count_request(server, self.req.class());
+                    self.state = State::MissFailover {
+                        miss,
+                        left,
+                        asking: Some(server),
+                    };
+                    Next::Send {
+                        server,
+                        failover: false,
+                    }
+                }
+                None => Next::Done(Ok(miss)),
+            },
+            State::Delete { value, targets } => {
+                for &s in &targets {
+                    core.count_request(s, super::retry::Class::Write);
+                }
+                self.state = State::Deleting { value };
+                Next::DeleteAll(targets)
+            }
+            State::Done(r) => Next::Done(r),
+            // Not asked before its answer came: a driver out of step.
+            state @ (State::Spreading | State::Deleting { .. } | State::Over) => {
+                self.state = state;
+                Next::Done(Err(out_of_order()))
+            }
+        }
+    }
+
+    /// How the [`Next::Send`] to `server` ended.
+    pub fn answered(&mut self, server: usize, sent: Sent<Out<Q>>) {
+        let core = self.core;
+        self.state = match std::mem::replace(&mut self.state, State::Over) {
+            State::Attempts {
+                mut attempts,
+                then_delete,
+            } => match sent {
+                Ok(v) => {
+                    attempts.succeeded(server, Q::tally(&v));
+                    self.after(server, v, then_delete)
+                }
+                Err((e, sent)) => match attempts.failed(server, e, sent) {
+                    Some(e) => State::Done(Err(e)),
+                    None => State::Attempts {
+                        attempts,
+                        then_delete,
+                    },
+                },
+            },
+            State::MissFailover {
+                miss,
+                left,
+                asking: Some(asked),
+            } if asked == server => match sent {
+                Ok(hit) if Q::tally(&hit).0 > 0 => {
+                    core.record_success(server);
+                    State::Done(Ok(hit))
+                }
+                Ok(_) => {
+                    core.record_success(server);
+                    State::MissFailover {
+                        miss,
+                        left,
+                        asking: None,
+                    }
+                }
+                Err((e, _)) => {
+                    // The first answer stands; this copy's failure counts.
+                    core.failed(server, &e.at(core.label(server)));
+                    State::MissFailover {
+                        miss,
+                        left,
+                        asking: None,
+                    }
+                }
+            },
+            // An answer nobody asked for changes nothing.
+            other => other,
+        };
+    }
+
+    /// After the answer `v` from `server`: the deletes on the other
+    /// replicas, the other copies after a miss, or the end.
+    fn after(&self, server: usize, v: Out<Q>, then_delete: bool) -> State<'a, Out<Q>> {
+        let (core, req) = (self.core, self.req);
+        if then_delete {
+            let targets = core.replica_targets(req.key(), Some(server));
+            if !targets.is_empty() {
+                return State::Delete { value: v, targets };
+            }
+            return State::Done(Ok(v));
+        }
+        let others = core.miss_targets(req.class(), Q::tally(&v), req.key(), server);
+        if others.is_empty() {
+            State::Done(Ok(v))
+        } else {
+            State::MissFailover {
+                miss: v,
+                left: others.into_iter(),
+                asking: None,
+            }
+        }
+    }
+
+    /// How the probe asked for by [`Next::Probe`] ended.
+    pub fn probed(&mut self, result: Result<()>) {
+        if let State::Attempts { attempts, .. } = &mut self.state {
+            attempts.probed(result);
+        }
+    }
+
+    /// The results of a [`Next::SendAll`], per server in the order given:
+    /// what they mean together is the request's result.
+    pub fn spread(&mut self, results: Vec<(usize, Result<Out<Q>>)>) {
+        if let State::Spreading = self.state {
+            self.state = State::Done(self.core.replicated(self.req.key(), results, false));
+        }
+    }
+
+    /// The results of a [`Next::DeleteAll`]: a replica that failed its
+    /// delete is marked dead with a hint; the request's answer stands.
+    pub fn deleted(&mut self, results: Vec<(usize, Result<bool>)>) {
+        if let State::Deleting { .. } = self.state {
+            let _ = self.core.replicated(self.req.key(), results, true);
+            if let State::Deleting { value } = std::mem::replace(&mut self.state, State::Over) {
+                self.state = State::Done(Ok(value));
+            }
+        }
+    }
+}
+
+fn out_of_order() -> Error {
+    Error::new(
+        crate::error::ErrorKind::Protocol,
+        "a request was stepped out of order (an internal error)",
+    )
+}
