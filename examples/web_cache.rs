@@ -131,7 +131,7 @@ async fn answer(State(app): State<App>, uri: Uri) -> Response {
         }
     };
     let work = || compute(path, args);
-    match app.client.get_or_set_traced(&key, TTL, work).await {
+    match app.client.get_or_set_with_origin(&key, TTL, work).await {
         Ok((body, Origin::Hit | Origin::Stale)) => reply(StatusCode::OK, body, Some("HIT")),
         Ok((body, _computed)) => reply(StatusCode::OK, body, Some("MISS")),
         Err(Failure::Computed(body)) => reply(StatusCode::OK, body, Some("MISS")),

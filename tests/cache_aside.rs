@@ -172,7 +172,7 @@ macro_rules! cases {
         $($kw)? fn an_unreachable_cache_still_computes() {
             let c = build!(Client::builder().servers("127.0.0.1:1")).unwrap();
             let (v, origin) = sync!(c
-                .get_or_set_traced("k", Duration::from_secs(60), compute!(Ok::<_, Error>(7u32))))
+                .get_or_set_with_origin("k", Duration::from_secs(60), compute!(Ok::<_, Error>(7u32))))
                 .unwrap();
             assert_eq!((v, origin), (7, Origin::Computed));
         }
@@ -268,7 +268,7 @@ both_clients! {
                 let (c, calls, barrier) = (c.clone(), calls.clone(), barrier.clone());
                 std::thread::spawn(move || {
                     barrier.wait();
-                    c.get_or_set_traced("page", Duration::from_secs(60), || {
+                    c.get_or_set_with_origin("page", Duration::from_secs(60), || {
                         calls.fetch_add(1, Ordering::SeqCst);
                         std::thread::sleep(Duration::from_millis(200));
                         Ok::<_, Error>("v2".to_string())
@@ -289,7 +289,7 @@ both_clients! {
             .all(|r| r.0 == "v1" && r.1 == Origin::Stale));
         // The recomputed value is fresh now.
         let (v, origin) = c
-            .get_or_set_traced("page", Duration::from_secs(60), || {
+            .get_or_set_with_origin("page", Duration::from_secs(60), || {
                 Ok::<_, Error>("v3".to_string())
             })
             .unwrap();
@@ -360,7 +360,7 @@ both_clients! {
                 let (c, calls, barrier) = (c.clone(), calls.clone(), barrier.clone());
                 tokio::spawn(async move {
                     barrier.wait().await;
-                    c.get_or_set_traced("page", Duration::from_secs(60), || async {
+                    c.get_or_set_with_origin("page", Duration::from_secs(60), || async {
                         calls.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(200)).await;
                         Ok::<_, Error>("v2".to_string())

@@ -151,8 +151,11 @@ where
 
     fn deliver(mut self: Box<Self>) {
         if let (Some(tx), Some(answer)) = (self.tx.take(), self.answer.take()) {
-            // The caller may have stopped waiting: the answer is dropped.
-            let _ = tx.send(answer);
+            // The caller may have stopped waiting: the reader does what
+            // the answer obliges to, else it is dropped.
+            if let Err(Ok(orphan)) = tx.send(answer) {
+                self.reader.orphaned(orphan);
+            }
         }
     }
 

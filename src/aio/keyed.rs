@@ -167,15 +167,13 @@ impl Client {
 // ----- meta commands and cache-aside -----------------------------------------
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::core::meta::{
-    invalidate_flags, invalidated, leased_store, unreachable, LeaseStep, Meta, MetaReply,
-    MetaRequest, Origin,
+    computed_twice, invalidate_flags, invalidated, LeaseNext, Meta, MetaReply, MetaRequest, Origin,
 };
-use crate::core::reply::key_error;
 use crate::error::Error;
-use crate::protocol::{check_key, MetaFlag};
+use crate::protocol::MetaFlag;
 
 impl Client {
     /// Runs one meta command, as [`crate::Client::meta`] does.
@@ -194,6 +192,11 @@ impl Client {
     /// async closure), stores it for `ttl` and returns it, as
     /// [`crate::Client::get_or_set`] does: under concurrency one caller
     /// computes.
+    ///
+    /// Dropping the future while it holds the lease (computing, or about
+    /// to store) frees the placeholder from a task of its own, so that the
+    /// next caller computes at once instead of waiting for the lease to
+    /// expire.
     ///
     /// ```no_run
     /// # async fn demo(client: memring::aio::Client) -> memring::Result<()> {
@@ -217,14 +220,14 @@ impl Client {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
-        self.get_or_set_traced(key, ttl, compute)
+        self.get_or_set_with_origin(key, ttl, compute)
             .await
             .map(|(v, _)| v)
     }
 
     /// Like [`get_or_set`](Self::get_or_set), and says where the value came
     /// from.
-    pub async fn get_or_set_traced<V, E, F, Fut>(
+    pub async fn get_or_set_with_origin<V, E, F, Fut>(
         &self,
         key: impl AsRef<[u8]>,
         ttl: impl Into<Expiry>,
@@ -236,46 +239,100 @@ impl Client {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
+        let view = self.view();
         let key = key.as_ref();
-        if let Err(p) = check_key(key) {
-            return Err(key_error(key, p).into());
-        }
-        let ttl = ttl.into();
-        let mut lease = self.view().lease();
-        let get = lease.get_flags();
+        let mut call = view.get_or_set(key, ttl.into(), Instant::now())?;
+        let mut compute = Some(compute);
+        let mut computed = None;
+        let mut placeholder = Placeholder(None);
         loop {
-            let r = match self.meta(key, MetaRequest::Get(&get)).await {
-                Ok(r) => r,
-                Err(e) if unreachable(&e) => return compute().await.map(|v| (v, Origin::Computed)),
-                Err(e) => return Err(e.into()),
-            };
-            match lease.step(r) {
-                LeaseStep::Found(data, flags, origin) => {
-                    return Ok((self.view().decode(data, flags)?, origin))
-                }
-                LeaseStep::Compute { cas, release } => {
-                    return match compute().await {
-                        Ok(v) => {
-                            if let Some(store) = leased_store(&self.view(), key, &v, ttl, cas) {
-                                let _ = self.run(&store).await;
-                            }
-                            Ok((v, Origin::Computed))
-                        }
-                        Err(e) => {
-                            if let (Some(cas), true) = (cas, release) {
-                                // Free the placeholder so the next caller retries.
-                                let flags = [MetaFlag::CompareCas(cas)];
-                                let _ = self.meta(key, MetaRequest::Delete(&flags)).await;
-                            }
-                            Err(e)
-                        }
+            let next = call.next(Instant::now());
+            placeholder.hold(self, key, call.placeholder());
+            match next {
+                LeaseNext::Ask => {
+                    let r = match call.ask(Some(self.releaser(key))) {
+                        Ok(mg) => self.run(&mg).await,
+                        Err(e) => Err(e),
                     };
+                    call.asked(r);
                 }
-                LeaseStep::Wait => match lease.pause() {
-                    Some(p) => tokio::time::sleep(p).await,
-                    None => return compute().await.map(|v| (v, Origin::Computed)),
-                },
+                LeaseNext::Compute => {
+                    let r = match compute.take() {
+                        Some(f) => f().await,
+                        None => return Err(computed_twice().into()),
+                    };
+                    call.computed(r.as_ref().ok());
+                    computed = Some(r);
+                }
+                LeaseNext::Store => {
+                    if let Some(store) = call.store() {
+                        let _ = self.run(store).await;
+                    }
+                    call.stored();
+                }
+                LeaseNext::Release => {
+                    if let Ok(md) = call.release() {
+                        let _ = self.run(&md).await;
+                    }
+                    call.released();
+                }
+                LeaseNext::Sleep(p) => tokio::time::sleep(p).await,
+                LeaseNext::Found(data, flags, origin) => {
+                    return Ok((view.decode(data, flags)?, origin))
+                }
+                LeaseNext::Computed => {
+                    let r = computed
+                        .take()
+                        .unwrap_or_else(|| Err(computed_twice().into()));
+                    return r.map(|v| (v, Origin::Computed));
+                }
+                LeaseNext::Fail(e) => return Err(e.into()),
             }
+        }
+    }
+}
+
+impl Client {
+    /// Frees `key`'s lease placeholder by its cas from a task of its own
+    /// (what a dropped `get_or_set` future leaves to do).
+    fn releaser(&self, key: &[u8]) -> crate::core::meta::Release {
+        let (client, key) = (self.clone(), key.to_vec());
+        std::sync::Arc::new(move |cas| release(&client, &key, cas))
+    }
+}
+
+/// Sends `md <key> C<cas>` from a task of its own, when inside a runtime.
+fn release(client: &Client, key: &[u8], cas: u64) {
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        let (client, key) = (client.clone(), key.to_vec());
+        rt.spawn(async move {
+            let flags = [MetaFlag::CompareCas(cas)];
+            let _ = client.meta(&key, MetaRequest::Delete(&flags)).await;
+        });
+    }
+}
+
+/// The lease placeholder a `get_or_set` future holds (client, key, cas):
+/// freed by a task of its own if the future is dropped holding it.
+struct Placeholder(Option<(Client, Vec<u8>, u64)>);
+
+impl Placeholder {
+    /// Now holds `cas`'s placeholder of `key`, or none.
+    fn hold(&mut self, client: &Client, key: &[u8], cas: Option<u64>) {
+        match cas {
+            None => self.0 = None,
+            Some(cas) if self.0.as_ref().is_none_or(|h| h.2 != cas) => {
+                self.0 = Some((client.clone(), key.to_vec(), cas));
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+impl Drop for Placeholder {
+    fn drop(&mut self) {
+        if let Some((client, key, cas)) = self.0.take() {
+            release(&client, &key, cas);
         }
     }
 }

@@ -4,13 +4,12 @@
 use std::time::Duration;
 
 use super::Client;
+use std::time::Instant;
+
 use crate::core::meta::{
-    invalidate_flags, invalidated, leased_store, unreachable, LeaseStep, Meta, MetaReply,
-    MetaRequest, Origin,
+    computed_twice, invalidate_flags, invalidated, LeaseNext, Meta, MetaReply, MetaRequest, Origin,
 };
-use crate::core::reply::key_error;
 use crate::error::{Error, Result};
-use crate::protocol::{check_key, MetaFlag};
 use crate::value::{Expiry, FromValue, ToValue};
 
 impl Client {
@@ -40,7 +39,8 @@ impl Client {
     }
 
     /// Returns the cached value of `key`, or computes it with `compute`,
-    /// stores it for `ttl` and returns it. See [`get_or_set_traced`](Self::get_or_set_traced).
+    /// stores it for `ttl` and returns it. See
+    /// [`get_or_set_with_origin`](Self::get_or_set_with_origin).
     ///
     /// ```no_run
     /// use std::time::Duration;
@@ -61,11 +61,12 @@ impl Client {
         E: From<Error>,
         F: FnOnce() -> Result<V, E>,
     {
-        self.get_or_set_traced(key, ttl, compute).map(|(v, _)| v)
+        self.get_or_set_with_origin(key, ttl, compute)
+            .map(|(v, _)| v)
     }
 
     /// Like [`get_or_set`](Self::get_or_set), and says where the value came
-    /// from.
+    /// from: a hit, a stale value, or computed by this call.
     ///
     /// Under concurrency exactly one caller computes a missing or stale
     /// value; the others get the stale value, or wait up to `lease_wait`
@@ -74,7 +75,7 @@ impl Client {
     /// unreachable the value is computed and returned (not stored): the
     /// cache is an optimisation, not a dependency. An invalid key is an
     /// error. A failure to store the computed value is not reported.
-    pub fn get_or_set_traced<V, E, F>(
+    pub fn get_or_set_with_origin<V, E, F>(
         &self,
         key: impl AsRef<[u8]>,
         ttl: impl Into<Expiry>,
@@ -85,45 +86,45 @@ impl Client {
         E: From<Error>,
         F: FnOnce() -> Result<V, E>,
     {
-        let key = key.as_ref();
-        if let Err(p) = check_key(key) {
-            return Err(key_error(key, p).into());
-        }
-        let ttl = ttl.into();
-        let mut lease = self.view().lease();
-        let get = lease.get_flags();
+        let view = self.view();
+        let mut call = view.get_or_set(key.as_ref(), ttl.into(), Instant::now())?;
+        let mut compute = Some(compute);
+        let mut computed = None;
         loop {
-            let r = match self.meta(key, MetaRequest::Get(&get)) {
-                Ok(r) => r,
-                Err(e) if unreachable(&e) => return compute().map(|v| (v, Origin::Computed)),
-                Err(e) => return Err(e.into()),
-            };
-            match lease.step(r) {
-                LeaseStep::Found(data, flags, origin) => {
-                    return Ok((self.view().decode(data, flags)?, origin))
+            match call.next(Instant::now()) {
+                LeaseNext::Ask => {
+                    let r = call.ask(None).and_then(|mg| self.run(&mg));
+                    call.asked(r);
                 }
-                LeaseStep::Compute { cas, release } => {
-                    return match compute() {
-                        Ok(v) => {
-                            if let Some(store) = leased_store(&self.view(), key, &v, ttl, cas) {
-                                let _ = self.run(&store);
-                            }
-                            Ok((v, Origin::Computed))
-                        }
-                        Err(e) => {
-                            if let (Some(cas), true) = (cas, release) {
-                                // Free the placeholder so the next caller retries.
-                                let _ = self
-                                    .meta(key, MetaRequest::Delete(&[MetaFlag::CompareCas(cas)]));
-                            }
-                            Err(e)
-                        }
+                LeaseNext::Compute => {
+                    let r = match compute.take() {
+                        Some(f) => f(),
+                        None => return Err(computed_twice().into()),
                     };
+                    call.computed(r.as_ref().ok());
+                    computed = Some(r);
                 }
-                LeaseStep::Wait => match lease.pause() {
-                    Some(p) => std::thread::sleep(p),
-                    None => return compute().map(|v| (v, Origin::Computed)),
-                },
+                LeaseNext::Store => {
+                    if let Some(store) = call.store() {
+                        let _ = self.run(store);
+                    }
+                    call.stored();
+                }
+                LeaseNext::Release => {
+                    let _ = call.release().and_then(|md| self.run(&md));
+                    call.released();
+                }
+                LeaseNext::Sleep(p) => std::thread::sleep(p),
+                LeaseNext::Found(data, flags, origin) => {
+                    return Ok((view.decode(data, flags)?, origin))
+                }
+                LeaseNext::Computed => {
+                    let r = computed
+                        .take()
+                        .unwrap_or_else(|| Err(computed_twice().into()));
+                    return r.map(|v| (v, Origin::Computed));
+                }
+                LeaseNext::Fail(e) => return Err(e.into()),
             }
         }
     }

@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use super::reply::MetaRead;
-use super::request::Request;
+use super::request::{self, Request};
 use super::retry::Class;
 use super::Core;
 use crate::error::{Error, ErrorKind, Result};
@@ -76,7 +76,7 @@ impl MetaReply {
     }
 }
 
-/// Where `get_or_set_traced` found its value.
+/// Where `get_or_set_with_origin` found its value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Origin {
@@ -262,7 +262,7 @@ pub(crate) fn invalidated(r: &MetaReply) -> Result<bool> {
 
 /// What a `get_or_set` caller does after its `mg`.
 #[derive(Debug)]
-pub(crate) enum LeaseStep {
+enum LeaseStep {
     /// Return this cached value (bytes, flags).
     Found(Vec<u8>, u32, Origin),
     /// Compute the value; store it with this cas (a won lease) or as an
@@ -272,58 +272,270 @@ pub(crate) enum LeaseStep {
     Wait,
 }
 
-/// The state of one `get_or_set` call.
+/// What the driver of a `get_or_set` does next.
 #[derive(Debug)]
-pub(crate) struct Lease {
+pub(crate) enum LeaseNext {
+    /// Send [`GetOrSet::ask`] and report its result with
+    /// [`GetOrSet::asked`].
+    Ask,
+    /// Run the caller's computation (at most once per call) and report
+    /// with [`GetOrSet::computed`].
+    Compute,
+    /// Send [`GetOrSet::store`], then call [`GetOrSet::stored`]; its
+    /// result is not the caller's.
+    Store,
+    /// Send [`GetOrSet::release`] (the placeholder of a failed
+    /// computation), then call [`GetOrSet::released`].
+    Release,
+    /// Wait this long, then ask again.
+    Sleep(Duration),
+    /// The cached value: decode it and return it with its origin.
+    Found(Vec<u8>, u32, Origin),
+    /// Return what the computation returned ([`Origin::Computed`]).
+    Computed,
+    /// The call fails with this error (the cache's).
+    Fail(Error),
+}
+
+#[derive(Debug)]
+enum LeaseState<'a> {
+    Ask,
+    Asked(Result<MetaReply>),
+    /// To compute: the cas of a won lease, whether to free the placeholder
+    /// on failure, whether to store at all.
+    Compute {
+        cas: Option<u64>,
+        release: bool,
+        store: bool,
+    },
+    Computing {
+        cas: Option<u64>,
+        release: bool,
+        store: bool,
+    },
+    Store(request::LeasedStore<'a>),
+    Release(u64),
+    Sleep(Duration),
+    Found(Vec<u8>, u32, Origin),
+    Computed,
+    Over,
+}
+
+/// One `get_or_set` call, as a state machine both clients step: the
+/// lease protocol (`mg` with a placeholder on a miss, wait for the winner,
+/// store with the lease's cas, free the placeholder after a failed
+/// computation) decided here; the driver sends, sleeps and computes.
+/// Time is passed in.
+#[derive(Debug)]
+pub(crate) struct GetOrSet<'a> {
+    core: &'a Core,
+    key: &'a [u8],
+    ttl: Expiry,
+    /// Until when to wait for another caller's computation.
     deadline: Option<Instant>,
     pause: Duration,
-    lease: i64,
+    get: [MetaFlag<'static>; 4],
+    release: [MetaFlag<'static>; 1],
+    state: LeaseState<'a>,
 }
 
 impl Core {
-    pub fn lease(&self) -> Lease {
-        Lease {
-            deadline: Instant::now().checked_add(self.config.lease_wait),
+    /// A `get_or_set` of `key` begun at `now`; the key is checked first.
+    pub fn get_or_set<'a>(
+        &'a self,
+        key: &'a [u8],
+        ttl: Expiry,
+        now: Instant,
+    ) -> Result<GetOrSet<'a>> {
+        crate::protocol::check_key(key).map_err(|p| super::reply::key_error(key, p))?;
+        let lease = Expiry::In(self.config.lease_ttl).exptime();
+        Ok(GetOrSet {
+            core: self,
+            key,
+            ttl,
+            deadline: now.checked_add(self.config.lease_wait),
             pause: Duration::from_millis(2),
-            lease: Expiry::In(self.config.lease_ttl).exptime(),
-        }
+            get: [
+                MetaFlag::Value,
+                MetaFlag::ReturnFlags,
+                MetaFlag::ReturnCas,
+                MetaFlag::Vivify(lease),
+            ],
+            release: [MetaFlag::CompareCas(0)],
+            state: LeaseState::Ask,
+        })
     }
 }
 
-impl Lease {
-    /// The flags of the `mg`: value, flags, cas, and a placeholder on a
-    /// miss.
-    pub fn get_flags(&self) -> [MetaFlag<'static>; 4] {
-        [
-            MetaFlag::Value,
-            MetaFlag::ReturnFlags,
-            MetaFlag::ReturnCas,
-            MetaFlag::Vivify(self.lease),
-        ]
+impl<'a> GetOrSet<'a> {
+    /// What to do next, at `now`.
+    pub fn next(&mut self, now: Instant) -> LeaseNext {
+        match std::mem::replace(&mut self.state, LeaseState::Over) {
+            LeaseState::Ask => {
+                self.state = LeaseState::Ask;
+                LeaseNext::Ask
+            }
+            LeaseState::Asked(Err(e)) if unreachable(&e) => {
+                // The cache is an optimisation, not a dependency: compute,
+                // store nothing.
+                self.state = LeaseState::Compute {
+                    cas: None,
+                    release: false,
+                    store: false,
+                };
+                self.next(now)
+            }
+            LeaseState::Asked(Err(e)) => LeaseNext::Fail(e),
+            LeaseState::Asked(Ok(r)) => {
+                self.state = match lease_step(r) {
+                    LeaseStep::Found(data, flags, origin) => LeaseState::Found(data, flags, origin),
+                    LeaseStep::Compute { cas, release } => LeaseState::Compute {
+                        cas,
+                        release,
+                        store: true,
+                    },
+                    LeaseStep::Wait => match self.pause(now) {
+                        Some(p) => LeaseState::Sleep(p),
+                        // Waited long enough: compute without storing.
+                        None => LeaseState::Compute {
+                            cas: None,
+                            release: false,
+                            store: false,
+                        },
+                    },
+                };
+                self.next(now)
+            }
+            LeaseState::Compute {
+                cas,
+                release,
+                store,
+            } => {
+                self.state = LeaseState::Computing {
+                    cas,
+                    release,
+                    store,
+                };
+                LeaseNext::Compute
+            }
+            LeaseState::Sleep(p) => {
+                self.state = LeaseState::Ask;
+                LeaseNext::Sleep(p)
+            }
+            LeaseState::Store(s) => {
+                self.state = LeaseState::Store(s);
+                LeaseNext::Store
+            }
+            LeaseState::Release(cas) => {
+                self.state = LeaseState::Release(cas);
+                LeaseNext::Release
+            }
+            LeaseState::Found(data, flags, origin) => LeaseNext::Found(data, flags, origin),
+            LeaseState::Computed => LeaseNext::Computed,
+            state @ (LeaseState::Computing { .. } | LeaseState::Over) => {
+                // Asked again before the answer was reported: a driver out
+                // of step.
+                self.state = state;
+                LeaseNext::Fail(Error::new(
+                    ErrorKind::Protocol,
+                    "get_or_set was stepped out of order (an internal error)",
+                ))
+            }
+        }
     }
 
-    /// What the reply to the `mg` means.
-    pub fn step(&self, r: MetaReply) -> LeaseStep {
-        let (won, stale, lost) = (r.has('W'), r.has('X'), r.has('Z'));
-        if r.code == MetaCode::Va && !won && (stale || !lost) {
-            let origin = if stale { Origin::Stale } else { Origin::Hit };
-            let flags = r.number('f').unwrap_or(0);
-            return LeaseStep::Found(r.value.unwrap_or_default(), flags, origin);
+    /// The `mg` to send for [`LeaseNext::Ask`]. `release`, for a driver
+    /// whose caller can stop waiting (a dropped future), frees a
+    /// placeholder by its cas: it is called when the answer comes after
+    /// the caller left and says this call won the lease.
+    pub fn ask(&self, release: Option<Release>) -> Result<LeaseAsk<'_>> {
+        Ok(LeaseAsk {
+            meta: Meta::new(self.core, self.key, MetaRequest::Get(&self.get))?,
+            release,
+        })
+    }
+
+    /// How the `mg` ended.
+    pub fn asked(&mut self, r: Result<MetaReply>) {
+        if let LeaseState::Ask = self.state {
+            self.state = LeaseState::Asked(r);
         }
-        if won || r.code == MetaCode::En {
-            let cas = r.number::<u64>('c').filter(|_| won);
-            return LeaseStep::Compute {
-                cas,
-                release: cas.is_some() && !stale,
-            };
+    }
+
+    /// How the computation ended: the value to store, or `None` when it
+    /// failed (its error is the caller's; the placeholder is freed).
+    pub fn computed<V: crate::value::ToValue>(&mut self, value: Option<&V>) {
+        let LeaseState::Computing {
+            cas,
+            release,
+            store,
+        } = std::mem::replace(&mut self.state, LeaseState::Over)
+        else {
+            return;
+        };
+        self.state = match (value, cas) {
+            (Some(v), _) if store => match leased_store(self.core, self.key, v, self.ttl, cas) {
+                Some(s) => LeaseState::Store(s),
+                None => LeaseState::Computed,
+            },
+            (None, Some(cas)) if release => LeaseState::Release(cas),
+            _ => LeaseState::Computed,
+        };
+    }
+
+    /// The store to send for [`LeaseNext::Store`].
+    pub fn store(&self) -> Option<&request::LeasedStore<'a>> {
+        match &self.state {
+            LeaseState::Store(s) => Some(s),
+            _ => None,
         }
-        LeaseStep::Wait
+    }
+
+    /// The store was sent (whatever its answer).
+    pub fn stored(&mut self) {
+        if let LeaseState::Store(_) = self.state {
+            self.state = LeaseState::Computed;
+        }
+    }
+
+    /// The `md` that frees the placeholder, for [`LeaseNext::Release`].
+    pub fn release(&mut self) -> Result<Meta<'_>> {
+        if let LeaseState::Release(cas) = self.state {
+            self.release = [MetaFlag::CompareCas(cas)];
+        }
+        Meta::new(self.core, self.key, MetaRequest::Delete(&self.release))
+    }
+
+    /// The placeholder was freed (or the attempt failed: it expires).
+    pub fn released(&mut self) {
+        if let LeaseState::Release(_) = self.state {
+            self.state = LeaseState::Computed;
+        }
+    }
+
+    /// The cas of the placeholder this call holds and must free if it ends
+    /// now without storing: a driver whose call can be dropped (a future)
+    /// frees it then.
+    pub fn placeholder(&self) -> Option<u64> {
+        match &self.state {
+            LeaseState::Computing {
+                cas: Some(cas),
+                release: true,
+                ..
+            }
+            | LeaseState::Release(cas) => Some(*cas),
+            LeaseState::Store(s) => match s.condition {
+                MetaFlag::CompareCas(cas) => Some(cas),
+                _ => None,
+            },
+            _ => None,
+        }
     }
 
     /// How long to wait before asking again (growing to 50 ms), or `None`
-    /// once `lease_wait` is up: then compute without storing.
-    pub fn pause(&mut self) -> Option<Duration> {
-        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+    /// once `lease_wait` is up at `now`.
+    fn pause(&mut self, now: Instant) -> Option<Duration> {
+        if self.deadline.is_some_and(|d| now >= d) {
             return None;
         }
         let p = self.pause;
@@ -332,23 +544,108 @@ impl Lease {
     }
 }
 
+/// The error of a driver that lost the computation's result (an internal
+/// error; never expected).
+pub(crate) fn computed_twice() -> Error {
+    Error::new(
+        ErrorKind::Protocol,
+        "get_or_set computed twice or lost its value (an internal error)",
+    )
+}
+
+/// Frees a lease placeholder by its cas, from wherever the driver can
+/// send (a task of its own).
+pub(crate) type Release = std::sync::Arc<dyn Fn(u64) + Send + Sync>;
+
+/// The `mg` of a `get_or_set`: a meta get whose answer, if it comes after
+/// the caller left and won the lease, frees the placeholder it made.
+pub(crate) struct LeaseAsk<'a> {
+    meta: Meta<'a>,
+    release: Option<Release>,
+}
+
+/// The reader of a [`LeaseAsk`].
+pub(crate) struct LeaseRead {
+    read: MetaRead,
+    release: Option<Release>,
+}
+
+impl Request for LeaseAsk<'_> {
+    type Reply = LeaseRead;
+    fn name(&self) -> &'static str {
+        self.meta.name()
+    }
+    fn key(&self) -> &[u8] {
+        self.meta.key()
+    }
+    fn class(&self) -> Class {
+        self.meta.class()
+    }
+    fn encode(&self, core: &Core, failover: bool, buf: &mut Vec<u8>) {
+        self.meta.encode(core, failover, buf);
+    }
+    fn reply(&self) -> LeaseRead {
+        LeaseRead {
+            read: self.meta.reply(),
+            release: self.release.clone(),
+        }
+    }
+}
+
+impl super::reply::Reply for LeaseRead {
+    type Out = MetaReply;
+    fn feed(&mut self, r: crate::protocol::Response<'_>) -> Result<Option<MetaReply>> {
+        self.read.feed(r)
+    }
+    fn in_step(&self) -> bool {
+        self.read.in_step()
+    }
+    fn orphaned(&mut self, out: MetaReply) {
+        if let (LeaseStep::Compute { cas: Some(cas), .. }, Some(release)) =
+            (lease_step(out), &self.release)
+        {
+            release(cas);
+        }
+    }
+}
+
+/// What the reply to the `mg` means.
+fn lease_step(r: MetaReply) -> LeaseStep {
+    let (won, stale, lost) = (r.has('W'), r.has('X'), r.has('Z'));
+    if r.code == MetaCode::Va && !won && (stale || !lost) {
+        let origin = if stale { Origin::Stale } else { Origin::Hit };
+        let flags = r.number('f').unwrap_or(0);
+        return LeaseStep::Found(r.value.unwrap_or_default(), flags, origin);
+    }
+    if won || r.code == MetaCode::En {
+        let cas = r.number::<u64>('c').filter(|_| won);
+        return LeaseStep::Compute {
+            cas,
+            release: cas.is_some() && !stale,
+        };
+    }
+    LeaseStep::Wait
+}
+
 /// Whether a failed `mg` means the cache is unreachable (compute and
 /// return the value uncached) rather than an error to report.
-pub(crate) fn unreachable(e: &Error) -> bool {
+fn unreachable(e: &Error) -> bool {
     e.is_server_failure() || e.kind() == ErrorKind::NoServerAvailable
 }
 
 /// The store of a computed value: with the lease's cas when the caller won
 /// one (so a newer value is never overwritten), else as an add. `None`
 /// when the value cannot be stored (not convertible, or too large).
-pub(crate) fn leased_store<'a, V: crate::value::ToValue>(
+fn leased_store<'a, V: crate::value::ToValue>(
     core: &Core,
     key: &'a [u8],
-    value: &'a V,
+    value: &V,
     ttl: Expiry,
     cas: Option<u64>,
 ) -> Option<super::request::LeasedStore<'a>> {
     let (data, flags) = core.encode(value, true).ok()?;
+    // Owned: the value may be dropped before the store is sent.
+    let data = std::borrow::Cow::Owned(data.into_owned());
     let condition = match cas {
         Some(c) => MetaFlag::CompareCas(c),
         None => MetaFlag::Mode(b'E'),
@@ -360,6 +657,133 @@ pub(crate) fn leased_store<'a, V: crate::value::ToValue>(
         ttl,
         condition,
     })
+}
+
+#[cfg(test)]
+mod lease_tests {
+    //! The lease protocol of `get_or_set`, stepped by hand with a fake
+    //! clock: no server, no sleep.
+    use super::*;
+    use crate::builder::{ClientBuilder, Target};
+
+    fn core(lease_wait: Duration) -> Core {
+        let parts = ClientBuilder::<crate::Client>::default()
+            .servers("127.0.0.1:1")
+            .lease_wait(lease_wait)
+            .into_parts(Target::Blocking)
+            .unwrap();
+        Core::new(parts.servers, parts.backup, parts.config)
+    }
+
+    fn reply(code: MetaCode, flags: &str, value: Option<&[u8]>) -> MetaReply {
+        MetaReply {
+            code,
+            flags: flags.into(),
+            value: value.map(<[u8]>::to_vec),
+        }
+    }
+
+    #[test]
+    fn a_won_lease_computes_and_stores_with_its_cas() {
+        let core = core(Duration::from_secs(2));
+        let t0 = Instant::now();
+        let mut call = core.get_or_set(b"k", Expiry::Never, t0).unwrap();
+        assert!(matches!(call.next(t0), LeaseNext::Ask));
+        call.asked(Ok(reply(MetaCode::En, "c42 W", None)));
+        assert!(matches!(call.next(t0), LeaseNext::Compute));
+        assert_eq!(call.placeholder(), Some(42), "held while computing");
+        call.computed(Some(&"v"));
+        assert!(matches!(call.next(t0), LeaseNext::Store));
+        let store = call.store().unwrap();
+        assert_eq!(store.condition, MetaFlag::CompareCas(42));
+        assert_eq!(&*store.data, b"v");
+        assert_eq!(call.placeholder(), Some(42), "held until stored");
+        call.stored();
+        assert_eq!(call.placeholder(), None);
+        assert!(matches!(call.next(t0), LeaseNext::Computed));
+    }
+
+    #[test]
+    fn a_failed_computation_frees_the_placeholder() {
+        let core = core(Duration::from_secs(2));
+        let t0 = Instant::now();
+        let mut call = core.get_or_set(b"k", Expiry::Never, t0).unwrap();
+        call.next(t0);
+        call.asked(Ok(reply(MetaCode::En, "c7 W", None)));
+        call.next(t0);
+        call.computed::<&str>(None);
+        assert!(matches!(call.next(t0), LeaseNext::Release));
+        assert!(call.release().is_ok());
+        assert_eq!(call.placeholder(), Some(7));
+        call.released();
+        assert_eq!(call.placeholder(), None);
+        assert!(matches!(call.next(t0), LeaseNext::Computed));
+    }
+
+    #[test]
+    fn a_loser_waits_with_growing_pauses_until_lease_wait_then_computes_unstored() {
+        let core = core(Duration::from_millis(100));
+        let t0 = Instant::now();
+        let mut call = core.get_or_set(b"k", Expiry::Never, t0).unwrap();
+        let mut pauses = Vec::new();
+        let mut now = t0;
+        loop {
+            match call.next(now) {
+                LeaseNext::Ask => call.asked(Ok(reply(MetaCode::Va, "f0 c9 Z", Some(b"")))),
+                LeaseNext::Sleep(p) => {
+                    pauses.push(p.as_millis());
+                    now += p;
+                }
+                LeaseNext::Compute => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(pauses, [2, 4, 8, 16, 32, 50], "waited {:?}", now - t0);
+        assert!(now - t0 >= Duration::from_millis(100));
+        assert_eq!(call.placeholder(), None, "a loser holds nothing");
+        call.computed(Some(&"v"));
+        assert!(
+            matches!(call.next(now), LeaseNext::Computed),
+            "not stored: the winner will"
+        );
+    }
+
+    #[test]
+    fn hits_stale_values_and_unreachable_caches() {
+        let core = core(Duration::from_secs(2));
+        let t0 = Instant::now();
+        let mut call = core.get_or_set(b"k", Expiry::Never, t0).unwrap();
+        call.next(t0);
+        call.asked(Ok(reply(MetaCode::Va, "f16 c3", Some(b"x"))));
+        assert!(matches!(call.next(t0), LeaseNext::Found(d, 16, Origin::Hit) if d == b"x"));
+
+        let mut call = core.get_or_set(b"k", Expiry::Never, t0).unwrap();
+        call.next(t0);
+        call.asked(Ok(reply(MetaCode::Va, "f0 c3 X Z", Some(b"old"))));
+        assert!(matches!(
+            call.next(t0),
+            LeaseNext::Found(_, _, Origin::Stale)
+        ));
+
+        let mut call = core.get_or_set(b"k", Expiry::Never, t0).unwrap();
+        call.next(t0);
+        call.asked(Err(Error::new(ErrorKind::Connect, "refused")));
+        assert!(matches!(call.next(t0), LeaseNext::Compute));
+        call.computed(Some(&"v"));
+        assert!(matches!(call.next(t0), LeaseNext::Computed), "not stored");
+
+        let mut call = core.get_or_set(b"k", Expiry::Never, t0).unwrap();
+        call.next(t0);
+        call.asked(Err(Error::new(ErrorKind::ClientError, "bad")));
+        assert!(matches!(call.next(t0), LeaseNext::Fail(e) if e.kind() == ErrorKind::ClientError));
+
+        assert_eq!(
+            core.get_or_set(b"bad key", Expiry::Never, t0)
+                .unwrap_err()
+                .kind(),
+            ErrorKind::InvalidKey
+        );
+    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,10 @@ pub(crate) trait Reply {
     fn salvage(&mut self) -> Option<Self::Out> {
         None
     }
+    /// The answer came after its caller stopped waiting (a dropped
+    /// future): what it obliges to (say, freeing a lease placeholder it
+    /// won) is done here. Dropped by default.
+    fn orphaned(&mut self, _out: Self::Out) {}
 }
 
 /// Whether a connection is still in step after a request ended with `e`:

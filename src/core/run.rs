@@ -36,6 +36,9 @@ pub(crate) enum Next<T> {
 /// byte of the request may have reached the server.
 pub(crate) type Sent<T> = std::result::Result<T, (Error, bool)>;
 
+// One per request, on the stack of its driver: boxing the large variant
+// would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 enum State<'a, T> {
     /// On the key's servers in failover order; `then_delete`: a write that
     /// deletes the key on the other replicas after it ran on one.
