@@ -4,26 +4,17 @@
 use std::time::Duration;
 
 use crate::auth::Credentials;
+use crate::client::pool::PoolOptions;
 use crate::codec::Codec;
-use crate::connection::ConnOptions;
 use crate::error::{Error, ErrorKind, Result};
 use crate::health::Policy;
 use crate::hints::DEFAULT_REJOIN_HINTS;
-use crate::pool::PoolOptions;
 use crate::ring::Distribution;
-use crate::server::{IntoServers, Server, MAX_WEIGHT};
+use crate::server::{IntoServers, Server};
+use crate::transport::ConnOptions;
 
-/// The default largest value, 1 MiB (memcached's default item size).
-pub const DEFAULT_MAX_VALUE_SIZE: usize = 1024 * 1024;
-
-/// The largest `max_value_size` accepted, 1 GiB (memcached's own `-I`
-/// limit).
-pub const MAX_VALUE_SIZE_LIMIT: usize = 1024 * 1024 * 1024;
-
-/// The longest duration any setting keeps; longer ones (up to
-/// `Duration::MAX`) are clamped to it, so that no deadline computed from
-/// them can overflow. 30 days.
-pub const MAX_SETTING_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+use crate::core::config::Config;
+pub use crate::core::config::{DEFAULT_MAX_VALUE_SIZE, MAX_SETTING_DURATION, MAX_VALUE_SIZE_LIMIT};
 
 /// A server address that did not parse, kept for `build` (as its source).
 #[derive(Debug)]
@@ -38,33 +29,6 @@ impl Clone for ParseError {
 /// The longest TCP keepalive idle time the kernel accepts.
 const MAX_KEEPALIVE_IDLE: Duration = Duration::from_secs(32_767);
 
-/// Checks a server list, for `build()` and for `update_servers`: not
-/// empty, weights in range, and TCP addresses only when TLS is on.
-pub(crate) fn check_servers(servers: &[Server], tls: bool) -> Result<()> {
-    let invalid = |what: String| Err(Error::new(ErrorKind::InvalidConfig, what));
-    if servers.is_empty() {
-        return invalid("no servers given".into());
-    }
-    if let Some(s) = servers.iter().find(|s| s.weight() > MAX_WEIGHT) {
-        return invalid(format!(
-            "server {s}: weight {} is above {MAX_WEIGHT}",
-            s.weight()
-        ));
-    }
-    if u32::try_from(servers.len()).is_err() {
-        return invalid("too many servers".into());
-    }
-    if let Some(s) = servers
-        .iter()
-        .find(|s| tls && matches!(s.endpoint(), crate::Endpoint::Unix(_)))
-    {
-        return invalid(format!(
-            "server {s}: TLS needs a TCP address, not a Unix socket"
-        ));
-    }
-    Ok(())
-}
-
 /// Every setting, checked.
 #[derive(Debug)]
 pub(crate) struct Parts {
@@ -77,23 +41,6 @@ pub(crate) struct Parts {
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub connections: u32,
     pub config: Config,
-}
-
-/// Settings the client consults per request (the rest live in the pools).
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub distribution: Distribution,
-    pub policy: Policy,
-    pub max_attempts: u32,
-    pub failover_ttl: Option<Duration>,
-    pub flush_on_rejoin: bool,
-    pub rejoin_hints: usize,
-    pub max_value_size: usize,
-    pub lease_ttl: Duration,
-    pub lease_wait: Duration,
-    pub codec: Codec,
-    pub replicas: usize,
-    pub miss_failover: bool,
 }
 
 /// Which client a builder makes: the blocking one or the async one.
@@ -481,9 +428,9 @@ impl<C> ClientBuilder<C> {
         let tls_on = self.tls.is_some();
         #[cfg(not(feature = "tls"))]
         let tls_on = false;
-        check_servers(&self.servers, tls_on)?;
+        crate::server::check_list(&self.servers, tls_on)?;
         if !self.backup.is_empty() {
-            check_servers(&self.backup, tls_on)?;
+            crate::server::check_list(&self.backup, tls_on)?;
             if let Some(s) = self
                 .backup
                 .iter()
@@ -495,13 +442,8 @@ impl<C> ClientBuilder<C> {
                 ));
             }
         }
-        if self.replicas == 0 {
-            return invalid("replicas must be at least 1");
-        }
-        if pool_size == 0 || connections == 0 || self.max_attempts == 0 || self.failure_limit == 0 {
-            return invalid(
-                "pool_size, connections, max_attempts and failure_limit must be at least 1",
-            );
+        if pool_size == 0 || connections == 0 {
+            return invalid("pool_size and connections must be at least 1");
         }
         if self.io_timeout.is_zero() || self.connect_timeout.is_zero() || checkout_timeout.is_zero()
         {
@@ -511,9 +453,6 @@ impl<C> ClientBuilder<C> {
         }
         if let Some(problem) = self.credentials.as_ref().and_then(Credentials::problem) {
             return invalid(problem);
-        }
-        if self.max_value_size > MAX_VALUE_SIZE_LIMIT {
-            return invalid("max_value_size is above 1 GiB");
         }
         #[cfg(feature = "tls")]
         let tls = match &self.tls {
@@ -555,6 +494,7 @@ impl<C> ClientBuilder<C> {
             replicas: self.replicas,
             miss_failover: self.miss_failover,
         };
+        config.check()?;
         Ok(Parts {
             servers: self.servers,
             backup: self.backup,

@@ -8,43 +8,16 @@
 //! read would return the answer to an earlier request.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, SockAddr, Socket, TcpKeepalive, Type};
+use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::auth::Credentials;
-use crate::core::inbox::{self, Inbox};
+use crate::core::inbox::Inbox;
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::Response;
 use crate::server::{Endpoint, Server};
-
-/// Socket settings, from the builder.
-#[derive(Debug, Clone)]
-pub(crate) struct ConnOptions {
-    pub connect_timeout: Duration,
-    pub io_timeout: Duration,
-    pub nodelay: bool,
-    pub keepalive: Option<Duration>,
-    pub max_value: usize,
-    /// Sent on every new connection before it is used (`memcached -Y`).
-    pub credentials: Option<Credentials>,
-    /// The server's metrics (bytes, connections).
-    pub metrics: Option<std::sync::Arc<crate::metrics::Recorder>>,
-    /// TLS for every connection (feature `tls`).
-    #[cfg(feature = "tls")]
-    pub tls: Option<std::sync::Arc<crate::tls::Tls>>,
-}
-
-impl ConnOptions {
-    /// Whether connections run TLS.
-    pub fn uses_tls(&self) -> bool {
-        #[cfg(feature = "tls")]
-        return self.tls.is_some();
-        #[cfg(not(feature = "tls"))]
-        false
-    }
-}
+use crate::transport::{self, ConnOptions};
 
 const INITIAL_BUF: usize = 16 * 1024;
 /// A write buffer that grew past this for a large value shrinks back
@@ -97,24 +70,6 @@ impl Drop for Connection {
     }
 }
 
-fn connect_error(what: String, err: io::Error) -> Error {
-    Error::new(ErrorKind::Connect, what).with_source(err)
-}
-
-fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>> {
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| connect_error(format!("cannot resolve {host:?}"), e))?
-        .collect();
-    if addrs.is_empty() {
-        return Err(Error::new(
-            ErrorKind::Connect,
-            format!("{host:?} resolved to no address"),
-        ));
-    }
-    Ok(addrs)
-}
-
 fn open(addr: &SockAddr, domain: Domain, opts: &ConnOptions) -> io::Result<Socket> {
     let sock = Socket::new(domain, Type::STREAM, None)?;
     sock.connect_timeout(addr, opts.connect_timeout)?;
@@ -130,7 +85,7 @@ impl Connection {
             Endpoint::Tcp { host, port } => {
                 let mut last = None;
                 let mut sock = None;
-                for addr in resolve(host, *port)? {
+                for addr in transport::resolve(host, *port)? {
                     match open(&addr.into(), Domain::for_address(addr), opts) {
                         Ok(s) => {
                             sock = Some(s);
@@ -141,26 +96,22 @@ impl Connection {
                 }
                 let sock = match (sock, last) {
                     (Some(s), _) => s,
-                    (None, Some(e)) => return Err(connect_error("cannot connect".into(), e)),
+                    (None, Some(e)) => {
+                        return Err(transport::connect_error("cannot connect".into(), e))
+                    }
                     (None, None) => {
                         return Err(Error::new(ErrorKind::Connect, "no address to connect to"))
                     }
                 };
-                let setup = || -> io::Result<()> {
-                    sock.set_tcp_nodelay(opts.nodelay)?;
-                    if let Some(idle) = opts.keepalive {
-                        sock.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
-                    }
-                    Ok(())
-                };
-                setup().map_err(|e| connect_error("cannot set socket options".into(), e))?;
+                transport::tune(socket2::SockRef::from(&sock), opts)?;
                 sock
             }
             Endpoint::Unix(path) => {
-                let addr = SockAddr::unix(path)
-                    .map_err(|e| connect_error(format!("bad socket path {path:?}"), e))?;
+                let addr = SockAddr::unix(path).map_err(|e| {
+                    transport::connect_error(format!("bad socket path {path:?}"), e)
+                })?;
                 open(&addr, Domain::UNIX, opts)
-                    .map_err(|e| connect_error("cannot connect".into(), e))?
+                    .map_err(|e| transport::connect_error("cannot connect".into(), e))?
             }
         };
         #[cfg(feature = "tls")]
@@ -203,7 +154,7 @@ impl Connection {
             sock.set_read_timeout(Some(opts.io_timeout))?;
             sock.set_write_timeout(Some(opts.io_timeout))
         };
-        timeouts().map_err(|e| connect_error("cannot set socket timeouts".into(), e))?;
+        timeouts().map_err(|e| transport::connect_error("cannot set socket timeouts".into(), e))?;
         Ok(Connection {
             sock,
             inbox: Inbox::new(opts.max_value),
@@ -447,8 +398,8 @@ impl Connection {
     fn read_more(&mut self, wait: bool) -> Result<()> {
         let n = loop {
             match self.read_once(wait) {
-                Ok(0) if self.first && self.inbox.is_empty() => return Err(inbox::closed_new()),
-                Ok(0) => return Err(inbox::closed(!self.inbox.is_empty())),
+                Ok(0) if self.first && self.inbox.is_empty() => return Err(transport::closed_new()),
+                Ok(0) => return Err(transport::closed(!self.inbox.is_empty())),
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock && !wait => return Ok(()),
@@ -458,7 +409,7 @@ impl Connection {
                         return Err(tls);
                     }
                     let new = self.first && self.inbox.is_empty();
-                    return Err(inbox::read_failed(e, new, "reading reply"));
+                    return Err(transport::read_failed(e, new, "reading reply"));
                 }
             }
         };

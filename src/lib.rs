@@ -62,7 +62,6 @@ mod health;
 mod hints;
 mod key;
 pub mod metrics;
-mod pool;
 pub mod protocol;
 pub mod ring;
 mod server;
@@ -70,7 +69,9 @@ pub mod stats;
 mod sys;
 #[cfg(feature = "tls")]
 mod tls;
+mod transport;
 mod value;
+mod view;
 
 pub use crate::core::meta::{MetaReply, MetaRequest, Origin};
 pub use crate::core::reply::CasOutcome;

@@ -5,8 +5,8 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::core::retry::Class;
 use crate::error::ErrorKind;
+use crate::protocol::Class;
 
 /// Latency buckets: bucket `i` counts requests that took under `2^i` µs
 /// (the last one everything longer).
@@ -218,7 +218,7 @@ impl Recorder {
         }
     }
 
-    fn snapshot(&self, server: &str, dead: bool) -> ServerMetrics {
+    pub(crate) fn snapshot(&self, server: &str, dead: bool) -> ServerMetrics {
         let sum = |f: fn(&Stripe) -> &AtomicU64| -> u64 {
             self.stripes
                 .iter()
@@ -414,20 +414,6 @@ impl Latency {
             }
         }
         Some(self.max)
-    }
-}
-
-impl crate::core::Core {
-    /// A snapshot of every server's metrics.
-    pub fn metrics(&self) -> Metrics {
-        Metrics {
-            servers: self
-                .nodes
-                .iter()
-                .enumerate()
-                .map(|(i, n)| n.metrics.snapshot(self.label(i), n.health.is_dead()))
-                .collect(),
-        }
     }
 }
 

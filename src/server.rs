@@ -183,6 +183,33 @@ impl FromStr for Server {
     }
 }
 
+/// Checks a server list, for `build()` and for `update_servers`: not
+/// empty, weights in range, and TCP addresses only when TLS is on.
+pub(crate) fn check_list(servers: &[Server], tls: bool) -> Result<(), Error> {
+    let invalid = |what: String| Err(Error::new(ErrorKind::InvalidConfig, what));
+    if servers.is_empty() {
+        return invalid("no servers given".into());
+    }
+    if let Some(s) = servers.iter().find(|s| s.weight() > MAX_WEIGHT) {
+        return invalid(format!(
+            "server {s}: weight {} is above {MAX_WEIGHT}",
+            s.weight()
+        ));
+    }
+    if u32::try_from(servers.len()).is_err() {
+        return invalid("too many servers".into());
+    }
+    if let Some(s) = servers
+        .iter()
+        .find(|s| tls && matches!(s.endpoint(), Endpoint::Unix(_)))
+    {
+        return invalid(format!(
+            "server {s}: TLS needs a TCP address, not a Unix socket"
+        ));
+    }
+    Ok(())
+}
+
 mod sealed {
     pub trait Sealed {}
     pub trait Name {}

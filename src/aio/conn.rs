@@ -29,12 +29,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
-use crate::connection::ConnOptions;
-use crate::core::inbox::{self, Inbox};
+use crate::core::inbox::Inbox;
 use crate::core::reply::{in_step_after, Reply};
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::Response;
 use crate::server::{Endpoint, Server};
+use crate::transport::{self, ConnOptions};
 
 /// What one connection may have in flight before callers wait, in units
 /// of [`PERMIT_BYTES`] of request: 4,096 small requests, or about 64 MiB of
@@ -302,9 +302,9 @@ impl Reader {
             }
         }
         if !mid_reply && !answered {
-            return inbox::closed_new();
+            return transport::closed_new();
         }
-        inbox::closed(mid_reply)
+        transport::closed(mid_reply)
     }
 
     /// The error for a failed read: what ended the TLS session, a hint
@@ -317,7 +317,7 @@ impl Reader {
                 return f;
             }
         }
-        inbox::read_failed(e, !mid_reply && !answered, "reading replies")
+        transport::read_failed(e, !mid_reply && !answered, "reading replies")
     }
 
     /// Reads what is there, waiting until something is.
@@ -651,10 +651,6 @@ impl ConnSlot {
     }
 }
 
-fn connect_error(what: String, err: std::io::Error) -> Error {
-    Error::new(ErrorKind::Connect, what).with_source(err)
-}
-
 async fn open(server: &Server, opts: &ConnOptions) -> Result<Handle> {
     let timeout = opts.connect_timeout;
     #[cfg_attr(not(feature = "tls"), allow(unused_variables))]
@@ -664,23 +660,13 @@ async fn open(server: &Server, opts: &ConnOptions) -> Result<Handle> {
             Endpoint::Tcp { host, port } => {
                 let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), *port))
                     .await
-                    .map_err(|e| connect_error(format!("cannot resolve {host:?}"), e))?
+                    .map_err(|e| transport::connect_error(format!("cannot resolve {host:?}"), e))?
                     .collect();
                 let mut last = None;
                 for addr in addrs {
                     match tokio::net::TcpStream::connect(addr).await {
                         Ok(s) => {
-                            let setup = || -> std::io::Result<()> {
-                                s.set_nodelay(opts.nodelay)?;
-                                if let Some(idle) = opts.keepalive {
-                                    let ka = socket2::TcpKeepalive::new().with_time(idle);
-                                    socket2::SockRef::from(&s).set_tcp_keepalive(&ka)?;
-                                }
-                                Ok(())
-                            };
-                            setup().map_err(|e| {
-                                connect_error("cannot set socket options".into(), e)
-                            })?;
+                            transport::tune(socket2::SockRef::from(&s), opts)?;
                             #[cfg(feature = "tls")]
                             if let Some(t) = &opts.tls {
                                 handshaking.store(true, Ordering::Relaxed);
@@ -695,17 +681,14 @@ async fn open(server: &Server, opts: &ConnOptions) -> Result<Handle> {
                     }
                 }
                 Err(match last {
-                    Some(e) => connect_error("cannot connect".into(), e),
-                    None => Error::new(
-                        ErrorKind::Connect,
-                        format!("{host:?} resolved to no address"),
-                    ),
+                    Some(e) => transport::connect_error("cannot connect".into(), e),
+                    None => transport::no_address(host),
                 })
             }
             Endpoint::Unix(path) => {
                 let s = tokio::net::UnixStream::connect(path)
                     .await
-                    .map_err(|e| connect_error("cannot connect".into(), e))?;
+                    .map_err(|e| transport::connect_error("cannot connect".into(), e))?;
                 let (r, w) = s.into_split();
                 start(Reader::Unix(r), Writer::Unix(w), opts).await
             }
@@ -736,9 +719,9 @@ mod tls {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpStream, UnixStream};
 
-    use crate::connection::ConnOptions;
     use crate::error::{Error, Result};
     use crate::tls::Tls;
+    use crate::transport::ConnOptions;
 
     /// The error that ended a session, for the connection to report.
     #[derive(Debug, Clone, Default)]
@@ -850,7 +833,7 @@ async fn start(r: Reader, w: Writer, opts: &ConnOptions) -> Result<Handle> {
                 break r;
             }
             match r.read(inbox.spare()).await {
-                Ok(0) => return Err(inbox::closed(!inbox.is_empty())),
+                Ok(0) => return Err(transport::closed(!inbox.is_empty())),
                 Ok(n) => inbox.filled(n),
                 Err(e) => return Err(Error::io(e, "reading the login reply")),
             }

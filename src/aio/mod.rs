@@ -44,22 +44,22 @@ mod servers;
 use conn::{Failed, Outcome, ServerConns, Ticket};
 
 /// The client's servers at one moment: core and connections.
-type Inner = crate::core::View<ServerConns>;
+type Inner = crate::view::View<ServerConns>;
 
 struct Shared {
-    current: crate::core::Current<Inner>,
-    conn: crate::connection::ConnOptions,
+    current: crate::view::Current<Inner>,
+    conn: crate::transport::ConnOptions,
     connections: u32,
 }
 
 /// The view of `core`, keeping `old`'s connections to the servers it keeps.
 fn view(
     core: Core,
-    conn: &crate::connection::ConnOptions,
+    conn: &crate::transport::ConnOptions,
     connections: u32,
     old: Option<&Inner>,
 ) -> Inner {
-    crate::core::View::new(core, old, conn, |s, conn| {
+    crate::view::View::new(core, old, conn, |s, conn| {
         ServerConns::new(s.clone(), conn, connections)
     })
 }
@@ -146,7 +146,7 @@ impl Client {
         let view = view(core, &parts.conn, parts.connections, None);
         Ok(Client {
             shared: Arc::new(Shared {
-                current: crate::core::Current::new(view),
+                current: crate::view::Current::new(view),
                 conn: parts.conn,
                 connections: parts.connections,
             }),

@@ -13,6 +13,7 @@
 use std::sync::Arc;
 
 use crate::builder::ClientBuilder;
+use crate::client::pool::{PoolMaker, PooledConn, ServerPool};
 use crate::connection::Connection;
 use crate::core::reply::{in_step_after, Reply};
 use crate::core::request::{Delete, Out, Request};
@@ -21,16 +22,16 @@ use crate::core::run::Next;
 use crate::core::run::Run;
 use crate::core::Core;
 use crate::error::Result;
-use crate::pool::{PoolMaker, PooledConn, ServerPool};
 use crate::server::IntoServers;
 
 mod keyed;
 mod meta;
 mod multi;
+pub(crate) mod pool;
 mod servers;
 
 /// The client's servers at one moment: core and pools.
-type Inner = crate::core::View<ServerPool>;
+type Inner = crate::view::View<ServerPool>;
 
 impl Inner {
     /// A connection to `server` from its pool.
@@ -40,7 +41,7 @@ impl Inner {
 }
 
 struct Shared {
-    current: crate::core::Current<Inner>,
+    current: crate::view::Current<Inner>,
     pools: PoolMaker,
 }
 
@@ -89,7 +90,7 @@ impl ClientBuilder<Client> {
         let view = maker.view(core, None);
         Ok(Client {
             shared: Arc::new(Shared {
-                current: crate::core::Current::new(view),
+                current: crate::view::Current::new(view),
                 pools: maker,
             }),
         })

@@ -7,11 +7,11 @@
 use std::time::Instant;
 
 use super::{feed, probe, Client, Inner};
+use crate::client::pool::PooledConn;
 use crate::core::multi::{Batch, Call, Entry, GetBatch, KeyBatch, Round, SetBatch};
 use crate::core::replicas::Ranked;
 use crate::core::reply::Reply;
 use crate::error::{Error, ErrorKind, Result};
-use crate::pool::PooledConn;
 use crate::value::{CasToken, Expiry, FromValue, ToValue};
 
 /// A batch sent to one server, whose replies are being read.

@@ -153,40 +153,6 @@ impl Inbox {
     }
 }
 
-/// The error for a new connection the server closed before its first
-/// reply: most often a server that wants TLS or a login.
-pub(crate) fn closed_new() -> Error {
-    Error::new(
-        ErrorKind::Io,
-        "the server closed a new connection before answering (does it require TLS or a login, \
-         or is it a proxy such as twemproxy that does not support the command?)",
-    )
-}
-
-/// The error for a read that failed (`what` the read was for); on a new
-/// connection with nothing read yet (`new`), a reset hints at a server
-/// that wants TLS.
-pub(crate) fn read_failed(e: std::io::Error, new: bool, what: &str) -> Error {
-    if new && e.kind() == std::io::ErrorKind::ConnectionReset {
-        return Error::io(
-            e,
-            "the server reset a new connection before answering (does it require TLS?)",
-        );
-    }
-    Error::io(e, what)
-}
-
-/// The error for a connection the server closed.
-pub(crate) fn closed(mid_reply: bool) -> Error {
-    let detail = if mid_reply {
-        "server closed the connection mid-reply"
-    } else {
-        "server closed the connection without a reply (a proxy such as twemproxy does so \
-         for a command it does not support)"
-    };
-    Error::new(ErrorKind::Io, detail)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -664,15 +664,11 @@ mod lease_tests {
     //! The lease protocol of `get_or_set`, stepped by hand with a fake
     //! clock: no server, no sleep.
     use super::*;
-    use crate::builder::{ClientBuilder, Target};
 
     fn core(lease_wait: Duration) -> Core {
-        let parts = ClientBuilder::<crate::Client>::default()
-            .servers("127.0.0.1:1")
-            .lease_wait(lease_wait)
-            .into_parts(Target::Blocking)
-            .unwrap();
-        Core::new(parts.servers, parts.backup, parts.config)
+        let mut config = super::super::config::Config::for_tests();
+        config.lease_wait = lease_wait;
+        Core::new(vec!["127.0.0.1:1".parse().unwrap()], Vec::new(), config)
     }
 
     fn reply(code: MetaCode, flags: &str, value: Option<&[u8]>) -> MetaReply {

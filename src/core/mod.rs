@@ -20,13 +20,13 @@
 
 use std::time::SystemTime;
 
-use crate::builder::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::health::{Clock, Health};
 use crate::hints::Hints;
 use crate::ring::Ring;
 use crate::server::Server;
 use crate::value::{CasToken, Expiry, FromValue, ToValue};
+use config::Config;
 use reply::Fetched;
 use std::borrow::Cow;
 
@@ -40,6 +40,7 @@ macro_rules! trace_event {
 pub(crate) use trace_event;
 
 pub(crate) mod attempts;
+pub(crate) mod config;
 pub(crate) mod inbox;
 pub(crate) mod meta;
 pub(crate) mod multi;
@@ -171,84 +172,6 @@ impl Iterator for Route<'_> {
     }
 }
 
-/// A client's servers at one moment: the core (ring, health, settings) and
-/// each server's connections `P` (a pool, or pipelined connections). A
-/// request runs on the one it started with, so `update_servers` never
-/// changes a server under it.
-pub(crate) struct View<P> {
-    pub core: Core,
-    pub links: Vec<std::sync::Arc<P>>,
-}
-
-impl<P> std::ops::Deref for View<P> {
-    type Target = Core;
-    fn deref(&self) -> &Core {
-        &self.core
-    }
-}
-
-impl<P> View<P> {
-    /// The view of `core`: each server's connections kept from `old` for
-    /// the same address, else made by `make` from the server and its
-    /// settings (`conn` with that server's metrics).
-    pub fn new(
-        core: Core,
-        old: Option<&View<P>>,
-        conn: &crate::connection::ConnOptions,
-        mut make: impl FnMut(&Server, crate::connection::ConnOptions) -> P,
-    ) -> View<P> {
-        let links = core
-            .servers
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                old.and_then(|o| o.links.get(o.core.index_of(s)?).cloned())
-                    .unwrap_or_else(|| std::sync::Arc::new(make(s, core.conn_options(i, conn))))
-            })
-            .collect();
-        View { core, links }
-    }
-
-    /// Server `server`'s connections.
-    pub fn link(&self, server: usize) -> Result<&P> {
-        self.links
-            .get(server)
-            .map(|l| &**l)
-            .ok_or_else(|| Error::new(ErrorKind::InvalidConfig, "the ring named an unknown server"))
-    }
-}
-
-/// A client's view of its servers (core and connections), as requests
-/// take it: each holds the one it started with; `update_servers` puts a
-/// new one in place.
-pub(crate) struct Current<T>(std::sync::RwLock<std::sync::Arc<T>>);
-
-impl<T> Current<T> {
-    pub fn new(view: T) -> Current<T> {
-        Current(std::sync::RwLock::new(std::sync::Arc::new(view)))
-    }
-
-    /// The view now.
-    pub fn get(&self) -> std::sync::Arc<T> {
-        self.0
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Replaces the view with the one `next` makes from it (nothing
-    /// changes when it fails); returns what else `next` returned.
-    pub fn replace<R>(&self, next: impl FnOnce(&T) -> Result<(T, R)>) -> Result<R> {
-        let mut now = self
-            .0
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (view, out) = next(&now)?;
-        *now = std::sync::Arc::new(view);
-        Ok(out)
-    }
-}
-
 /// One server's shared state: its health and the keys to delete on it
 /// when it rejoins.
 #[derive(Debug)]
@@ -367,7 +290,7 @@ impl Core {
         tls: bool,
     ) -> Result<(Core, crate::ring::Plan)> {
         let servers = servers.into_servers()?;
-        crate::builder::check_servers(&servers, tls)?;
+        crate::server::check_list(&servers, tls)?;
         let backup = self.servers.get(self.main..).unwrap_or_default();
         if let Some(s) = servers
             .iter()
@@ -427,18 +350,6 @@ impl Core {
             .get(index)
             .map(|n| &**n)
             .ok_or_else(|| Error::new(ErrorKind::InvalidConfig, "the ring named an unknown server"))
-    }
-
-    /// The connection settings for `server`: `conn` with that server's
-    /// metrics, for its connections to count bytes and themselves.
-    pub fn conn_options(
-        &self,
-        server: usize,
-        conn: &crate::connection::ConnOptions,
-    ) -> crate::connection::ConnOptions {
-        let mut opts = conn.clone();
-        opts.metrics = self.nodes.get(server).map(|n| n.metrics.clone());
-        opts
     }
 
     /// `host:port` (or the socket path) of a server.
@@ -630,5 +541,19 @@ impl Core {
             Ok((self.decode(d, flags)?, CasToken(cas)))
         })
         .transpose()
+    }
+}
+
+impl Core {
+    /// A snapshot of every server's metrics.
+    pub fn metrics(&self) -> crate::metrics::Metrics {
+        crate::metrics::Metrics {
+            servers: self
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| n.metrics.snapshot(self.label(i), n.health.is_dead()))
+                .collect(),
+        }
     }
 }

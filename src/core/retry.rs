@@ -20,25 +20,7 @@
 
 use crate::error::{Error, ErrorKind};
 
-/// What a request may do after a server failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Class {
-    /// Reads: any failure moves on.
-    Read,
-    /// Idempotent writes (`set`, `replace`, `delete`, `touch`, `ms` in set
-    /// or replace mode, `md` without a cas): may be sent again elsewhere
-    /// once the server that failed is marked dead.
-    Write,
-    /// Non-idempotent writes: sent at most once.
-    WriteOnce,
-}
-
-impl Class {
-    /// True for the classes that change data.
-    pub fn is_write(self) -> bool {
-        self != Class::Read
-    }
-}
+pub(crate) use crate::protocol::Class;
 
 /// The decision after one attempt failed.
 #[derive(Debug)]

@@ -133,3 +133,25 @@ mod tests {
         assert_eq!(check_key(b"a\x7f"), Err(KeyProblem::BadByte(1, 0x7f)));
     }
 }
+
+/// What a command does to the stored item, which decides what a request
+/// may do after a server failure: read it, rewrite it (may be repeated), or
+/// change it in a way that must not be repeated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// Reads: any failure moves on.
+    Read,
+    /// Idempotent writes (`set`, `replace`, `delete`, `touch`, `ms` in set
+    /// or replace mode, `md` without a cas): may be sent again elsewhere
+    /// once the server that failed is marked dead.
+    Write,
+    /// Non-idempotent writes: sent at most once.
+    WriteOnce,
+}
+
+impl Class {
+    /// True for the classes that change data.
+    pub fn is_write(self) -> bool {
+        self != Class::Read
+    }
+}

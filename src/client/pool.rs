@@ -20,9 +20,10 @@ use std::time::{Duration, Instant};
 
 use scheduled_thread_pool::ScheduledThreadPool;
 
-use crate::connection::{ConnOptions, Connection};
+use crate::connection::Connection;
 use crate::error::{Error, ErrorKind, Result};
 use crate::server::Server;
+use crate::transport::ConnOptions;
 
 /// Pool settings, from the builder.
 #[derive(Debug, Clone)]
@@ -93,9 +94,9 @@ impl PoolMaker {
     pub fn view(
         &self,
         core: crate::core::Core,
-        old: Option<&crate::core::View<ServerPool>>,
-    ) -> crate::core::View<ServerPool> {
-        crate::core::View::new(core, old, &self.conn, |s, conn| {
+        old: Option<&crate::view::View<ServerPool>>,
+    ) -> crate::view::View<ServerPool> {
+        crate::view::View::new(core, old, &self.conn, |s, conn| {
             ServerPool::new(s.clone(), conn, &self.opts, self.threads.clone())
         })
     }
