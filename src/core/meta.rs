@@ -516,6 +516,7 @@ impl<'a> GetOrSet<'a> {
     /// The cas of the placeholder this call holds and must free if it ends
     /// now without storing: a driver whose call can be dropped (a future)
     /// frees it then.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub fn placeholder(&self) -> Option<u64> {
         match &self.state {
             LeaseState::Computing {
@@ -567,6 +568,7 @@ pub(crate) struct LeaseAsk<'a> {
 /// The reader of a [`LeaseAsk`].
 pub(crate) struct LeaseRead {
     read: MetaRead,
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     release: Option<Release>,
 }
 

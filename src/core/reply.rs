@@ -25,7 +25,9 @@ pub(crate) trait Reply {
     }
     /// The answer came after its caller stopped waiting (a dropped
     /// future): what it obliges to (say, freeing a lease placeholder it
-    /// won) is done here. Dropped by default.
+    /// won) is done here. Dropped by default. Only the async driver's
+    /// callers can leave.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     fn orphaned(&mut self, _out: Self::Out) {}
 }
 
