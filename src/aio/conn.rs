@@ -396,48 +396,14 @@ async fn read_loop(
         // request queued (it takes them when their replies come), nor does
         // it keep time: each caller waits for its own deadline, and ends
         // the connection when it passes.
-        let idle = pipeline.is_empty();
-        let ready = tokio::select! {
-            biased;
-            () = conn.wake_reader.notified() => break conn.ended().unwrap_or_else(closed_error),
-            ready = r.readable() => {
-                if idle {
-                    // Bytes with nothing queued answer nothing. Decided
-                    // before they are read, under the lock requests are
-                    // queued under (a request checks for unread bytes there
-                    // before it is written).
-                    let _out = conn.out();
-                    if conn.in_flight.load(Ordering::Acquire) == 0 {
-                        // Readiness can be stale: read to know.
-                        match r.try_read(inbox.spare()) {
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                            Ok(0) => break r.closed(false, pipeline.answered),
-                            Ok(_) => {
-                                conn.close();
-                                break unsolicited();
-                            }
-                            Err(e) => break r.failed(e, false, pipeline.answered),
-                        }
-                    }
-                }
-                ready
-            }
-        };
-        if let Err(e) = ready {
-            break Error::io(e, "waiting for replies");
+        let answered = pipeline.answered;
+        match wait(&r, &conn, &mut inbox, pipeline.is_empty(), answered).await {
+            Wake::Again => continue,
+            Wake::End(e) => break e,
+            Wake::Readable => {}
         }
-        match r.try_read(inbox.spare()) {
-            Ok(0) => break r.closed(!inbox.is_empty(), pipeline.answered),
-            Ok(n) => {
-                inbox.filled(n);
-                if let Some(m) = &conn.metrics {
-                    m.received(n);
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => break r.failed(e, !inbox.is_empty(), pipeline.answered),
+        if let Some(e) = read_some(&r, &conn, &mut inbox, answered) {
+            break e;
         }
     };
     conn.close();
@@ -450,5 +416,66 @@ async fn read_loop(
     for w in pipeline.drain() {
         let sent = w.start() < written;
         w.fail(error.duplicate(), sent);
+    }
+}
+
+/// What the reader task woke up to.
+enum Wake {
+    /// Bytes (or an error) to read.
+    Readable,
+    /// Nothing after all: wait again.
+    Again,
+    /// The connection ends with this error.
+    End(Error),
+}
+
+/// Waits until the socket is readable or the connection is closed. With
+/// no request in flight (`idle`), bytes that arrive answer nothing: decided
+/// before they are read, under the lock requests are queued under (a
+/// request checks for unread bytes there before it is written).
+async fn wait(r: &Reader, conn: &Conn, inbox: &mut Inbox, idle: bool, answered: bool) -> Wake {
+    tokio::select! {
+        biased;
+        () = conn.wake_reader.notified() => Wake::End(conn.ended().unwrap_or_else(closed_error)),
+        ready = r.readable() => {
+            if let Err(e) = ready {
+                return Wake::End(Error::io(e, "waiting for replies"));
+            }
+            if idle {
+                let _out = conn.out();
+                if conn.in_flight.load(Ordering::Acquire) == 0 {
+                    // Readiness can be stale: read to know.
+                    return match r.try_read(inbox.spare()) {
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Wake::Again,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Wake::Again,
+                        Ok(0) => Wake::End(r.closed(false, answered)),
+                        Ok(_) => {
+                            conn.close();
+                            Wake::End(unsolicited())
+                        }
+                        Err(e) => Wake::End(r.failed(e, false, answered)),
+                    };
+                }
+            }
+            Wake::Readable
+        }
+    }
+}
+
+/// Reads what the socket has into `inbox`; the error that ends the
+/// connection, if the read failed or found it closed.
+fn read_some(r: &Reader, conn: &Conn, inbox: &mut Inbox, answered: bool) -> Option<Error> {
+    match r.try_read(inbox.spare()) {
+        Ok(0) => Some(r.closed(!inbox.is_empty(), answered)),
+        Ok(n) => {
+            inbox.filled(n);
+            if let Some(m) = &conn.metrics {
+                m.received(n);
+            }
+            None
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => None,
+        Err(e) => Some(r.failed(e, !inbox.is_empty(), answered)),
     }
 }
