@@ -266,3 +266,138 @@ fn out_of_order() -> Error {
         "a request was stepped out of order (an internal error)",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    //! The request machine stepped by hand: answers made up, no socket, the
+    //! clock moved forward instead of slept.
+    use super::*;
+    use crate::core::config::Config;
+    use crate::core::reply::StoreReply;
+    use crate::core::request::{Fetch, Store};
+    use crate::error::ErrorKind;
+    use crate::protocol::StoreCommand;
+    use crate::value::Expiry;
+    use std::time::Duration;
+
+    fn core(n: usize, tune: impl FnOnce(&mut Config)) -> Core {
+        let mut config = Config::for_tests();
+        config.policy.failure_limit = 1;
+        config.policy.retry_timeout = Duration::from_secs(5);
+        tune(&mut config);
+        let servers = (1..=n)
+            .map(|i| format!("127.0.0.{i}:11211").parse().unwrap())
+            .collect();
+        Core::new(servers, Vec::new(), config)
+    }
+
+    fn refused() -> Error {
+        Error::new(ErrorKind::Connect, "refused")
+    }
+
+    #[test]
+    fn a_read_fails_over_then_a_dead_server_is_skipped_until_its_probe() {
+        let core = core(3, |_| {});
+        let key = b"k";
+        let order: Vec<usize> = core.route(key).collect();
+        let get = Fetch::new(key, false, None);
+
+        let mut run = core.run(&get).unwrap();
+        assert!(matches!(run.next(), Next::Send { server, failover: false } if server == order[0]));
+        run.answered(order[0], Err((refused(), false)));
+        assert!(core.is_marked_dead(order[0]), "failure_limit 1");
+        assert!(matches!(run.next(), Next::Send { server, failover: true } if server == order[1]));
+        run.answered(order[1], Ok(Some((b"v".to_vec(), 0, None))));
+        assert!(matches!(run.next(), Next::Done(Ok(Some(_)))));
+
+        // Skipped while dead: no attempt on it at all.
+        let mut run = core.run(&get).unwrap();
+        assert!(matches!(run.next(), Next::Send { server, .. } if server == order[1]));
+
+        // Its retry time is up: one request probes it, the next one does not.
+        core.clock.advance(Duration::from_secs(6));
+        let mut run = core.run(&get).unwrap();
+        assert!(matches!(run.next(), Next::Probe(s) if s == order[0]));
+        let mut other = core.run(&get).unwrap();
+        assert!(matches!(other.next(), Next::Send { server, .. } if server == order[1]));
+        run.probed(Err(refused()));
+        assert!(matches!(run.next(), Next::Send { server, .. } if server == order[1]));
+    }
+
+    #[test]
+    fn every_server_dead_names_the_cause() {
+        let core = core(2, |_| {});
+        let get = Fetch::new(b"k", false, None);
+        for s in 0..2 {
+            core.record_failure(s, &refused().at(core.label(s)));
+        }
+        let mut run = core.run(&get).unwrap();
+        let Next::Done(Err(e)) = run.next() else {
+            panic!("every server is dead")
+        };
+        assert_eq!(e.kind(), ErrorKind::NoServerAvailable);
+        let cause = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<Error>());
+        assert_eq!(cause.map(Error::kind), Some(ErrorKind::Connect), "{e}");
+    }
+
+    #[test]
+    fn a_write_that_may_repeat_goes_to_every_replica_and_a_miss_marks_one_dead() {
+        let core = core(3, |c| c.replicas = 2);
+        let key = b"k";
+        let order: Vec<usize> = core.route(key).collect();
+        let set = Store::new(&core, StoreCommand::Set, key, "v", Expiry::Never).unwrap();
+        let mut run = core.run(&set).unwrap();
+        let Next::SendAll(targets) = run.next() else {
+            panic!("spread")
+        };
+        assert_eq!(targets, order[..2]);
+        run.spread(vec![
+            (order[0], Ok(StoreReply::Stored)),
+            (order[1], Err(refused())),
+        ]);
+        assert!(matches!(run.next(), Next::Done(Ok(StoreReply::Stored))));
+        assert!(
+            core.is_marked_dead(order[1]),
+            "it missed a write the other took"
+        );
+        assert_eq!(
+            core.rejoin_hints(order[1]),
+            (1, false),
+            "and its rejoin deletes the key"
+        );
+    }
+
+    #[test]
+    fn a_write_that_must_not_repeat_runs_on_one_then_deletes_the_others() {
+        let core = core(3, |c| c.replicas = 2);
+        let key = b"k";
+        let order: Vec<usize> = core.route(key).collect();
+        let add = Store::new(&core, StoreCommand::Add, key, "v", Expiry::Never).unwrap();
+        let mut run = core.run(&add).unwrap();
+        assert!(matches!(run.next(), Next::Send { server, .. } if server == order[0]));
+        run.answered(order[0], Ok(StoreReply::Stored));
+        let Next::DeleteAll(targets) = run.next() else {
+            panic!("deletes on the other replica")
+        };
+        assert_eq!(targets, [order[1]]);
+        run.deleted(vec![(order[1], Ok(false))]);
+        assert!(matches!(run.next(), Next::Done(Ok(StoreReply::Stored))));
+    }
+
+    #[test]
+    fn a_miss_asks_the_other_copy_when_miss_failover_is_on() {
+        let core = core(3, |c| {
+            c.replicas = 2;
+            c.miss_failover = true;
+        });
+        let key = b"k";
+        let order: Vec<usize> = core.route(key).collect();
+        let get = Fetch::new(key, false, None);
+        let mut run = core.run(&get).unwrap();
+        assert!(matches!(run.next(), Next::Send { server, .. } if server == order[0]));
+        run.answered(order[0], Ok(None));
+        assert!(matches!(run.next(), Next::Send { server, failover: false } if server == order[1]));
+        run.answered(order[1], Ok(Some((b"v".to_vec(), 0, None))));
+        assert!(matches!(run.next(), Next::Done(Ok(Some(_)))));
+    }
+}
