@@ -16,14 +16,12 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::Duration;
 
 use memring::aio::Client;
-use support::{cluster, Memcached};
+use support::{cluster, within, Memcached};
 
 #[derive(Default)]
 struct Slot {
@@ -59,22 +57,6 @@ fn next(state: &mut u64) -> u64 {
     *state ^= *state >> 7;
     *state ^= *state << 17;
     *state
-}
-
-/// Polls `fut` at most `polls + 1` times; if it is still pending then, it
-/// is dropped (`None`), as a caller whose timeout fired would drop it.
-async fn within<F: Future>(fut: F, polls: u32) -> Option<F::Output> {
-    let mut fut = std::pin::pin!(fut);
-    let mut left = polls;
-    std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
-        Poll::Ready(v) => Poll::Ready(Some(v)),
-        Poll::Pending if left == 0 => Poll::Ready(None),
-        Poll::Pending => {
-            left -= 1;
-            Poll::Pending
-        }
-    })
-    .await
 }
 
 /// One task's load: `ops` operations on its own keys; `drop_percent` of

@@ -12,29 +12,12 @@
 mod support;
 
 use std::future::Future;
-use std::task::Poll;
 use std::time::Duration;
 
 use memring::aio::Client;
-use support::{cluster, Memcached};
+use support::{cluster, within, Memcached};
 
 const MIN: Duration = Duration::from_secs(300);
-
-/// Polls `fut` at most `polls + 1` times; if it is still pending then, it
-/// is dropped (`None`), as a caller whose deadline passed would drop it.
-async fn within<F: Future>(fut: F, polls: u32) -> Option<F::Output> {
-    let mut fut = std::pin::pin!(fut);
-    let mut left = polls;
-    std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
-        Poll::Ready(v) => Poll::Ready(Some(v)),
-        Poll::Pending if left == 0 => Poll::Ready(None),
-        Poll::Pending => {
-            left -= 1;
-            Poll::Pending
-        }
-    })
-    .await
-}
 
 fn client(addrs: &[String]) -> Client {
     Client::builder()

@@ -277,15 +277,8 @@ impl Client {
                     call.released();
                 }
                 LeaseNext::Sleep(p) => tokio::time::sleep(p).await,
-                LeaseNext::Found(data, flags, origin) => {
-                    return Ok((view.decode(data, flags)?, origin))
-                }
-                LeaseNext::Computed => {
-                    let r = computed
-                        .take()
-                        .unwrap_or_else(|| Err(computed_twice().into()));
-                    return r.map(|v| (v, Origin::Computed));
-                }
+                LeaseNext::Found(data, flags, origin) => return call.found(data, flags, origin),
+                LeaseNext::Computed => return call.computed_result(computed.take()),
                 LeaseNext::Fail(e) => return Err(e.into()),
             }
         }

@@ -24,8 +24,9 @@ impl Client {
     /// bytes, or more than 16 flags is
     /// [`ErrorKind::InvalidInput`](crate::ErrorKind).
     ///
-    /// With [`MetaFlag::Quiet`], `mn` is sent after the command so that a
-    /// hidden reply cannot leave the caller waiting.
+    /// With [`MetaFlag::Quiet`](crate::protocol::MetaFlag::Quiet), `mn` is
+    /// sent after the command so that a hidden reply cannot leave the
+    /// caller waiting.
     pub fn meta(&self, key: impl AsRef<[u8]>, request: MetaRequest<'_>) -> Result<MetaReply> {
         self.run(&Meta::new(&self.view(), key.as_ref(), request)?)
     }
@@ -115,15 +116,8 @@ impl Client {
                     call.released();
                 }
                 LeaseNext::Sleep(p) => std::thread::sleep(p),
-                LeaseNext::Found(data, flags, origin) => {
-                    return Ok((view.decode(data, flags)?, origin))
-                }
-                LeaseNext::Computed => {
-                    let r = computed
-                        .take()
-                        .unwrap_or_else(|| Err(computed_twice().into()));
-                    return r.map(|v| (v, Origin::Computed));
-                }
+                LeaseNext::Found(data, flags, origin) => return call.found(data, flags, origin),
+                LeaseNext::Computed => return call.computed_result(computed.take()),
                 LeaseNext::Fail(e) => return Err(e.into()),
             }
         }

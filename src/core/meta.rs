@@ -545,6 +545,30 @@ impl<'a> GetOrSet<'a> {
     }
 }
 
+impl GetOrSet<'_> {
+    /// The call's result for [`LeaseNext::Found`]: the cached value as the
+    /// caller's type.
+    pub fn found<V: crate::value::FromValue, E: From<Error>>(
+        &self,
+        data: Vec<u8>,
+        flags: u32,
+        origin: Origin,
+    ) -> Result<(V, Origin), E> {
+        Ok((self.core.decode(data, flags)?, origin))
+    }
+
+    /// The call's result for [`LeaseNext::Computed`]: what the computation
+    /// returned.
+    pub fn computed_result<V, E: From<Error>>(
+        &self,
+        computed: Option<Result<V, E>>,
+    ) -> Result<(V, Origin), E> {
+        computed
+            .unwrap_or_else(|| Err(computed_twice().into()))
+            .map(|v| (v, Origin::Computed))
+    }
+}
+
 /// The error of a driver that lost the computation's result (an internal
 /// error; never expected).
 pub(crate) fn computed_twice() -> Error {

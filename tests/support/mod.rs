@@ -378,6 +378,22 @@ pub fn assert_dead_because(e: &memring::Error, kind: memring::ErrorKind) {
     assert!(text.contains(&kind.to_string()), "{text}");
 }
 
+/// Polls `fut` at most `polls + 1` times; if it is still pending then, it
+/// is dropped (`None`), as a caller whose deadline passed would drop it.
+pub async fn within<F: std::future::Future>(fut: F, polls: u32) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let mut left = polls;
+    std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
+        std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
+        std::task::Poll::Pending if left == 0 => std::task::Poll::Ready(None),
+        std::task::Poll::Pending => {
+            left -= 1;
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
 /// Starts `n` servers.
 pub fn cluster(n: usize) -> Vec<Memcached> {
     (0..n).map(|_| Memcached::start()).collect()
