@@ -33,38 +33,24 @@ pub(crate) struct Health {
 }
 
 /// The clock all `Health` values of one client share.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Clock {
     epoch: Instant,
-    /// Time a test moved the clock forward by, in milliseconds.
-    #[cfg(test)]
-    skew: AtomicU64,
 }
 
 impl Clock {
     pub fn new() -> Clock {
         Clock {
             epoch: Instant::now(),
-            #[cfg(test)]
-            skew: AtomicU64::new(0),
         }
     }
 
-    /// Milliseconds since the epoch, never 0.
-    pub fn now(&self) -> u64 {
-        let now = u64::try_from(self.epoch.elapsed().as_millis())
+    /// Milliseconds from the epoch to `at` (a time the caller read),
+    /// never 0.
+    pub fn millis(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_millis())
             .unwrap_or(u64::MAX - 1)
-            .saturating_add(1);
-        #[cfg(test)]
-        let now = now.saturating_add(self.skew.load(Ordering::Relaxed));
-        now
-    }
-
-    /// Moves the clock forward (tests of the core, without sleeping).
-    #[cfg(test)]
-    pub fn advance(&self, by: Duration) {
-        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
-        self.skew.fetch_add(ms, Ordering::Relaxed);
+            .saturating_add(1)
     }
 }
 

@@ -193,19 +193,26 @@ impl Client {
     {
         let view = self.view();
         let core: &Core = &view;
-        let mut run = core.run(req)?;
+        let mut run = core.run(req, Instant::now())?;
         loop {
-            match run.next() {
+            match run.next(Instant::now()) {
                 Next::Send { server, failover } => {
                     let mut buf = Vec::with_capacity(req.key().len() + 32);
                     req.encode(core, failover, &mut buf);
                     let sent = view.send(server, buf, req.reply()).await;
-                    run.answered(server, sent.map_err(|f| (f.error, f.sent)));
+                    run.answered(server, sent.map_err(|f| (f.error, f.sent)), Instant::now());
                 }
-                Next::Probe(server) => run.probed(view.probe(server).await),
-                Next::SendAll(targets) => run.spread(view.send_all(req, &targets).await),
+                Next::Probe(server) => {
+                    let r = view.probe(server).await;
+                    run.probed(r, Instant::now());
+                }
+                Next::SendAll(targets) => {
+                    let results = view.send_all(req, &targets).await;
+                    run.spread(results, Instant::now());
+                }
                 Next::DeleteAll(targets) => {
-                    run.deleted(view.send_all(&Delete(req.key()), &targets).await);
+                    let results = view.send_all(&Delete(req.key()), &targets).await;
+                    run.deleted(results, Instant::now());
                 }
                 Next::Done(r) => return r,
             }

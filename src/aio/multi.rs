@@ -3,6 +3,8 @@
 //! awaited, so servers work in parallel, each request against its own
 //! deadline: a hung server costs the others nothing.
 
+use std::time::Instant;
+
 use super::{Client, Inner};
 use crate::core::multi::{Batch, Call, GetBatch, KeyBatch, Round, SetBatch};
 use crate::core::replicas::Ranked;
@@ -21,10 +23,10 @@ impl Client {
         if !view.core.spreads(batch.class()) {
             return run_call(&view, batch, Call::new(&view, batch, n)).await;
         }
-        let ranked = Ranked::new(&view.core, batch, n);
+        let ranked = Ranked::new(&view.core, batch, n, Instant::now());
         let call = Call::to_replicas(&view, &ranked, ranked.forced());
         let results = run_call(&view, &ranked, call).await;
-        ranked.finish(&view.core, results)
+        ranked.finish(&view.core, results, Instant::now())
     }
 }
 
@@ -36,10 +38,10 @@ where
 {
     let core: &crate::core::Core = view;
     loop {
-        match call.next_round() {
+        match call.next_round(Instant::now()) {
             Round::Probe(server) => {
                 let r = view.probe(server).await;
-                call.probed(server, r);
+                call.probed(server, r, Instant::now());
             }
             Round::Send(groups) => {
                 for wave in 0..Round::wave_count(&groups) {
@@ -67,7 +69,7 @@ where
                                 if let Some(partial) = f.partial {
                                     call.answered(s, partial);
                                 }
-                                call.fail(s, entries, f.error, f.sent);
+                                call.fail(s, entries, f.error, f.sent, Instant::now());
                             }
                         }
                     }

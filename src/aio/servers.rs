@@ -29,7 +29,7 @@ impl Client {
                 Ok(ticket) => ticket.outcome().await,
                 Err(f) => Err(f),
             };
-            let r = core.settle(server, r.map_err(|f| f.error));
+            let r = core.settle(server, r.map_err(|f| f.error), std::time::Instant::now());
             out.push((core.label(server).to_owned(), r));
         }
         out

@@ -11,6 +11,7 @@
 //! - `servers`: per-server commands (`flush_all`, `version`, `stats`).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::builder::ClientBuilder;
 use crate::client::pool::{PoolMaker, PooledConn, ServerPool};
@@ -144,9 +145,9 @@ impl Client {
     fn run<Q: Request>(&self, req: &Q) -> Result<Out<Q>> {
         let view = self.view();
         let core: &Core = &view;
-        let mut run = core.run(req)?;
+        let mut run = core.run(req, Instant::now())?;
         loop {
-            match run.next() {
+            match run.next(Instant::now()) {
                 Next::Send { server, failover } => {
                     let sent = match view.conn(server) {
                         Err(e) => Err((e, false)),
@@ -155,12 +156,19 @@ impl Client {
                             exchange(&mut conn, req.reply()).map_err(|e| (e, conn.sent()))
                         }
                     };
-                    run.answered(server, sent);
+                    run.answered(server, sent, Instant::now());
                 }
-                Next::Probe(server) => run.probed(probe(&view, server)),
-                Next::SendAll(targets) => run.spread(send_all(&view, req, &targets)),
+                Next::Probe(server) => {
+                    let r = probe(&view, server);
+                    run.probed(r, Instant::now());
+                }
+                Next::SendAll(targets) => {
+                    let results = send_all(&view, req, &targets);
+                    run.spread(results, Instant::now());
+                }
                 Next::DeleteAll(targets) => {
-                    run.deleted(send_all(&view, &Delete(req.key()), &targets));
+                    let results = send_all(&view, &Delete(req.key()), &targets);
+                    run.deleted(results, Instant::now());
                 }
                 Next::Done(r) => return r,
             }

@@ -32,7 +32,7 @@ impl<B: Batch> Call<'_, B> {
                 if let Some(partial) = f.reader.salvage() {
                     self.answered(f.server, partial);
                 }
-                self.fail(f.server, f.entries, e, true);
+                self.fail(f.server, f.entries, e, true, Instant::now());
             }
         }
     }
@@ -46,19 +46,19 @@ impl Client {
         if !view.core.spreads(batch.class()) {
             return run_call(&view, Call::new(&view, batch, n));
         }
-        let ranked = Ranked::new(&view.core, batch, n);
+        let ranked = Ranked::new(&view.core, batch, n, Instant::now());
         let results = run_call(&view, Call::to_replicas(&view, &ranked, ranked.forced()));
-        ranked.finish(&view.core, results)
+        ranked.finish(&view.core, results, Instant::now())
     }
 }
 
 /// Runs a multi-key call to its end.
 fn run_call<B: Batch>(view: &Inner, mut call: Call<'_, B>) -> Vec<Result<B::Out>> {
     loop {
-        match call.next_round() {
+        match call.next_round(Instant::now()) {
             Round::Probe(server) => {
                 let r = probe(view, server);
-                call.probed(server, r);
+                call.probed(server, r, Instant::now());
             }
             Round::Send(groups) => {
                 for wave in 0..Round::wave_count(&groups) {
@@ -86,7 +86,7 @@ fn send_wave<'e, B: Batch>(
         let mut conn = match view.conn(s) {
             Ok(c) => c,
             Err(e) => {
-                call.fail(s, entries, e, false);
+                call.fail(s, entries, e, false, Instant::now());
                 continue;
             }
         };
@@ -100,7 +100,7 @@ fn send_wave<'e, B: Batch>(
             }),
             Err(e) => {
                 let sent = conn.sent();
-                call.fail(s, entries, e, sent);
+                call.fail(s, entries, e, sent, Instant::now());
             }
         }
     }

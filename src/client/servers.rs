@@ -21,7 +21,8 @@ impl Client {
                     req.encode(conn.begin());
                     exchange(&mut conn, req.reply())
                 });
-                (core.label(server).to_owned(), core.settle(server, r))
+                let r = core.settle(server, r, std::time::Instant::now());
+                (core.label(server).to_owned(), r)
             })
             .collect()
     }

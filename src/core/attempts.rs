@@ -84,7 +84,8 @@ impl Core {
 }
 
 impl Attempts<'_> {
-    pub fn next(&mut self) -> Step {
+    /// What to do next, at `now`.
+    pub fn next(&mut self, now: Instant) -> Step {
         if let Some((server, rank, result)) = self.probed.take() {
             let usable = match result {
                 Ok(()) => true,
@@ -96,7 +97,7 @@ impl Attempts<'_> {
                 }
             };
             if usable {
-                return self.attempt(server, rank);
+                return self.attempt(server, rank, now);
             }
         }
         loop {
@@ -116,11 +117,14 @@ impl Attempts<'_> {
                 Err(e) => return Step::Fail(e),
             };
             let core = self.core;
-            match node.health.status(|| core.clock.now(), core.config.policy) {
-                Status::Alive => return self.attempt(server, rank),
+            match node
+                .health
+                .status(|| core.clock.millis(now), core.config.policy)
+            {
+                Status::Alive => return self.attempt(server, rank, now),
                 Status::Dead => {
                     if hint_or_revived(node, self.key, self.class) {
-                        return self.attempt(server, rank);
+                        return self.attempt(server, rank, now);
                     }
                 }
                 Status::Probe => {
@@ -131,7 +135,7 @@ impl Attempts<'_> {
         }
     }
 
-    fn attempt(&mut self, server: usize, rank: usize) -> Step {
+    fn attempt(&mut self, server: usize, rank: usize, now: Instant) -> Step {
         self.attempts += 1;
         if let Some(node) = self.core.nodes.get(server) {
             node.metrics.request(self.class);
@@ -149,7 +153,7 @@ impl Attempts<'_> {
                 );
             }
         }
-        self.started = Some(Instant::now());
+        self.started = Some(now);
         Step::Try {
             server,
             failover: rank > 0,
@@ -180,22 +184,22 @@ impl Attempts<'_> {
     }
 
     /// How the probe asked for by [`Step::Probe`] ended.
-    pub fn probed(&mut self, result: Result<()>) {
+    pub fn probed(&mut self, result: Result<()>, now: Instant) {
         if let Some((server, rank)) = self.probing.take() {
-            let result = self.core.probed(server, result);
+            let result = self.core.probed(server, result, now);
             self.probed = Some((server, rank, result));
         }
     }
 
     /// The attempt on `server` succeeded, with `hits` and `misses` among
     /// its answers.
-    pub fn succeeded(&mut self, server: usize, (hits, misses): (u64, u64)) {
+    pub fn succeeded(&mut self, server: usize, (hits, misses): (u64, u64), now: Instant) {
         self.core.record_success(server);
         self.ended(Some(server), None);
         if let Some(node) = self.core.nodes.get(server) {
             node.metrics.answers((hits, misses));
             if let Some(t) = self.started.take() {
-                node.metrics.latency(t.elapsed());
+                node.metrics.latency(now.saturating_duration_since(t));
             }
         }
     }
@@ -203,13 +207,13 @@ impl Attempts<'_> {
     /// The attempt on `server` failed with `e`; `sent` when any byte of it
     /// may have reached the server. Returns the error that ends the
     /// request, or `None` to ask [`next`](Self::next) again.
-    pub fn failed(&mut self, server: usize, e: Error, sent: bool) -> Option<Error> {
+    pub fn failed(&mut self, server: usize, e: Error, sent: bool, now: Instant) -> Option<Error> {
         self.sent |= sent;
         let e = e.at(self.core.label(server));
         if let (Some(node), Some(t)) = (self.core.nodes.get(server), self.started.take()) {
-            node.metrics.latency(t.elapsed());
+            node.metrics.latency(now.saturating_duration_since(t));
         }
-        let server_failure = self.core.failed(server, &e);
+        let server_failure = self.core.failed(server, &e, now);
         if e.kind() == ErrorKind::PoolTimeout {
             return Some(retry::give_up(self.class, e, self.sent));
         }

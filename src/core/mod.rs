@@ -18,7 +18,7 @@
 //! the bytes, feeds the replies back to the core's readers, and reports
 //! how the attempt ended.
 
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::health::{Clock, Health};
@@ -386,12 +386,12 @@ impl Core {
 
     /// Counts a server failure; a refused login or TLS session (a
     /// misconfiguration, which retrying cannot fix) marks it dead at once.
-    pub fn record_failure(&self, server: usize, e: &Error) {
+    pub fn record_failure(&self, server: usize, e: &Error, at: Instant) {
         let Some(node) = self.nodes.get(server) else {
             return;
         };
         *node.cause() = Some(e.duplicate().at(self.label(server)));
-        let (now, policy) = (self.clock.now(), self.config.policy);
+        let (now, policy) = (self.clock.millis(at), self.config.policy);
         let newly_dead = if matches!(e.kind(), ErrorKind::AuthFailed | ErrorKind::Tls) {
             let was = node.health.is_dead();
             node.health.mark_dead(now, policy);
@@ -419,24 +419,24 @@ impl Core {
     /// Counts an attempt on `server` that ended in `e` (the metrics, and
     /// the server's health if it is a server failure). Returns whether it
     /// was a server failure.
-    pub fn failed(&self, server: usize, e: &Error) -> bool {
+    pub fn failed(&self, server: usize, e: &Error, at: Instant) -> bool {
         if let Some(node) = self.nodes.get(server) {
             node.metrics.error(e.kind());
         }
         let server_failure = e.is_server_failure();
         if server_failure {
-            self.record_failure(server, e);
+            self.record_failure(server, e, at);
         }
         server_failure
     }
 
     /// Records how a per-server command (or a probe) on `server` ended;
     /// a server failure counts against it. Returns the result labelled.
-    pub fn settle<T>(&self, server: usize, r: Result<T>) -> Result<T> {
+    pub fn settle<T>(&self, server: usize, r: Result<T>, at: Instant) -> Result<T> {
         match &r {
             Ok(_) => self.record_success(server),
             Err(e) => {
-                self.failed(server, e);
+                self.failed(server, e, at);
             }
         }
         r.map_err(|e| e.at(self.label(server)))
@@ -444,14 +444,14 @@ impl Core {
 
     /// How the probe of a dead server ended (settled like any per-server
     /// request).
-    pub fn probed(&self, server: usize, result: Result<()>) -> Result<()> {
+    pub fn probed(&self, server: usize, result: Result<()>, at: Instant) -> Result<()> {
         trace_event!(
             tracing::Level::INFO,
             server = self.label(server),
             ok = result.is_ok(),
             "memcached server probed"
         );
-        self.settle(server, result)
+        self.settle(server, result, at)
     }
 
     /// The error of a request for `key` that found every server marked

@@ -14,6 +14,8 @@
 
 use std::borrow::Cow;
 
+use std::time::Instant;
+
 use super::attempts::{decide, hint_or_revived};
 use super::reply::{key_error, lossy, unexpected, Fetched, Got, Reply};
 use super::retry::{self, Class, Decision};
@@ -204,7 +206,7 @@ impl<'c, B: Batch> Call<'c, B> {
     }
 
     /// The first usable server for `key` that it has not been tried on.
-    fn pick(&self, key: &[u8], tried: &[usize]) -> Pick {
+    fn pick(&self, key: &[u8], tried: &[usize], now: Instant) -> Pick {
         let core = self.core;
         let class = self.batch.class();
         // The common case: the key's own server, untried and in service.
@@ -222,7 +224,9 @@ impl<'c, B: Batch> Call<'c, B> {
             let Some(node) = core.nodes.get(s) else {
                 return Pick::Nowhere;
             };
-            let status = node.health.status(|| core.clock.now(), core.config.policy);
+            let status = node
+                .health
+                .status(|| core.clock.millis(now), core.config.policy);
             match status {
                 Status::Alive => return Pick::To(s, rank > 0),
                 Status::Probe if !self.probed.contains(&s) => return Pick::Probe(s),
@@ -237,15 +241,16 @@ impl<'c, B: Batch> Call<'c, B> {
     }
 
     /// How the probe asked for by [`Round::Probe`] ended.
-    pub fn probed(&mut self, server: usize, result: Result<()>) {
+    pub fn probed(&mut self, server: usize, result: Result<()>, now: Instant) {
         self.probed.push(server);
-        if let Err(e) = self.core.probed(server, result) {
+        if let Err(e) = self.core.probed(server, result, now) {
             self.probe_failures.push((server, e));
         }
     }
 
     /// Plans what comes next.
-    pub fn next_round(&mut self) -> Round {
+    /// Plans what comes next, at `now`.
+    pub fn next_round(&mut self, now: Instant) -> Round {
         if self.todo.is_empty() || self.rounds == self.core.config.max_attempts {
             return Round::Done;
         }
@@ -257,7 +262,7 @@ impl<'c, B: Batch> Call<'c, B> {
             let tried = self.keys.get(i).map_or(&[][..], |k| &k.tried[..]);
             let pick = self
                 .forced_pick(i, tried)
-                .unwrap_or_else(|| self.pick(self.batch.key(i), tried));
+                .unwrap_or_else(|| self.pick(self.batch.key(i), tried, now));
             match pick {
                 Pick::To(s, failover) => match groups.get_mut(s) {
                     Some(g) => g.push(Entry { index: i, failover }),
@@ -312,13 +317,13 @@ impl<'c, B: Batch> Call<'c, B> {
 
     /// A server failed for these entries (`sent` when any byte may have
     /// reached it): those not answered follow the retry decision.
-    pub fn fail(&mut self, server: usize, entries: &[Entry], e: Error, sent: bool) {
+    pub fn fail(&mut self, server: usize, entries: &[Entry], e: Error, sent: bool, now: Instant) {
         let core = self.core;
         let Some(node) = core.nodes.get(server) else {
             return;
         };
         let e = e.at(core.label(server));
-        let server_failure = core.failed(server, &e);
+        let server_failure = core.failed(server, &e, now);
         let class = self.batch.class();
         for en in entries {
             let i = en.index;

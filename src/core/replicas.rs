@@ -24,6 +24,7 @@ use super::retry::Class;
 use super::Core;
 use crate::error::Error;
 use crate::health::Status;
+use std::time::Instant;
 
 impl Core {
     /// Whether writes of `class` are spread over copies at all.
@@ -35,7 +36,11 @@ impl Core {
     /// repeated goes to every replica in service (its key checked first;
     /// with none in service, as without replicas), other writes run on one
     /// then delete the rest.
-    pub fn spread<Q: super::request::Request>(&self, req: &Q) -> crate::Result<Spread> {
+    pub fn spread<Q: super::request::Request>(
+        &self,
+        req: &Q,
+        now: Instant,
+    ) -> crate::Result<Spread> {
         if !self.spreads(req.class()) {
             return Ok(Spread::No);
         }
@@ -43,7 +48,7 @@ impl Core {
             return Ok(Spread::ThenDelete);
         }
         crate::protocol::check_key(req.key()).map_err(|p| super::reply::key_error(req.key(), p))?;
-        let targets = self.replica_targets(req.key(), None);
+        let targets = self.replica_targets(req.key(), None, now);
         Ok(if targets.is_empty() {
             Spread::No
         } else {
@@ -54,7 +59,7 @@ impl Core {
     /// The replicas of `key` in service, in ring order; each one marked
     /// dead is left a hint for the key (a write skipped it), unless it is
     /// back in service. `except` is left out.
-    pub fn replica_targets(&self, key: &[u8], except: Option<usize>) -> Vec<usize> {
+    pub fn replica_targets(&self, key: &[u8], except: Option<usize>, now: Instant) -> Vec<usize> {
         let mut out = Vec::with_capacity(self.copies());
         for s in self.route(key).take(self.copies()) {
             let Some(node) = self.nodes.get(s) else {
@@ -63,7 +68,9 @@ impl Core {
             if Some(s) == except {
                 continue;
             }
-            let status = node.health.status(|| self.clock.now(), self.config.policy);
+            let status = node
+                .health
+                .status(|| self.clock.millis(now), self.config.policy);
             let usable = match status {
                 Status::Alive => true,
                 Status::Dead | Status::Probe => {
@@ -88,8 +95,9 @@ impl Core {
         key: &[u8],
         results: Vec<(usize, crate::Result<T>)>,
         must_agree: bool,
+        now: Instant,
     ) -> crate::Result<T> {
-        self.settle_replicas(key, results, must_agree, true)
+        self.settle_replicas(key, results, must_agree, true, now)
     }
 
     /// [`replicated`](Self::replicated), for results already counted
@@ -100,6 +108,7 @@ impl Core {
         results: Vec<(usize, crate::Result<T>)>,
         must_agree: bool,
         count: bool,
+        now: Instant,
     ) -> crate::Result<T> {
         let any_ok = must_agree || results.iter().any(|(_, r)| r.is_ok());
         let mut first_ok = None;
@@ -117,10 +126,10 @@ impl Core {
                 Err(e) => {
                     let e = e.at(self.label(server));
                     if count {
-                        self.failed(server, &e);
+                        self.failed(server, &e, now);
                     }
                     if any_ok {
-                        self.missed(server, key, &e);
+                        self.missed(server, key, &e, now);
                     }
                     if first_err.is_none() {
                         first_err = Some(e);
@@ -172,12 +181,13 @@ impl Core {
     /// marked dead at once and left a hint, so that its rejoin deletes the
     /// key before it serves again.
     #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
-    fn missed(&self, server: usize, key: &[u8], e: &Error) {
+    fn missed(&self, server: usize, key: &[u8], e: &Error, now: Instant) {
         let Some(node) = self.nodes.get(server) else {
             return;
         };
         let was = node.health.is_dead();
-        node.health.mark_dead(self.clock.now(), self.config.policy);
+        node.health
+            .mark_dead(self.clock.millis(now), self.config.policy);
         if !was {
             node.metrics.marked_dead();
             super::trace_event!(
@@ -204,9 +214,9 @@ pub(crate) struct Ranked<'b, B> {
 }
 
 impl<'b, B: Batch> Ranked<'b, B> {
-    pub fn new(core: &Core, inner: &'b B, n: usize) -> Ranked<'b, B> {
+    pub fn new(core: &Core, inner: &'b B, n: usize, now: Instant) -> Ranked<'b, B> {
         let targets: Vec<Vec<usize>> = (0..n)
-            .map(|i| core.replica_targets(inner.key(i), None))
+            .map(|i| core.replica_targets(inner.key(i), None, now))
             .collect();
         let ranks = targets.iter().map(Vec::len).max().unwrap_or(0).max(1);
         Ranked {
@@ -246,6 +256,7 @@ impl<'b, B: Batch> Ranked<'b, B> {
         &self,
         core: &Core,
         results: Vec<crate::Result<B::Out>>,
+        now: Instant,
     ) -> Vec<crate::Result<B::Out>> {
         let mut per_key: Vec<Copies<B::Out>> =
             (0..self.targets.len()).map(|_| Vec::new()).collect();
@@ -268,7 +279,7 @@ impl<'b, B: Batch> Ranked<'b, B> {
                         .into_iter()
                         .filter_map(|(s, r)| Some((s?, r)))
                         .collect();
-                    core.settle_replicas(self.inner.key(i), answers, false, false)
+                    core.settle_replicas(self.inner.key(i), answers, false, false, now)
                 }
             })
             .collect()

@@ -5,13 +5,15 @@
 //! the other replicas after a write that ran on one. The driver asks
 //! [`Run::next`] what to do, moves the bytes, and reports each answer; every
 //! decision (which server, whether to go on, what the answers mean
-//! together, which error to report) is made here.
+//! together, which error to report) is made here. The driver passes the
+//! time with every step; the machine reads no clock.
 
 use super::attempts::{Attempts, Step};
 use super::replicas::Spread;
 use super::request::{Out, Request};
 use super::Core;
 use crate::error::{Error, Result};
+use std::time::Instant;
 
 /// What the driver does next for a request.
 #[derive(Debug)]
@@ -82,10 +84,10 @@ impl<Q: Request> std::fmt::Debug for Run<'_, Q> {
 }
 
 impl Core {
-    /// The run of `req`: its key is checked, and how it spreads over the
-    /// key's copies decided, before anything is sent.
-    pub fn run<'a, Q: Request>(&'a self, req: &'a Q) -> Result<Run<'a, Q>> {
-        let state = match self.spread(req)? {
+    /// The run of `req`, begun at `now`: its key is checked, and how it
+    /// spreads over the key's copies decided, before anything is sent.
+    pub fn run<'a, Q: Request>(&'a self, req: &'a Q, now: Instant) -> Result<Run<'a, Q>> {
+        let state = match self.spread(req, now)? {
             Spread::ToAll(targets) => State::Spread(targets),
             spread => State::Attempts {
                 attempts: self.attempts(req)?,
@@ -101,15 +103,15 @@ impl Core {
 }
 
 impl<'a, Q: Request> Run<'a, Q> {
-    /// What to do next.
-    pub fn next(&mut self) -> Next<Out<Q>> {
+    /// What to do next, at `now`.
+    pub fn next(&mut self, now: Instant) -> Next<Out<Q>> {
         let core = self.core;
         match std::mem::replace(&mut self.state, State::Over) {
             State::Attempts {
                 mut attempts,
                 then_delete,
             } => {
-                let next = match attempts.next() {
+                let next = match attempts.next(now) {
                     Step::Try { server, failover } => Next::Send { server, failover },
                     Step::Probe(server) => Next::Probe(server),
                     Step::Fail(e) => return Next::Done(Err(e)),
@@ -158,8 +160,8 @@ impl<'a, Q: Request> Run<'a, Q> {
         }
     }
 
-    /// How the [`Next::Send`] to `server` ended.
-    pub fn answered(&mut self, server: usize, sent: Sent<Out<Q>>) {
+    /// How the [`Next::Send`] to `server` ended, at `now`.
+    pub fn answered(&mut self, server: usize, sent: Sent<Out<Q>>, now: Instant) {
         let core = self.core;
         self.state = match std::mem::replace(&mut self.state, State::Over) {
             State::Attempts {
@@ -167,10 +169,10 @@ impl<'a, Q: Request> Run<'a, Q> {
                 then_delete,
             } => match sent {
                 Ok(v) => {
-                    attempts.succeeded(server, Q::tally(&v));
-                    self.after(server, v, then_delete)
+                    attempts.succeeded(server, Q::tally(&v), now);
+                    self.after(server, v, then_delete, now)
                 }
-                Err((e, sent)) => match attempts.failed(server, e, sent) {
+                Err((e, sent)) => match attempts.failed(server, e, sent, now) {
                     Some(e) => State::Done(Err(e)),
                     None => State::Attempts {
                         attempts,
@@ -197,7 +199,7 @@ impl<'a, Q: Request> Run<'a, Q> {
                 }
                 Err((e, _)) => {
                     // The first answer stands; this copy's failure counts.
-                    core.failed(server, &e.at(core.label(server)));
+                    core.failed(server, &e.at(core.label(server)), now);
                     State::MissFailover {
                         miss,
                         left,
@@ -212,10 +214,16 @@ impl<'a, Q: Request> Run<'a, Q> {
 
     /// After the answer `v` from `server`: the deletes on the other
     /// replicas, the other copies after a miss, or the end.
-    fn after(&self, server: usize, v: Out<Q>, then_delete: bool) -> State<'a, Out<Q>> {
+    fn after(
+        &self,
+        server: usize,
+        v: Out<Q>,
+        then_delete: bool,
+        now: Instant,
+    ) -> State<'a, Out<Q>> {
         let (core, req) = (self.core, self.req);
         if then_delete {
-            let targets = core.replica_targets(req.key(), Some(server));
+            let targets = core.replica_targets(req.key(), Some(server), now);
             if !targets.is_empty() {
                 return State::Delete { value: v, targets };
             }
@@ -234,25 +242,25 @@ impl<'a, Q: Request> Run<'a, Q> {
     }
 
     /// How the probe asked for by [`Next::Probe`] ended.
-    pub fn probed(&mut self, result: Result<()>) {
+    pub fn probed(&mut self, result: Result<()>, now: Instant) {
         if let State::Attempts { attempts, .. } = &mut self.state {
-            attempts.probed(result);
+            attempts.probed(result, now);
         }
     }
 
     /// The results of a [`Next::SendAll`], per server in the order given:
     /// what they mean together is the request's result.
-    pub fn spread(&mut self, results: Vec<(usize, Result<Out<Q>>)>) {
+    pub fn spread(&mut self, results: Vec<(usize, Result<Out<Q>>)>, now: Instant) {
         if let State::Spreading = self.state {
-            self.state = State::Done(self.core.replicated(self.req.key(), results, false));
+            self.state = State::Done(self.core.replicated(self.req.key(), results, false, now));
         }
     }
 
     /// The results of a [`Next::DeleteAll`]: a replica that failed its
     /// delete is marked dead with a hint; the request's answer stands.
-    pub fn deleted(&mut self, results: Vec<(usize, Result<bool>)>) {
+    pub fn deleted(&mut self, results: Vec<(usize, Result<bool>)>, now: Instant) {
         if let State::Deleting { .. } = self.state {
-            let _ = self.core.replicated(self.req.key(), results, true);
+            let _ = self.core.replicated(self.req.key(), results, true, now);
             if let State::Deleting { value } = std::mem::replace(&mut self.state, State::Over) {
                 self.state = State::Done(Ok(value));
             }
@@ -270,7 +278,7 @@ fn out_of_order() -> Error {
 #[cfg(test)]
 mod tests {
     //! The request machine stepped by hand: answers made up, no socket, the
-    //! clock moved forward instead of slept.
+    //! time passed in and moved forward instead of slept.
     use super::*;
     use crate::core::config::Config;
     use crate::core::reply::StoreReply;
@@ -297,42 +305,48 @@ mod tests {
 
     #[test]
     fn a_read_fails_over_then_a_dead_server_is_skipped_until_its_probe() {
+        let mut now = Instant::now();
         let core = core(3, |_| {});
         let key = b"k";
         let order: Vec<usize> = core.route(key).collect();
         let get = Fetch::new(key, false, None);
 
-        let mut run = core.run(&get).unwrap();
-        assert!(matches!(run.next(), Next::Send { server, failover: false } if server == order[0]));
-        run.answered(order[0], Err((refused(), false)));
+        let mut run = core.run(&get, now).unwrap();
+        assert!(
+            matches!(run.next(now), Next::Send { server, failover: false } if server == order[0])
+        );
+        run.answered(order[0], Err((refused(), false)), now);
         assert!(core.is_marked_dead(order[0]), "failure_limit 1");
-        assert!(matches!(run.next(), Next::Send { server, failover: true } if server == order[1]));
-        run.answered(order[1], Ok(Some((b"v".to_vec(), 0, None))));
-        assert!(matches!(run.next(), Next::Done(Ok(Some(_)))));
+        assert!(
+            matches!(run.next(now), Next::Send { server, failover: true } if server == order[1])
+        );
+        run.answered(order[1], Ok(Some((b"v".to_vec(), 0, None))), now);
+        assert!(matches!(run.next(now), Next::Done(Ok(Some(_)))));
 
         // Skipped while dead: no attempt on it at all.
-        let mut run = core.run(&get).unwrap();
-        assert!(matches!(run.next(), Next::Send { server, .. } if server == order[1]));
+        let mut run = core.run(&get, now).unwrap();
+        assert!(matches!(run.next(now), Next::Send { server, .. } if server == order[1]));
 
         // Its retry time is up: one request probes it, the next one does not.
-        core.clock.advance(Duration::from_secs(6));
-        let mut run = core.run(&get).unwrap();
-        assert!(matches!(run.next(), Next::Probe(s) if s == order[0]));
-        let mut other = core.run(&get).unwrap();
-        assert!(matches!(other.next(), Next::Send { server, .. } if server == order[1]));
-        run.probed(Err(refused()));
-        assert!(matches!(run.next(), Next::Send { server, .. } if server == order[1]));
+        now += Duration::from_secs(6);
+        let mut run = core.run(&get, now).unwrap();
+        assert!(matches!(run.next(now), Next::Probe(s) if s == order[0]));
+        let mut other = core.run(&get, now).unwrap();
+        assert!(matches!(other.next(now), Next::Send { server, .. } if server == order[1]));
+        run.probed(Err(refused()), now);
+        assert!(matches!(run.next(now), Next::Send { server, .. } if server == order[1]));
     }
 
     #[test]
     fn every_server_dead_names_the_cause() {
+        let now = Instant::now();
         let core = core(2, |_| {});
         let get = Fetch::new(b"k", false, None);
         for s in 0..2 {
-            core.record_failure(s, &refused().at(core.label(s)));
+            core.record_failure(s, &refused().at(core.label(s)), now);
         }
-        let mut run = core.run(&get).unwrap();
-        let Next::Done(Err(e)) = run.next() else {
+        let mut run = core.run(&get, now).unwrap();
+        let Next::Done(Err(e)) = run.next(now) else {
             panic!("every server is dead")
         };
         assert_eq!(e.kind(), ErrorKind::NoServerAvailable);
@@ -342,20 +356,24 @@ mod tests {
 
     #[test]
     fn a_write_that_may_repeat_goes_to_every_replica_and_a_miss_marks_one_dead() {
+        let now = Instant::now();
         let core = core(3, |c| c.replicas = 2);
         let key = b"k";
         let order: Vec<usize> = core.route(key).collect();
         let set = Store::new(&core, StoreCommand::Set, key, "v", Expiry::Never).unwrap();
-        let mut run = core.run(&set).unwrap();
-        let Next::SendAll(targets) = run.next() else {
+        let mut run = core.run(&set, now).unwrap();
+        let Next::SendAll(targets) = run.next(now) else {
             panic!("spread")
         };
         assert_eq!(targets, order[..2]);
-        run.spread(vec![
-            (order[0], Ok(StoreReply::Stored)),
-            (order[1], Err(refused())),
-        ]);
-        assert!(matches!(run.next(), Next::Done(Ok(StoreReply::Stored))));
+        run.spread(
+            vec![
+                (order[0], Ok(StoreReply::Stored)),
+                (order[1], Err(refused())),
+            ],
+            now,
+        );
+        assert!(matches!(run.next(now), Next::Done(Ok(StoreReply::Stored))));
         assert!(
             core.is_marked_dead(order[1]),
             "it missed a write the other took"
@@ -369,23 +387,25 @@ mod tests {
 
     #[test]
     fn a_write_that_must_not_repeat_runs_on_one_then_deletes_the_others() {
+        let now = Instant::now();
         let core = core(3, |c| c.replicas = 2);
         let key = b"k";
         let order: Vec<usize> = core.route(key).collect();
         let add = Store::new(&core, StoreCommand::Add, key, "v", Expiry::Never).unwrap();
-        let mut run = core.run(&add).unwrap();
-        assert!(matches!(run.next(), Next::Send { server, .. } if server == order[0]));
-        run.answered(order[0], Ok(StoreReply::Stored));
-        let Next::DeleteAll(targets) = run.next() else {
+        let mut run = core.run(&add, now).unwrap();
+        assert!(matches!(run.next(now), Next::Send { server, .. } if server == order[0]));
+        run.answered(order[0], Ok(StoreReply::Stored), now);
+        let Next::DeleteAll(targets) = run.next(now) else {
             panic!("deletes on the other replica")
         };
         assert_eq!(targets, [order[1]]);
-        run.deleted(vec![(order[1], Ok(false))]);
-        assert!(matches!(run.next(), Next::Done(Ok(StoreReply::Stored))));
+        run.deleted(vec![(order[1], Ok(false))], now);
+        assert!(matches!(run.next(now), Next::Done(Ok(StoreReply::Stored))));
     }
 
     #[test]
     fn a_miss_asks_the_other_copy_when_miss_failover_is_on() {
+        let now = Instant::now();
         let core = core(3, |c| {
             c.replicas = 2;
             c.miss_failover = true;
@@ -393,11 +413,13 @@ mod tests {
         let key = b"k";
         let order: Vec<usize> = core.route(key).collect();
         let get = Fetch::new(key, false, None);
-        let mut run = core.run(&get).unwrap();
-        assert!(matches!(run.next(), Next::Send { server, .. } if server == order[0]));
-        run.answered(order[0], Ok(None));
-        assert!(matches!(run.next(), Next::Send { server, failover: false } if server == order[1]));
-        run.answered(order[1], Ok(Some((b"v".to_vec(), 0, None))));
-        assert!(matches!(run.next(), Next::Done(Ok(Some(_)))));
+        let mut run = core.run(&get, now).unwrap();
+        assert!(matches!(run.next(now), Next::Send { server, .. } if server == order[0]));
+        run.answered(order[0], Ok(None), now);
+        assert!(
+            matches!(run.next(now), Next::Send { server, failover: false } if server == order[1])
+        );
+        run.answered(order[1], Ok(Some((b"v".to_vec(), 0, None))), now);
+        assert!(matches!(run.next(now), Next::Done(Ok(Some(_)))));
     }
 }
