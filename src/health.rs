@@ -39,10 +39,10 @@ pub(crate) struct Clock {
 }
 
 impl Clock {
-    pub fn new() -> Clock {
-        Clock {
-            epoch: Instant::now(),
-        }
+    /// A clock whose milliseconds count from `epoch` (a time the caller
+    /// read: the client's creation).
+    pub fn new(epoch: Instant) -> Clock {
+        Clock { epoch }
     }
 
     /// Milliseconds from the epoch to `at` (a time the caller read),

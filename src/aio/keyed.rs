@@ -167,7 +167,7 @@ impl Client {
 // ----- meta commands and cache-aside -----------------------------------------
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::core::meta::{
     computed_twice, invalidate_flags, invalidated, LeaseNext, Meta, MetaReply, MetaRequest, Origin,
@@ -184,7 +184,7 @@ impl Client {
 
     /// Marks a key stale, as [`crate::Client::invalidate`] does.
     pub async fn invalidate(&self, key: impl AsRef<[u8]>, stale_ttl: Duration) -> Result<bool> {
-        let flags = invalidate_flags(stale_ttl);
+        let flags = invalidate_flags(stale_ttl, SystemTime::now());
         invalidated(&self.meta(key, MetaRequest::Delete(&flags)).await?)
     }
 
@@ -241,7 +241,7 @@ impl Client {
     {
         let view = self.view();
         let key = key.as_ref();
-        let mut call = view.get_or_set(key, ttl.into(), Instant::now())?;
+        let mut call = view.get_or_set(key, ttl.into(), Instant::now(), SystemTime::now())?;
         let mut compute = Some(compute);
         let mut computed = None;
         let mut placeholder = Placeholder(None);

@@ -26,11 +26,11 @@
 //! - `servers`: `flush_all`, `version`, `stats`.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use crate::builder::{ClientBuilder, Target};
 use crate::core::reply::Reply;
-use crate::core::request::{Delete, Out, Request};
+use crate::core::request::{Delete, Out, Request, Sending};
 use crate::core::run::Next;
 use crate::core::Core;
 use crate::error::Result;
@@ -147,7 +147,7 @@ impl Client {
     }
 
     fn from_parts(parts: crate::builder::Parts) -> Result<Client> {
-        let core = Core::new(parts.servers, parts.backup, parts.config);
+        let core = Core::new(parts.servers, parts.backup, parts.config, Instant::now());
         let view = view(core, &parts.conn, parts.connections, None);
         Ok(Client {
             shared: Arc::new(Shared {
@@ -198,7 +198,8 @@ impl Client {
             match run.next(Instant::now()) {
                 Next::Send { server, failover } => {
                     let mut buf = Vec::with_capacity(req.key().len() + 32);
-                    req.encode(core, failover, &mut buf);
+                    let wall = SystemTime::now();
+                    req.encode(core, Sending { failover, wall }, &mut buf);
                     let sent = view.send(server, buf, req.reply()).await;
                     run.answered(server, sent.map_err(|f| (f.error, f.sent)), Instant::now());
                 }
@@ -232,7 +233,15 @@ impl Inner {
         let mut queued = Vec::with_capacity(targets.len());
         for &server in targets {
             let mut buf = Vec::with_capacity(req.key().len() + 32);
-            req.encode(core, false, &mut buf);
+            let wall = SystemTime::now();
+            req.encode(
+                core,
+                Sending {
+                    failover: false,
+                    wall,
+                },
+                &mut buf,
+            );
             queued.push((server, self.submit(server, buf, req.reply()).await));
         }
         let mut results = Vec::with_capacity(queued.len());

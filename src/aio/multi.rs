@@ -51,7 +51,7 @@ where
                             continue;
                         };
                         let mut buf = Vec::new();
-                        batch.encode(core, &mut buf, entries);
+                        batch.encode(core, std::time::SystemTime::now(), &mut buf, entries);
                         let q = view.submit(s, buf, batch.reader(entries)).await;
                         queued.push((s, entries, q));
                     }

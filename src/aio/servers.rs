@@ -37,7 +37,8 @@ impl Client {
 
     /// Invalidates every item on every server, now or after `delay`.
     pub async fn flush_all(&self, delay: Option<Duration>) -> Result<()> {
-        let results = self.each_server(&FlushAll::new(delay)).await;
+        let flush = FlushAll::new(delay, std::time::SystemTime::now());
+        let results = self.each_server(&flush).await;
         results.into_iter().try_for_each(|(_, r)| r)
     }
 

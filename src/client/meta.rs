@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::Client;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use crate::core::meta::{
     computed_twice, invalidate_flags, invalidated, LeaseNext, Meta, MetaReply, MetaRequest, Origin,
@@ -36,7 +36,8 @@ impl Client {
     /// recomputes it while others are served the stale value. `false` when
     /// the key does not exist.
     pub fn invalidate(&self, key: impl AsRef<[u8]>, stale_ttl: Duration) -> Result<bool> {
-        invalidated(&self.meta(key, MetaRequest::Delete(&invalidate_flags(stale_ttl)))?)
+        let flags = invalidate_flags(stale_ttl, SystemTime::now());
+        invalidated(&self.meta(key, MetaRequest::Delete(&flags))?)
     }
 
     /// Returns the cached value of `key`, or computes it with `compute`,
@@ -88,7 +89,8 @@ impl Client {
         F: FnOnce() -> Result<V, E>,
     {
         let view = self.view();
-        let mut call = view.get_or_set(key.as_ref(), ttl.into(), Instant::now())?;
+        let mut call =
+            view.get_or_set(key.as_ref(), ttl.into(), Instant::now(), SystemTime::now())?;
         let mut compute = Some(compute);
         let mut computed = None;
         loop {

@@ -11,13 +11,13 @@
 //! - `servers`: per-server commands (`flush_all`, `version`, `stats`).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use crate::builder::ClientBuilder;
 use crate::client::pool::{PoolMaker, PooledConn, ServerPool};
 use crate::connection::Connection;
 use crate::core::reply::{in_step_after, Reply};
-use crate::core::request::{Delete, Out, Request};
+use crate::core::request::{Delete, Out, Request, Sending};
 use crate::core::run::Next;
 #[cfg(doc)]
 use crate::core::run::Run;
@@ -86,7 +86,7 @@ impl ClientBuilder<Client> {
     /// weight above [`MAX_WEIGHT`](crate::MAX_WEIGHT).
     pub fn build(self) -> Result<Client> {
         let parts = self.into_parts(crate::builder::Target::Blocking)?;
-        let core = Core::new(parts.servers, parts.backup, parts.config);
+        let core = Core::new(parts.servers, parts.backup, parts.config, Instant::now());
         let maker = PoolMaker::new(parts.conn, parts.pool);
         let view = maker.view(core, None);
         Ok(Client {
@@ -152,7 +152,8 @@ impl Client {
                     let sent = match view.conn(server) {
                         Err(e) => Err((e, false)),
                         Ok(mut conn) => {
-                            req.encode(core, failover, conn.begin());
+                            let wall = SystemTime::now();
+                            req.encode(core, Sending { failover, wall }, conn.begin());
                             exchange(&mut conn, req.reply()).map_err(|e| (e, conn.sent()))
                         }
                     };
@@ -184,7 +185,15 @@ fn send_all<Q: Request>(view: &Inner, req: &Q, targets: &[usize]) -> Vec<(usize,
         .iter()
         .map(|&server| {
             let conn = view.conn(server).and_then(|mut conn| {
-                req.encode(core, false, conn.begin());
+                let wall = SystemTime::now();
+                req.encode(
+                    core,
+                    Sending {
+                        failover: false,
+                        wall,
+                    },
+                    conn.begin(),
+                );
                 conn.send().map(|()| conn)
             });
             (server, conn)

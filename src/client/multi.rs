@@ -90,7 +90,8 @@ fn send_wave<'e, B: Batch>(
                 continue;
             }
         };
-        call.batch().encode(view, conn.begin(), entries);
+        call.batch()
+            .encode(view, std::time::SystemTime::now(), conn.begin(), entries);
         match conn.send() {
             Ok(()) => flights.push(Flight {
                 server: s,

@@ -30,7 +30,7 @@ impl Client {
     /// Invalidates every item on every server, now or after `delay`.
     /// Tries every server; returns the first error.
     pub fn flush_all(&self, delay: Option<Duration>) -> Result<()> {
-        let results = self.each_server(&FlushAll::new(delay));
+        let results = self.each_server(&FlushAll::new(delay, std::time::SystemTime::now()));
         results.into_iter().try_for_each(|(_, r)| r)
     }
 

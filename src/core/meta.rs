@@ -129,8 +129,7 @@ impl MetaRequest<'_> {
 
 /// The flags of an `ms` sent to a failover server: its TTL (`T`, absent
 /// meaning "never") capped at `cap`, as for `set`.
-fn capped_ttl<'a>(flags: &[MetaFlag<'a>], cap: Duration) -> Vec<MetaFlag<'a>> {
-    let now = SystemTime::now();
+fn capped_ttl<'a>(flags: &[MetaFlag<'a>], cap: Duration, now: SystemTime) -> Vec<MetaFlag<'a>> {
     let ttl = flags.iter().find_map(|f| match f {
         MetaFlag::Ttl(t) => Some(*t),
         _ => None,
@@ -209,7 +208,7 @@ impl Request for Meta<'_> {
     fn class(&self) -> Class {
         self.request.class()
     }
-    fn encode(&self, core: &Core, failover: bool, buf: &mut Vec<u8>) {
+    fn encode(&self, core: &Core, to: request::Sending, buf: &mut Vec<u8>) {
         let key = self.key;
         match self.request {
             MetaRequest::Get(f) => encode::meta_get(buf, key, f),
@@ -218,8 +217,10 @@ impl Request for Meta<'_> {
                 if let Some(flags) = self.codec_flags {
                     f.to_mut().push(MetaFlag::SetFlags(flags));
                 }
-                match core.config.failover_ttl.filter(|_| failover) {
-                    Some(cap) => encode::meta_set(buf, key, &self.data, &capped_ttl(&f, cap)),
+                match core.config.failover_ttl.filter(|_| to.failover) {
+                    Some(cap) => {
+                        encode::meta_set(buf, key, &self.data, &capped_ttl(&f, cap, to.wall))
+                    }
                     None => encode::meta_set(buf, key, &self.data, &f),
                 }
             }
@@ -241,10 +242,10 @@ impl Request for Meta<'_> {
 }
 
 /// The `md` of `invalidate`: `I T<stale_ttl>`.
-pub(crate) fn invalidate_flags(stale_ttl: Duration) -> [MetaFlag<'static>; 2] {
+pub(crate) fn invalidate_flags(stale_ttl: Duration, now: SystemTime) -> [MetaFlag<'static>; 2] {
     [
         MetaFlag::Invalidate,
-        MetaFlag::Ttl(Expiry::In(stale_ttl).exptime()),
+        MetaFlag::Ttl(Expiry::In(stale_ttl).exptime_at(now)),
     ]
 }
 
@@ -340,15 +341,18 @@ pub(crate) struct GetOrSet<'a> {
 }
 
 impl Core {
-    /// A `get_or_set` of `key` begun at `now`; the key is checked first.
+    /// A `get_or_set` of `key` begun at `now` (`wall` the same moment on
+    /// the wall clock, for the placeholder's expiry); the key is checked
+    /// first.
     pub fn get_or_set<'a>(
         &'a self,
         key: &'a [u8],
         ttl: Expiry,
         now: Instant,
+        wall: SystemTime,
     ) -> Result<GetOrSet<'a>> {
         crate::protocol::check_key(key).map_err(|p| super::reply::key_error(key, p))?;
-        let lease = Expiry::In(self.config.lease_ttl).exptime();
+        let lease = Expiry::In(self.config.lease_ttl).exptime_at(wall);
         Ok(GetOrSet {
             core: self,
             key,
@@ -607,8 +611,8 @@ impl Request for LeaseAsk<'_> {
     fn class(&self) -> Class {
         self.meta.class()
     }
-    fn encode(&self, core: &Core, failover: bool, buf: &mut Vec<u8>) {
-        self.meta.encode(core, failover, buf);
+    fn encode(&self, core: &Core, to: request::Sending, buf: &mut Vec<u8>) {
+        self.meta.encode(core, to, buf);
     }
     fn reply(&self) -> LeaseRead {
         LeaseRead {
@@ -694,7 +698,12 @@ mod lease_tests {
     fn core(lease_wait: Duration) -> Core {
         let mut config = super::super::config::Config::for_tests();
         config.lease_wait = lease_wait;
-        Core::new(vec!["127.0.0.1:1".parse().unwrap()], Vec::new(), config)
+        Core::new(
+            vec!["127.0.0.1:1".parse().unwrap()],
+            Vec::new(),
+            config,
+            Instant::now(),
+        )
     }
 
     fn reply(code: MetaCode, flags: &str, value: Option<&[u8]>) -> MetaReply {
@@ -709,7 +718,9 @@ mod lease_tests {
     fn a_won_lease_computes_and_stores_with_its_cas() {
         let core = core(Duration::from_secs(2));
         let t0 = Instant::now();
-        let mut call = core.get_or_set(b"k", Expiry::Never, t0).unwrap();
+        let mut call = core
+            .get_or_set(b"k", Expiry::Never, t0, SystemTime::now())
+            .unwrap();
         assert!(matches!(call.next(t0), LeaseNext::Ask));
         call.asked(Ok(reply(MetaCode::En, "c42 W", None)));
         assert!(matches!(call.next(t0), LeaseNext::Compute));
@@ -729,7 +740,9 @@ mod lease_tests {
     fn a_failed_computation_frees_the_placeholder() {
         let core = core(Duration::from_secs(2));
         let t0 = Instant::now();
-        let mut call = core.get_or_set(b"k", Expiry::Never, t0).unwrap();
+        let mut call = core
+            .get_or_set(b"k", Expiry::Never, t0, SystemTime::now())
+            .unwrap();
         call.next(t0);
         call.asked(Ok(reply(MetaCode::En, "c7 W", None)));
         call.next(t0);
@@ -746,7 +759,9 @@ mod lease_tests {
     fn a_loser_waits_with_growing_pauses_until_lease_wait_then_computes_unstored() {
         let core = core(Duration::from_millis(100));
         let t0 = Instant::now();
-        let mut call = core.get_or_set(b"k", Expiry::Never, t0).unwrap();
+        let mut call = core
+            .get_or_set(b"k", Expiry::Never, t0, SystemTime::now())
+            .unwrap();
         let mut pauses = Vec::new();
         let mut now = t0;
         loop {
@@ -774,12 +789,16 @@ mod lease_tests {
     fn hits_stale_values_and_unreachable_caches() {
         let core = core(Duration::from_secs(2));
         let t0 = Instant::now();
-        let mut call = core.get_or_set(b"k", Expiry::Never, t0).unwrap();
+        let mut call = core
+            .get_or_set(b"k", Expiry::Never, t0, SystemTime::now())
+            .unwrap();
         call.next(t0);
         call.asked(Ok(reply(MetaCode::Va, "f16 c3", Some(b"x"))));
         assert!(matches!(call.next(t0), LeaseNext::Found(d, 16, Origin::Hit) if d == b"x"));
 
-        let mut call = core.get_or_set(b"k", Expiry::Never, t0).unwrap();
+        let mut call = core
+            .get_or_set(b"k", Expiry::Never, t0, SystemTime::now())
+            .unwrap();
         call.next(t0);
         call.asked(Ok(reply(MetaCode::Va, "f0 c3 X Z", Some(b"old"))));
         assert!(matches!(
@@ -787,20 +806,24 @@ mod lease_tests {
             LeaseNext::Found(_, _, Origin::Stale)
         ));
 
-        let mut call = core.get_or_set(b"k", Expiry::Never, t0).unwrap();
+        let mut call = core
+            .get_or_set(b"k", Expiry::Never, t0, SystemTime::now())
+            .unwrap();
         call.next(t0);
         call.asked(Err(Error::new(ErrorKind::Connect, "refused")));
         assert!(matches!(call.next(t0), LeaseNext::Compute));
         call.computed(Some(&"v"));
         assert!(matches!(call.next(t0), LeaseNext::Computed), "not stored");
 
-        let mut call = core.get_or_set(b"k", Expiry::Never, t0).unwrap();
+        let mut call = core
+            .get_or_set(b"k", Expiry::Never, t0, SystemTime::now())
+            .unwrap();
         call.next(t0);
         call.asked(Err(Error::new(ErrorKind::ClientError, "bad")));
         assert!(matches!(call.next(t0), LeaseNext::Fail(e) if e.kind() == ErrorKind::ClientError));
 
         assert_eq!(
-            core.get_or_set(b"bad key", Expiry::Never, t0)
+            core.get_or_set(b"bad key", Expiry::Never, t0, SystemTime::now())
                 .unwrap_err()
                 .kind(),
             ErrorKind::InvalidKey
@@ -835,11 +858,15 @@ mod tests {
     #[test]
     fn failover_ms_gets_a_capped_ttl() {
         let cap = Duration::from_secs(60);
-        assert_eq!(capped_ttl(&[], cap), vec![MetaFlag::Ttl(60)]);
+        let now = SystemTime::now();
+        assert_eq!(capped_ttl(&[], cap, now), vec![MetaFlag::Ttl(60)]);
         assert_eq!(
-            capped_ttl(&[MetaFlag::Ttl(3600), MetaFlag::Quiet], cap),
+            capped_ttl(&[MetaFlag::Ttl(3600), MetaFlag::Quiet], cap, now),
             vec![MetaFlag::Quiet, MetaFlag::Ttl(60)]
         );
-        assert_eq!(capped_ttl(&[MetaFlag::Ttl(5)], cap), vec![MetaFlag::Ttl(5)]);
+        assert_eq!(
+            capped_ttl(&[MetaFlag::Ttl(5)], cap, now),
+            vec![MetaFlag::Ttl(5)]
+        );
     }
 }

@@ -18,7 +18,7 @@
 //! the bytes, feeds the replies back to the core's readers, and reports
 //! how the attempt ended.
 
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::health::{Clock, Health};
@@ -229,7 +229,8 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    pub fn new(servers: Vec<Server>, backup: Vec<Server>, config: Config) -> Core {
+    /// The core of a new client, created at `epoch` (health times count from it).
+    pub fn new(servers: Vec<Server>, backup: Vec<Server>, config: Config, epoch: Instant) -> Core {
         let nodes = servers
             .iter()
             .chain(&backup)
@@ -240,7 +241,7 @@ impl Core {
             backup,
             nodes,
             config,
-            std::sync::Arc::new(Clock::new()),
+            std::sync::Arc::new(Clock::new(epoch)),
         )
     }
 
@@ -486,14 +487,12 @@ impl Core {
 
     // ----- what is sent ------------------------------------------------------
 
-    /// The exptime to send; on a failover server the TTL is capped.
-    pub fn exptime(&self, ttl: Expiry, failover: bool) -> i64 {
-        match (failover, self.config.failover_ttl) {
-            (true, Some(cap)) => {
-                let now = SystemTime::now();
-                ttl.capped(cap, now).exptime_at(now)
-            }
-            _ => ttl.exptime_with(SystemTime::now),
+    /// The exptime to send, as `to` says: on a failover server the TTL is
+    /// capped; absolute times are computed against `to.wall`.
+    pub fn exptime(&self, ttl: Expiry, to: request::Sending) -> i64 {
+        match (to.failover, self.config.failover_ttl) {
+            (true, Some(cap)) => ttl.capped(cap, to.wall).exptime_at(to.wall),
+            _ => ttl.exptime_at(to.wall),
         }
     }
 

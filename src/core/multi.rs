@@ -14,7 +14,7 @@
 
 use std::borrow::Cow;
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use super::attempts::{decide, hint_or_revived};
 use super::reply::{key_error, lossy, unexpected, Fetched, Got, Reply};
@@ -43,6 +43,14 @@ pub(crate) struct Entry {
 /// The answers read for a batch: (position in the caller's list, result).
 pub(crate) type Answers<T> = Vec<(usize, Result<T>)>;
 
+/// How entry `e` is sent, against `wall`.
+fn sending(e: &Entry, wall: SystemTime) -> super::request::Sending {
+    super::request::Sending {
+        failover: e.failover,
+        wall,
+    }
+}
+
 /// What a multi-key command does for its keys.
 pub(crate) trait Batch {
     type Out;
@@ -60,7 +68,8 @@ pub(crate) trait Batch {
     fn cost(&self, index: usize) -> usize {
         self.key(index).len() + 16
     }
-    fn encode(&self, core: &Core, buf: &mut Vec<u8>, entries: &[Entry]);
+    /// Writes `entries` for a server; exptimes against `wall`.
+    fn encode(&self, core: &Core, wall: SystemTime, buf: &mut Vec<u8>, entries: &[Entry]);
     /// The reader of the replies to `entries`.
     fn reader(&self, entries: &[Entry]) -> Self::Reader;
     /// Hits and misses among answers, for the metrics.
@@ -430,7 +439,7 @@ impl<K: AsRef<[u8]>> Batch for GetBatch<'_, K> {
         self.keys.get(index).map_or(&[], AsRef::as_ref)
     }
 
-    fn encode(&self, _core: &Core, buf: &mut Vec<u8>, entries: &[Entry]) {
+    fn encode(&self, _core: &Core, _wall: SystemTime, buf: &mut Vec<u8>, entries: &[Entry]) {
         encode::get(
             buf,
             self.with_cas,
@@ -592,14 +601,14 @@ impl<K: AsRef<[u8]>, V: ToValue> Batch for SetBatch<'_, K, V> {
         self.key(index).len() + value + 48
     }
 
-    fn encode(&self, core: &Core, buf: &mut Vec<u8>, entries: &[Entry]) {
+    fn encode(&self, core: &Core, wall: SystemTime, buf: &mut Vec<u8>, entries: &[Entry]) {
         for e in entries {
             let (Some((key, _)), Some(Ok((data, flags)))) =
                 (self.items.get(e.index), self.bytes.get(e.index))
             else {
                 continue; // refused by `check`, never batched
             };
-            let exptime = core.exptime(self.ttl, e.failover);
+            let exptime = core.exptime(self.ttl, sending(e, wall));
             encode::store(
                 buf,
                 StoreCommand::Set,
@@ -653,11 +662,11 @@ impl<K: AsRef<[u8]>> Batch for KeyBatch<'_, K> {
         self.keys.get(index).map_or(&[], AsRef::as_ref)
     }
 
-    fn encode(&self, core: &Core, buf: &mut Vec<u8>, entries: &[Entry]) {
+    fn encode(&self, core: &Core, wall: SystemTime, buf: &mut Vec<u8>, entries: &[Entry]) {
         for e in entries {
             let key = self.key(e.index);
             match self.touch {
-                Some(ttl) => encode::touch(buf, key, core.exptime(ttl, e.failover), false),
+                Some(ttl) => encode::touch(buf, key, core.exptime(ttl, sending(e, wall)), false),
                 None => encode::delete(buf, key, false),
             }
         }

@@ -305,8 +305,14 @@ impl<B: Batch> Batch for Ranked<'_, B> {
     fn cost(&self, index: usize) -> usize {
         self.inner.cost(index / self.ranks)
     }
-    fn encode(&self, core: &Core, buf: &mut Vec<u8>, entries: &[Entry]) {
-        self.inner.encode(core, buf, &self.unranked(entries));
+    fn encode(
+        &self,
+        core: &Core,
+        wall: std::time::SystemTime,
+        buf: &mut Vec<u8>,
+        entries: &[Entry],
+    ) {
+        self.inner.encode(core, wall, buf, &self.unranked(entries));
     }
     fn reader(&self, entries: &[Entry]) -> RankedReader<B::Reader> {
         RankedReader {

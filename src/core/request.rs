@@ -5,6 +5,7 @@
 //! [`Run`]: super::run::Run
 
 use std::borrow::Cow;
+use std::time::SystemTime;
 
 use super::reply::{unexpected, FetchOne, Line, MetaRead, Reply, StoreReply};
 use super::retry::Class;
@@ -12,6 +13,16 @@ use super::Core;
 use crate::error::Result;
 use crate::protocol::{encode, MetaFlag, Response, StoreCommand};
 use crate::value::{Expiry, ToValue};
+
+/// How a request is sent: to a failover server (not the key's own) or
+/// not, and the wall-clock time its exptimes are computed against, which
+/// the driver passes in (absolute expiries, TTLs over 30 days, the failover
+/// TTL cap).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sending {
+    pub failover: bool,
+    pub wall: SystemTime,
+}
 
 /// What a request of type `Q` answers.
 pub(crate) type Out<Q> = <<Q as Request>::Reply as Reply>::Out;
@@ -24,9 +35,8 @@ pub(crate) trait Request {
     fn name(&self) -> &'static str;
     fn key(&self) -> &[u8];
     fn class(&self) -> Class;
-    /// Writes the request for a server; `failover` when it is not the
-    /// key's own server.
-    fn encode(&self, core: &Core, failover: bool, buf: &mut Vec<u8>);
+    /// Writes the request for a server, sent as `to` says.
+    fn encode(&self, core: &Core, to: Sending, buf: &mut Vec<u8>);
     fn reply(&self) -> Self::Reply;
     /// Hits and misses among an answer, for the metrics.
     fn tally(_out: &<Self::Reply as Reply>::Out) -> (u64, u64) {
@@ -80,10 +90,10 @@ impl Request for Fetch<'_> {
         // gat changes the TTL, but never the value: it moves like a read.
         Class::Read
     }
-    fn encode(&self, core: &Core, failover: bool, buf: &mut Vec<u8>) {
+    fn encode(&self, core: &Core, to: Sending, buf: &mut Vec<u8>) {
         match self.touch {
             None => encode::get(buf, self.with_cas, [self.key]),
-            Some(ttl) => encode::gat(buf, self.with_cas, core.exptime(ttl, failover), [self.key]),
+            Some(ttl) => encode::gat(buf, self.with_cas, core.exptime(ttl, to), [self.key]),
         }
     }
     fn reply(&self) -> FetchOne {
@@ -149,8 +159,8 @@ impl Request for Store<'_> {
     fn class(&self) -> Class {
         self.cmd.class()
     }
-    fn encode(&self, core: &Core, failover: bool, buf: &mut Vec<u8>) {
-        let exptime = core.exptime(self.ttl, failover);
+    fn encode(&self, core: &Core, to: Sending, buf: &mut Vec<u8>) {
+        let exptime = core.exptime(self.ttl, to);
         encode::store(
             buf, self.cmd, self.key, self.flags, exptime, &self.data, false,
         );
@@ -183,7 +193,7 @@ impl Request for Delete<'_> {
     fn class(&self) -> Class {
         Class::Write
     }
-    fn encode(&self, _: &Core, _: bool, buf: &mut Vec<u8>) {
+    fn encode(&self, _: &Core, _: Sending, buf: &mut Vec<u8>) {
         encode::delete(buf, self.0, false);
     }
     fn reply(&self) -> Line<bool> {
@@ -228,7 +238,7 @@ impl Request for Arith<'_> {
     fn class(&self) -> Class {
         Class::WriteOnce
     }
-    fn encode(&self, _: &Core, _: bool, buf: &mut Vec<u8>) {
+    fn encode(&self, _: &Core, _: Sending, buf: &mut Vec<u8>) {
         encode::arith(buf, self.up, self.key, self.delta, false);
     }
     fn reply(&self) -> Line<Option<u64>> {
@@ -268,8 +278,8 @@ impl Request for Touch<'_> {
     fn class(&self) -> Class {
         Class::Write
     }
-    fn encode(&self, core: &Core, failover: bool, buf: &mut Vec<u8>) {
-        encode::touch(buf, self.key, core.exptime(self.ttl, failover), false);
+    fn encode(&self, core: &Core, to: Sending, buf: &mut Vec<u8>) {
+        encode::touch(buf, self.key, core.exptime(self.ttl, to), false);
     }
     fn reply(&self) -> Line<bool> {
         Line(touched)
@@ -299,9 +309,9 @@ impl Request for LeasedStore<'_> {
     fn class(&self) -> Class {
         Class::WriteOnce
     }
-    fn encode(&self, core: &Core, failover: bool, buf: &mut Vec<u8>) {
+    fn encode(&self, core: &Core, to: Sending, buf: &mut Vec<u8>) {
         let flags = [
-            MetaFlag::Ttl(core.exptime(self.ttl, failover)),
+            MetaFlag::Ttl(core.exptime(self.ttl, to)),
             MetaFlag::SetFlags(self.flags),
             self.condition,
         ];
@@ -332,11 +342,12 @@ pub(crate) struct FlushAll(Option<u32>);
 
 impl FlushAll {
     /// The delay follows the exptime rule: over 30 days it is sent as a
-    /// unix time. A zero delay is an immediate flush.
-    pub fn new(delay: Option<std::time::Duration>) -> FlushAll {
+    /// unix time (against `wall`, the time now). A zero delay is an
+    /// immediate flush.
+    pub fn new(delay: Option<std::time::Duration>, wall: SystemTime) -> FlushAll {
         FlushAll(
             delay
-                .map(|d| Expiry::In(d).exptime_with(std::time::SystemTime::now))
+                .map(|d| Expiry::In(d).exptime_at(wall))
                 .filter(|&t| t > 0)
                 .map(|t| u32::try_from(t).unwrap_or(u32::MAX)),
         )

@@ -296,7 +296,7 @@ mod tests {
         let servers = (1..=n)
             .map(|i| format!("127.0.0.{i}:11211").parse().unwrap())
             .collect();
-        Core::new(servers, Vec::new(), config)
+        Core::new(servers, Vec::new(), config, Instant::now())
     }
 
     fn refused() -> Error {
@@ -421,5 +421,30 @@ mod tests {
         );
         run.answered(order[1], Ok(Some((b"v".to_vec(), 0, None))), now);
         assert!(matches!(run.next(now), Next::Done(Ok(Some(_)))));
+    }
+
+    #[test]
+    fn exptimes_are_computed_against_the_time_passed_in_and_capped_on_failover() {
+        use crate::core::request::{Request as _, Sending};
+        use std::time::UNIX_EPOCH;
+        let core = core(2, |c| c.failover_ttl = Some(Duration::from_secs(60)));
+        let wall = UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        let encode = |ttl: Expiry, failover: bool| {
+            let set = Store::new(&core, StoreCommand::Set, b"k", "v", ttl).unwrap();
+            let mut buf = Vec::new();
+            set.encode(&core, Sending { failover, wall }, &mut buf);
+            String::from_utf8(buf).unwrap()
+        };
+        let hour = Expiry::In(Duration::from_secs(3600));
+        assert!(encode(hour, false).starts_with("set k 0 3600 1\r\n"));
+        assert!(encode(hour, true).starts_with("set k 0 60 1\r\n"));
+        let later = Expiry::At(wall + Duration::from_secs(40 * 86_400));
+        let at = format!("set k 0 {} 1\r\n", 1_000_000_000 + 40 * 86_400);
+        assert!(
+            encode(later, false).starts_with(&at),
+            "{}",
+            encode(later, false)
+        );
+        assert!(encode(later, true).starts_with("set k 0 60 1\r\n"));
     }
 }
