@@ -20,13 +20,9 @@ impl Client {
         B::Out: Send + 'static,
     {
         let view = self.view();
-        if !view.core.spreads(batch.class()) {
-            return run_call(&view, batch, Call::new(&view, batch, n)).await;
-        }
-        let ranked = Ranked::new(&view.core, batch, n, Instant::now());
-        let call = Call::to_replicas(&view, &ranked, ranked.forced());
-        let results = run_call(&view, &ranked, call).await;
-        ranked.finish(&view.core, results, Instant::now())
+        let call = Ranked::new(&view.core, batch, n, Instant::now());
+        let results = run_call(&view, &call, call.call(&view)).await;
+        call.finish(&view.core, results, Instant::now())
     }
 }
 

@@ -43,12 +43,9 @@ impl Client {
     /// in the same call (one round trip per wave).
     fn multi<B: Batch>(&self, batch: &B, n: usize) -> Vec<Result<B::Out>> {
         let view = self.view();
-        if !view.core.spreads(batch.class()) {
-            return run_call(&view, Call::new(&view, batch, n));
-        }
-        let ranked = Ranked::new(&view.core, batch, n, Instant::now());
-        let results = run_call(&view, Call::to_replicas(&view, &ranked, ranked.forced()));
-        ranked.finish(&view.core, results, Instant::now())
+        let call = Ranked::new(&view.core, batch, n, Instant::now());
+        let results = run_call(&view, call.call(&view));
+        call.finish(&view.core, results, Instant::now())
     }
 }
 

@@ -201,28 +201,54 @@ impl Core {
     }
 }
 
-/// A multi-key write spread over each key's replicas in one call: entry
-/// `i * ranks + r` is key `i`'s copy `r`, sent to that replica only (no
-/// failover between replicas); a key with no replica in service is routed
-/// as usual for its first copy. Every server's wave carries all the copies
-/// it holds, so the call takes one round trip per wave however many
-/// copies there are.
+/// A multi-key call over each key's copies, decided here for both
+/// drivers. A read, or a write without replicas, is `plain`: entry `i` is
+/// key `i`, routed as usual. A write with replicas is spread over each
+/// key's replicas in one call: entry `i * ranks + r` is key `i`'s copy `r`,
+/// sent to that replica only (no failover between replicas); a key with no
+/// replica in service is routed as usual for its first copy. Every server's
+/// wave carries all the copies it holds, so the call takes one round trip
+/// per wave however many copies there are.
 pub(crate) struct Ranked<'b, B> {
     inner: &'b B,
+    /// The number of keys.
+    n: usize,
+    plain: bool,
     ranks: usize,
     targets: Vec<Vec<usize>>,
 }
 
 impl<'b, B: Batch> Ranked<'b, B> {
+    /// The call of `inner`'s `n` keys, at `now`.
     pub fn new(core: &Core, inner: &'b B, n: usize, now: Instant) -> Ranked<'b, B> {
+        if !core.spreads(inner.class()) {
+            return Ranked {
+                inner,
+                n,
+                plain: true,
+                ranks: 1,
+                targets: Vec::new(),
+            };
+        }
         let targets: Vec<Vec<usize>> = (0..n)
             .map(|i| core.replica_targets(inner.key(i), None, now))
             .collect();
         let ranks = targets.iter().map(Vec::len).max().unwrap_or(0).max(1);
         Ranked {
             inner,
+            n,
+            plain: false,
             ranks,
             targets,
+        }
+    }
+
+    /// The call's state machine.
+    pub fn call<'c>(&'c self, core: &'c Core) -> super::multi::Call<'c, Self> {
+        if self.plain {
+            super::multi::Call::new(core, self, self.n)
+        } else {
+            super::multi::Call::to_replicas(core, self, self.forced())
         }
     }
 
@@ -258,6 +284,9 @@ impl<'b, B: Batch> Ranked<'b, B> {
         results: Vec<crate::Result<B::Out>>,
         now: Instant,
     ) -> Vec<crate::Result<B::Out>> {
+        if self.plain {
+            return results;
+        }
         let mut per_key: Vec<Copies<B::Out>> =
             (0..self.targets.len()).map(|_| Vec::new()).collect();
         for (e, r) in results.into_iter().enumerate() {
@@ -312,15 +341,26 @@ impl<B: Batch> Batch for Ranked<'_, B> {
         buf: &mut Vec<u8>,
         entries: &[Entry],
     ) {
+        if self.plain {
+            return self.inner.encode(core, wall, buf, entries);
+        }
         self.inner.encode(core, wall, buf, &self.unranked(entries));
     }
     fn reader(&self, entries: &[Entry]) -> RankedReader<B::Reader> {
+        if self.plain {
+            return RankedReader {
+                inner: self.inner.reader(entries),
+                ranked: None,
+            };
+        }
         RankedReader {
             inner: self.inner.reader(&self.unranked(entries)),
-            ranked: entries
-                .iter()
-                .map(|e| (e.index / self.ranks, e.index))
-                .collect(),
+            ranked: Some(
+                entries
+                    .iter()
+                    .map(|e| (e.index / self.ranks, e.index))
+                    .collect(),
+            ),
         }
     }
     fn tally(answers: &Answers<B::Out>) -> (u64, u64) {
@@ -349,15 +389,20 @@ type Copies<T> = Vec<(Option<usize>, crate::Result<T>)>;
 /// one entry).
 pub(crate) struct RankedReader<R> {
     inner: R,
-    ranked: Vec<(usize, usize)>,
+    /// (key, entry) pairs; `None` for a plain call, whose numbers are the
+    /// entries already.
+    ranked: Option<Vec<(usize, usize)>>,
 }
 
 impl<R> RankedReader<R> {
     fn renumber<T>(&self, answers: Answers<T>) -> Answers<T> {
+        let Some(ranked) = &self.ranked else {
+            return answers;
+        };
         answers
             .into_iter()
             .filter_map(|(i, r)| {
-                let (_, e) = self.ranked.iter().find(|(k, _)| *k == i)?;
+                let (_, e) = ranked.iter().find(|(k, _)| *k == i)?;
                 Some((*e, r))
             })
             .collect()
