@@ -326,13 +326,13 @@ impl<B: Batch> Batch for Ranked<'_, B> {
         self.inner.class()
     }
     fn key(&self, index: usize) -> &[u8] {
-        self.inner.key(index / self.ranks)
+        self.inner.key(self.key_of(index))
     }
     fn check(&self, index: usize) -> crate::Result<()> {
-        self.inner.check(index / self.ranks)
+        self.inner.check(self.key_of(index))
     }
     fn cost(&self, index: usize) -> usize {
-        self.inner.cost(index / self.ranks)
+        self.inner.cost(self.key_of(index))
     }
     fn encode(
         &self,
@@ -369,6 +369,16 @@ impl<B: Batch> Batch for Ranked<'_, B> {
 }
 
 impl<B> Ranked<'_, B> {
+    /// The key of entry `index` (the same number in a plain call, without
+    /// a division on its hot path).
+    fn key_of(&self, index: usize) -> usize {
+        if self.plain {
+            index
+        } else {
+            index / self.ranks
+        }
+    }
+
     fn unranked(&self, entries: &[Entry]) -> Vec<Entry> {
         entries
             .iter()
