@@ -8,7 +8,6 @@ use crate::client::pool::PoolOptions;
 use crate::codec::Codec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::health::Policy;
-use crate::hints::DEFAULT_REJOIN_HINTS;
 use crate::ring::Distribution;
 use crate::server::{IntoServers, Server};
 use crate::transport::ConnOptions;
@@ -107,12 +106,14 @@ pub struct ClientBuilder<C = crate::Client> {
 
 impl<C> Default for ClientBuilder<C> {
     fn default() -> ClientBuilder<C> {
+        // The per-request settings start from the core's defaults.
+        let d = Config::default();
         ClientBuilder {
             client: std::marker::PhantomData,
             servers: Vec::new(),
             backup: Vec::new(),
             server_error: None,
-            distribution: Distribution::Ketama,
+            distribution: d.distribution,
             connect_timeout: Duration::from_secs(1),
             io_timeout: Duration::from_secs(1),
             pool_size: None,
@@ -121,18 +122,18 @@ impl<C> Default for ClientBuilder<C> {
             idle_timeout: None,
             nodelay: true,
             keepalive: Some(Duration::from_secs(60)),
-            failure_limit: 2,
-            retry_timeout: Duration::from_secs(2),
-            max_attempts: 2,
-            failover_ttl: Some(Duration::from_secs(60)),
-            flush_on_rejoin: false,
-            rejoin_hints: DEFAULT_REJOIN_HINTS,
-            max_value_size: DEFAULT_MAX_VALUE_SIZE,
-            lease_ttl: Duration::from_secs(30),
-            lease_wait: Duration::from_secs(2),
-            codec: Codec::raw(),
-            replicas: 1,
-            miss_failover: false,
+            failure_limit: d.policy.failure_limit,
+            retry_timeout: d.policy.retry_timeout,
+            max_attempts: d.max_attempts,
+            failover_ttl: d.failover_ttl,
+            flush_on_rejoin: d.flush_on_rejoin,
+            rejoin_hints: d.rejoin_hints,
+            max_value_size: d.max_value_size,
+            lease_ttl: d.lease_ttl,
+            lease_wait: d.lease_wait,
+            codec: d.codec,
+            replicas: d.replicas,
+            miss_failover: d.miss_failover,
             credentials: None,
             #[cfg(feature = "tls")]
             tls: None,

@@ -55,10 +55,10 @@ impl Config {
     }
 }
 
-#[cfg(test)]
-impl Config {
-    /// The builder's defaults, for the core's own tests.
-    pub fn for_tests() -> Config {
+/// The defaults of every per-request setting: the builder starts from
+/// them, and the core's tests use them as they are.
+impl Default for Config {
+    fn default() -> Config {
         Config {
             distribution: Distribution::Ketama,
             policy: Policy {

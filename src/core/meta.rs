@@ -302,13 +302,8 @@ pub(crate) enum LeaseNext {
 enum LeaseState<'a> {
     Ask,
     Asked(Result<MetaReply>),
-    /// To compute: the cas of a won lease, whether to free the placeholder
-    /// on failure, whether to store at all.
-    Compute {
-        cas: Option<u64>,
-        release: bool,
-        store: bool,
-    },
+    /// The caller computes: the cas of a won lease, whether to free the
+    /// placeholder on failure, whether to store at all.
     Computing {
         cas: Option<u64>,
         release: bool,
@@ -316,8 +311,6 @@ enum LeaseState<'a> {
     },
     Store(request::LeasedStore<'a>),
     Release(u64),
-    Sleep(Duration),
-    Found(Vec<u8>, u32, Origin),
     Computed,
     Over,
 }
@@ -379,53 +372,22 @@ impl<'a> GetOrSet<'a> {
                 self.state = LeaseState::Ask;
                 LeaseNext::Ask
             }
-            LeaseState::Asked(Err(e)) if unreachable(&e) => {
-                // The cache is an optimisation, not a dependency: compute,
-                // store nothing.
-                self.state = LeaseState::Compute {
-                    cas: None,
-                    release: false,
-                    store: false,
-                };
-                self.next(now)
-            }
+            // The cache is an optimisation, not a dependency: compute,
+            // store nothing.
+            LeaseState::Asked(Err(e)) if unreachable(&e) => self.compute(None, false, false),
             LeaseState::Asked(Err(e)) => LeaseNext::Fail(e),
-            LeaseState::Asked(Ok(r)) => {
-                self.state = match lease_step(r) {
-                    LeaseStep::Found(data, flags, origin) => LeaseState::Found(data, flags, origin),
-                    LeaseStep::Compute { cas, release } => LeaseState::Compute {
-                        cas,
-                        release,
-                        store: true,
-                    },
-                    LeaseStep::Wait => match self.pause(now) {
-                        Some(p) => LeaseState::Sleep(p),
-                        // Waited long enough: compute without storing.
-                        None => LeaseState::Compute {
-                            cas: None,
-                            release: false,
-                            store: false,
-                        },
-                    },
-                };
-                self.next(now)
-            }
-            LeaseState::Compute {
-                cas,
-                release,
-                store,
-            } => {
-                self.state = LeaseState::Computing {
-                    cas,
-                    release,
-                    store,
-                };
-                LeaseNext::Compute
-            }
-            LeaseState::Sleep(p) => {
-                self.state = LeaseState::Ask;
-                LeaseNext::Sleep(p)
-            }
+            LeaseState::Asked(Ok(r)) => match lease_step(r) {
+                LeaseStep::Found(data, flags, origin) => LeaseNext::Found(data, flags, origin),
+                LeaseStep::Compute { cas, release } => self.compute(cas, release, true),
+                LeaseStep::Wait => match self.pause(now) {
+                    Some(p) => {
+                        self.state = LeaseState::Ask;
+                        LeaseNext::Sleep(p)
+                    }
+                    // Waited long enough: compute without storing.
+                    None => self.compute(None, false, false),
+                },
+            },
             LeaseState::Store(s) => {
                 self.state = LeaseState::Store(s);
                 LeaseNext::Store
@@ -434,7 +396,6 @@ impl<'a> GetOrSet<'a> {
                 self.state = LeaseState::Release(cas);
                 LeaseNext::Release
             }
-            LeaseState::Found(data, flags, origin) => LeaseNext::Found(data, flags, origin),
             LeaseState::Computed => LeaseNext::Computed,
             state @ (LeaseState::Computing { .. } | LeaseState::Over) => {
                 // Asked again before the answer was reported: a driver out
@@ -446,6 +407,16 @@ impl<'a> GetOrSet<'a> {
                 ))
             }
         }
+    }
+
+    /// The caller computes next.
+    fn compute(&mut self, cas: Option<u64>, release: bool, store: bool) -> LeaseNext {
+        self.state = LeaseState::Computing {
+            cas,
+            release,
+            store,
+        };
+        LeaseNext::Compute
     }
 
     /// The `mg` to send for [`LeaseNext::Ask`]. `release`, for a driver
@@ -696,14 +667,22 @@ mod lease_tests {
     use super::*;
 
     fn core(lease_wait: Duration) -> Core {
-        let mut config = super::super::config::Config::for_tests();
-        config.lease_wait = lease_wait;
+        let config = super::super::config::Config {
+            lease_wait,
+            ..Default::default()
+        };
         Core::new(
             vec!["127.0.0.1:1".parse().unwrap()],
             Vec::new(),
             config,
             Instant::now(),
         )
+    }
+
+    /// A `get_or_set` of `k` begun at `t0`.
+    fn begin(core: &Core, t0: Instant) -> GetOrSet<'_> {
+        core.get_or_set(b"k", Expiry::Never, t0, SystemTime::now())
+            .unwrap()
     }
 
     fn reply(code: MetaCode, flags: &str, value: Option<&[u8]>) -> MetaReply {
@@ -718,9 +697,7 @@ mod lease_tests {
     fn a_won_lease_computes_and_stores_with_its_cas() {
         let core = core(Duration::from_secs(2));
         let t0 = Instant::now();
-        let mut call = core
-            .get_or_set(b"k", Expiry::Never, t0, SystemTime::now())
-            .unwrap();
+        let mut call = begin(&core, t0);
         assert!(matches!(call.next(t0), LeaseNext::Ask));
         call.asked(Ok(reply(MetaCode::En, "c42 W", None)));
         assert!(matches!(call.next(t0), LeaseNext::Compute));
@@ -740,9 +717,7 @@ mod lease_tests {
     fn a_failed_computation_frees_the_placeholder() {
         let core = core(Duration::from_secs(2));
         let t0 = Instant::now();
-        let mut call = core
-            .get_or_set(b"k", Expiry::Never, t0, SystemTime::now())
-            .unwrap();
+        let mut call = begin(&core, t0);
         call.next(t0);
         call.asked(Ok(reply(MetaCode::En, "c7 W", None)));
         call.next(t0);
@@ -759,9 +734,7 @@ mod lease_tests {
     fn a_loser_waits_with_growing_pauses_until_lease_wait_then_computes_unstored() {
         let core = core(Duration::from_millis(100));
         let t0 = Instant::now();
-        let mut call = core
-            .get_or_set(b"k", Expiry::Never, t0, SystemTime::now())
-            .unwrap();
+        let mut call = begin(&core, t0);
         let mut pauses = Vec::new();
         let mut now = t0;
         loop {
@@ -789,16 +762,12 @@ mod lease_tests {
     fn hits_stale_values_and_unreachable_caches() {
         let core = core(Duration::from_secs(2));
         let t0 = Instant::now();
-        let mut call = core
-            .get_or_set(b"k", Expiry::Never, t0, SystemTime::now())
-            .unwrap();
+        let mut call = begin(&core, t0);
         call.next(t0);
         call.asked(Ok(reply(MetaCode::Va, "f16 c3", Some(b"x"))));
         assert!(matches!(call.next(t0), LeaseNext::Found(d, 16, Origin::Hit) if d == b"x"));
 
-        let mut call = core
-            .get_or_set(b"k", Expiry::Never, t0, SystemTime::now())
-            .unwrap();
+        let mut call = begin(&core, t0);
         call.next(t0);
         call.asked(Ok(reply(MetaCode::Va, "f0 c3 X Z", Some(b"old"))));
         assert!(matches!(
@@ -806,18 +775,14 @@ mod lease_tests {
             LeaseNext::Found(_, _, Origin::Stale)
         ));
 
-        let mut call = core
-            .get_or_set(b"k", Expiry::Never, t0, SystemTime::now())
-            .unwrap();
+        let mut call = begin(&core, t0);
         call.next(t0);
         call.asked(Err(Error::new(ErrorKind::Connect, "refused")));
         assert!(matches!(call.next(t0), LeaseNext::Compute));
         call.computed(Some(&"v"));
         assert!(matches!(call.next(t0), LeaseNext::Computed), "not stored");
 
-        let mut call = core
-            .get_or_set(b"k", Expiry::Never, t0, SystemTime::now())
-            .unwrap();
+        let mut call = begin(&core, t0);
         call.next(t0);
         call.asked(Err(Error::new(ErrorKind::ClientError, "bad")));
         assert!(matches!(call.next(t0), LeaseNext::Fail(e) if e.kind() == ErrorKind::ClientError));

@@ -125,15 +125,15 @@ impl Round {
 
 /// The error of a failed probe (of `probed`) on one of `key`'s servers:
 /// what a key that found no server reports, as a single-key request would.
-fn probe_failure(core: &Core, probed: &[(usize, Error)], key: &[u8]) -> Option<Error> {
-    if probed.is_empty() {
+fn probe_failure(core: &Core, probed: &[(usize, Option<Error>)], key: &[u8]) -> Option<Error> {
+    if probed.iter().all(|(_, e)| e.is_none()) {
         return None;
     }
     core.route(key).find_map(|s| {
         probed
             .iter()
             .find(|(p, _)| *p == s)
-            .map(|(_, e)| e.duplicate())
+            .and_then(|(_, e)| e.as_ref().map(Error::duplicate))
     })
 }
 
@@ -147,10 +147,10 @@ pub(crate) struct Call<'c, B: Batch> {
     keys: Vec<KeyState>,
     todo: Vec<usize>,
     rounds: u32,
-    probed: Vec<usize>,
-    /// The probes of this call that failed, and how: a key that finds no
-    /// server reports its server's as a single-key request would.
-    probe_failures: Vec<(usize, Error)>,
+    /// The servers this call probed, each with its failure if the probe
+    /// failed: a key that finds no server reports its server's, as a
+    /// single-key request would.
+    probed: Vec<(usize, Option<Error>)>,
     /// For a write spread over replicas: where each entry goes.
     forced: Option<Vec<Forced>>,
     /// The call's span: command and key count, then the keys that failed.
@@ -169,7 +169,6 @@ impl<'c, B: Batch> Call<'c, B> {
             todo: Vec::with_capacity(n),
             rounds: 0,
             probed: Vec::new(),
-            probe_failures: Vec::new(),
             forced: None,
             #[cfg(feature = "tracing")]
             span: tracing::info_span!(
@@ -238,7 +237,9 @@ impl<'c, B: Batch> Call<'c, B> {
                 .status(|| core.clock.millis(now), core.config.policy);
             match status {
                 Status::Alive => return Pick::To(s, rank > 0),
-                Status::Probe if !self.probed.contains(&s) => return Pick::Probe(s),
+                Status::Probe if !self.probed.iter().any(|(p, _)| *p == s) => {
+                    return Pick::Probe(s)
+                }
                 Status::Dead | Status::Probe => {
                     if hint_or_revived(node, key, class) {
                         return Pick::To(s, rank > 0);
@@ -251,10 +252,8 @@ impl<'c, B: Batch> Call<'c, B> {
 
     /// How the probe asked for by [`Round::Probe`] ended.
     pub fn probed(&mut self, server: usize, result: Result<()>, now: Instant) {
-        self.probed.push(server);
-        if let Err(e) = self.core.probed(server, result, now) {
-            self.probe_failures.push((server, e));
-        }
+        let failed = self.core.probed(server, result, now).err();
+        self.probed.push((server, failed));
     }
 
     /// Plans what comes next.
@@ -291,8 +290,7 @@ impl<'c, B: Batch> Call<'c, B> {
                 continue;
             };
             let (core, key) = (self.core, self.batch.key(i));
-            let last =
-                (state.last.take()).or_else(|| probe_failure(core, &self.probe_failures, key));
+            let last = (state.last.take()).or_else(|| probe_failure(core, &self.probed, key));
             *slot = Some(Err(retry::exhausted(class, last, state.sent, || {
                 core.no_server(key)
             })));

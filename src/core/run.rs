@@ -289,7 +289,7 @@ mod tests {
     use std::time::Duration;
 
     fn core(n: usize, tune: impl FnOnce(&mut Config)) -> Core {
-        let mut config = Config::for_tests();
+        let mut config = Config::default();
         config.policy.failure_limit = 1;
         config.policy.retry_timeout = Duration::from_secs(5);
         tune(&mut config);
