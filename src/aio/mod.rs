@@ -193,27 +193,34 @@ impl Client {
     {
         let view = self.view();
         let core: &Core = &view;
-        let mut run = core.run(req, Instant::now())?;
+        // One clock read per step: the time an answer came is the time
+        // the next step is decided at.
+        let mut now = Instant::now();
+        let mut run = core.run(req, now)?;
         loop {
-            match run.next(Instant::now()) {
+            match run.next(now) {
                 Next::Send { server, failover } => {
                     let mut buf = Vec::with_capacity(req.key().len() + 32);
                     let wall = SystemTime::now();
                     req.encode(core, Sending { failover, wall }, &mut buf);
                     let sent = view.send(server, buf, req.reply()).await;
-                    run.answered(server, sent.map_err(|f| (f.error, f.sent)), Instant::now());
+                    now = Instant::now();
+                    run.answered(server, sent.map_err(|f| (f.error, f.sent)), now);
                 }
                 Next::Probe(server) => {
                     let r = view.probe(server).await;
-                    run.probed(r, Instant::now());
+                    now = Instant::now();
+                    run.probed(r, now);
                 }
                 Next::SendAll(targets) => {
                     let results = view.send_all(req, &targets).await;
-                    run.spread(results, Instant::now());
+                    now = Instant::now();
+                    run.spread(results, now);
                 }
                 Next::DeleteAll(targets) => {
                     let results = view.send_all(&Delete(req.key()), &targets).await;
-                    run.deleted(results, Instant::now());
+                    now = Instant::now();
+                    run.deleted(results, now);
                 }
                 Next::Done(r) => return r,
             }
@@ -230,18 +237,15 @@ impl Inner {
         Out<Q>: Send + 'static,
     {
         let core: &Core = self;
+        // Every copy is written against one time.
+        let to = Sending {
+            failover: false,
+            wall: SystemTime::now(),
+        };
         let mut queued = Vec::with_capacity(targets.len());
         for &server in targets {
             let mut buf = Vec::with_capacity(req.key().len() + 32);
-            let wall = SystemTime::now();
-            req.encode(
-                core,
-                Sending {
-                    failover: false,
-                    wall,
-                },
-                &mut buf,
-            );
+            req.encode(core, to, &mut buf);
             queued.push((server, self.submit(server, buf, req.reply()).await));
         }
         let mut results = Vec::with_capacity(queued.len());

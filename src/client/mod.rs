@@ -145,9 +145,12 @@ impl Client {
     fn run<Q: Request>(&self, req: &Q) -> Result<Out<Q>> {
         let view = self.view();
         let core: &Core = &view;
-        let mut run = core.run(req, Instant::now())?;
+        // One clock read per step: the time an answer came is the time
+        // the next step is decided at.
+        let mut now = Instant::now();
+        let mut run = core.run(req, now)?;
         loop {
-            match run.next(Instant::now()) {
+            match run.next(now) {
                 Next::Send { server, failover } => {
                     let sent = match view.conn(server) {
                         Err(e) => Err((e, false)),
@@ -157,19 +160,23 @@ impl Client {
                             exchange(&mut conn, req.reply()).map_err(|e| (e, conn.sent()))
                         }
                     };
-                    run.answered(server, sent, Instant::now());
+                    now = Instant::now();
+                    run.answered(server, sent, now);
                 }
                 Next::Probe(server) => {
                     let r = probe(&view, server);
-                    run.probed(r, Instant::now());
+                    now = Instant::now();
+                    run.probed(r, now);
                 }
                 Next::SendAll(targets) => {
                     let results = send_all(&view, req, &targets);
-                    run.spread(results, Instant::now());
+                    now = Instant::now();
+                    run.spread(results, now);
                 }
                 Next::DeleteAll(targets) => {
                     let results = send_all(&view, &Delete(req.key()), &targets);
-                    run.deleted(results, Instant::now());
+                    now = Instant::now();
+                    run.deleted(results, now);
                 }
                 Next::Done(r) => return r,
             }
@@ -181,19 +188,16 @@ impl Client {
 /// round trip. Each server's result, in order.
 fn send_all<Q: Request>(view: &Inner, req: &Q, targets: &[usize]) -> Vec<(usize, Result<Out<Q>>)> {
     let core: &Core = view;
+    // Every copy is written against one time.
+    let to = Sending {
+        failover: false,
+        wall: SystemTime::now(),
+    };
     let flights: Vec<(usize, Result<PooledConn>)> = targets
         .iter()
         .map(|&server| {
             let conn = view.conn(server).and_then(|mut conn| {
-                let wall = SystemTime::now();
-                req.encode(
-                    core,
-                    Sending {
-                        failover: false,
-                        wall,
-                    },
-                    conn.begin(),
-                );
+                req.encode(core, to, conn.begin());
                 conn.send().map(|()| conn)
             });
             (server, conn)
