@@ -244,13 +244,18 @@ impl Client {
         let mut call = view.get_or_set(key, ttl.into(), Instant::now(), SystemTime::now())?;
         let mut compute = Some(compute);
         let mut computed = None;
-        let mut placeholder = Placeholder(None);
+        // Frees the placeholder this call won, if it is dropped holding it
+        // or its mg is answered after it left.
+        let mut placeholder = Placeholder {
+            release: self.releaser(key),
+            cas: None,
+        };
         loop {
             let next = call.next(Instant::now());
-            placeholder.hold(self, key, call.placeholder());
+            placeholder.cas = call.placeholder();
             match next {
                 LeaseNext::Ask => {
-                    let r = match call.ask(Some(self.releaser(key))) {
+                    let r = match call.ask(Some(placeholder.release.clone())) {
                         Ok(mg) => self.run(&mg).await,
                         Err(e) => Err(e),
                     };
@@ -305,27 +310,17 @@ fn release(client: &Client, key: &[u8], cas: u64) {
     }
 }
 
-/// The lease placeholder a `get_or_set` future holds (client, key, cas):
+/// The lease placeholder a `get_or_set` future holds (its cas, if any):
 /// freed by a task of its own if the future is dropped holding it.
-struct Placeholder(Option<(Client, Vec<u8>, u64)>);
-
-impl Placeholder {
-    /// Now holds `cas`'s placeholder of `key`, or none.
-    fn hold(&mut self, client: &Client, key: &[u8], cas: Option<u64>) {
-        match cas {
-            None => self.0 = None,
-            Some(cas) if self.0.as_ref().is_none_or(|h| h.2 != cas) => {
-                self.0 = Some((client.clone(), key.to_vec(), cas));
-            }
-            Some(_) => {}
-        }
-    }
+struct Placeholder {
+    release: crate::core::meta::Release,
+    cas: Option<u64>,
 }
 
 impl Drop for Placeholder {
     fn drop(&mut self) {
-        if let Some((client, key, cas)) = self.0.take() {
-            release(&client, &key, cas);
+        if let Some(cas) = self.cas.take() {
+            (self.release)(cas);
         }
     }
 }
