@@ -135,7 +135,11 @@ async fn get_or_set_dropped_at_every_point_leaves_no_placeholder_behind() {
             let c = c.clone();
             async move {
                 c.get_or_set(format!("gos{polls}"), MIN, || async {
-                    tokio::task::yield_now().await;
+                    // A computation that takes a few polls, so that the
+                    // call is dropped while it holds the lease too.
+                    for _ in 0..3 {
+                        tokio::task::yield_now().await;
+                    }
                     Ok::<_, memring::Error>(format!("computed{polls}"))
                 })
                 .await

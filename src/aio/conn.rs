@@ -33,27 +33,72 @@ use super::pipeline::{
 };
 use super::transport::{self, closed_error, Reader, Writer};
 use crate::core::inbox::Inbox;
+use crate::core::reply::Orphan;
 use crate::error::{Error, ErrorKind, Result};
 use crate::server::Server;
 use crate::transport::ConnOptions;
 
 /// A request queued on a connection: where its outcome arrives, and when
 /// it is due.
-#[derive(Debug)]
 pub(crate) struct Ticket<T> {
-    pub(super) rx: oneshot::Receiver<Outcome<T>>,
-    pub(super) conn: Arc<Conn>,
-    pub(super) deadline: Instant,
+    rx: oneshot::Receiver<Outcome<T>>,
+    conn: Arc<Conn>,
+    deadline: Instant,
+    /// What the answer obliges to if the ticket is dropped unread (see
+    /// `Reply::orphan`); taken once the answer is read.
+    orphan: Option<Orphan<T>>,
+}
+
+impl<T> std::fmt::Debug for Ticket<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket")
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Drop for Ticket<T> {
+    /// Dropped with its answer delivered but unread (the caller's future
+    /// dropped between the two): the answer is handled as one that came
+    /// after its caller left. Closing first means an answer is either
+    /// taken here or refused to the connection, which then handles it.
+    fn drop(&mut self) {
+        if let Some(orphan) = self.orphan.take() {
+            self.rx.close();
+            if let Ok(Ok(out)) = self.rx.try_recv() {
+                orphan(out);
+            }
+        }
+    }
 }
 
 impl<T> Ticket<T> {
+    pub(super) fn new(
+        rx: oneshot::Receiver<Outcome<T>>,
+        conn: Arc<Conn>,
+        deadline: Instant,
+        orphan: Option<Orphan<T>>,
+    ) -> Ticket<T> {
+        Ticket {
+            rx,
+            conn,
+            deadline,
+            orphan,
+        }
+    }
+
     /// Waits for the outcome until the deadline. A request not answered by
     /// then ends its connection (its reply may still come, and every
     /// request behind it would wait for it): the requests in flight there
     /// fail, and the next ones go to a new connection. A connection that
     /// went away without answering counts as sent.
-    pub async fn outcome(self) -> Outcome<T> {
-        match tokio::time::timeout_at(self.deadline.into(), self.rx).await {
+    pub async fn outcome(mut self) -> Outcome<T> {
+        let got = tokio::time::timeout_at(self.deadline.into(), &mut self.rx).await;
+        if got.is_ok() {
+            // Read: nobody is left to handle.
+            self.orphan = None;
+        }
+        match got {
             Ok(Ok(o)) => o,
             Ok(Err(_)) => Err(Failed {
                 error: Error::new(ErrorKind::Io, "the connection dropped the request"),

@@ -95,8 +95,10 @@ where
         if let (Some(tx), Some(answer)) = (self.tx.take(), self.answer.take()) {
             // The caller may have stopped waiting: the reader does what
             // the answer obliges to, else it is dropped.
-            if let Err(Ok(orphan)) = tx.send(answer) {
-                self.reader.orphaned(orphan);
+            if let Err(Ok(out)) = tx.send(answer) {
+                if let Some(orphan) = self.reader.orphan() {
+                    orphan(out);
+                }
             }
         }
     }

@@ -60,6 +60,7 @@ impl ServerConns {
         R::Out: Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
+        let orphan = reader.orphan();
         let mut slot: Box<dyn SlotStart> = Box::new(Slot {
             reader,
             tx: Some(tx),
@@ -72,13 +73,7 @@ impl ServerConns {
         for _ in 0..2 {
             let handle = self.handle().await.map_err(Failed::unsent)?;
             match handle.0.submit(&bytes, slot).await {
-                Ok(()) => {
-                    return Ok(Ticket {
-                        rx,
-                        conn: handle.0.clone(),
-                        deadline,
-                    })
-                }
+                Ok(()) => return Ok(Ticket::new(rx, handle.0.clone(), deadline, orphan)),
                 Err(back) => slot = back,
             }
             closed = Some(handle);

@@ -601,12 +601,13 @@ impl super::reply::Reply for LeaseRead {
     fn in_step(&self) -> bool {
         self.read.in_step()
     }
-    fn orphaned(&mut self, out: MetaReply) {
-        if let (LeaseStep::Compute { cas: Some(cas), .. }, Some(release)) =
-            (lease_step(out), &self.release)
-        {
-            release(cas);
-        }
+    fn orphan(&self) -> Option<super::reply::Orphan<MetaReply>> {
+        let release = self.release.clone()?;
+        Some(Box::new(move |out: MetaReply| {
+            if let LeaseStep::Compute { cas: Some(cas), .. } = lease_step(out) {
+                release(cas);
+            }
+        }))
     }
 }
 

@@ -23,13 +23,18 @@ pub(crate) trait Reply {
     fn salvage(&mut self) -> Option<Self::Out> {
         None
     }
-    /// The answer came after its caller stopped waiting (a dropped
-    /// future): what it obliges to (say, freeing a lease placeholder it
-    /// won) is done here. Dropped by default. Only the async driver's
-    /// callers can leave.
+    /// What an answer obliges to when its caller stopped waiting (a
+    /// dropped future), say freeing a lease placeholder it won; `None` (the
+    /// default) when such an answer is simply dropped. Only the async
+    /// driver's callers can leave.
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-    fn orphaned(&mut self, _out: Self::Out) {}
+    fn orphan(&self) -> Option<Orphan<Self::Out>> {
+        None
+    }
 }
+
+/// What to do with an answer nobody waits for any more.
+pub(crate) type Orphan<T> = Box<dyn FnOnce(T) + Send>;
 
 /// Whether a connection is still in step after a request ended with `e`:
 /// only for error replies memcached is known to give without leaving
