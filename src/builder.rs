@@ -100,6 +100,7 @@ pub struct ClientBuilder<C = crate::Client> {
     replicas: usize,
     miss_failover: bool,
     credentials: Option<Credentials>,
+    protocol: crate::transport::Protocol,
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::TlsConfig>,
 }
@@ -135,6 +136,7 @@ impl<C> Default for ClientBuilder<C> {
             replicas: d.replicas,
             miss_failover: d.miss_failover,
             credentials: None,
+            protocol: crate::transport::Protocol::Auto,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -392,6 +394,24 @@ impl<C> ClientBuilder<C> {
         self
     }
 
+    /// Which protocol the key commands speak: [`Protocol::Auto`](crate::Protocol::Auto)
+    /// (the default) speaks meta to every server that answers `mn` and
+    /// classic to the rest (twemproxy, mcrouter, memcached before 1.6);
+    /// see [`Protocol`](crate::Protocol) for what each guarantees.
+    ///
+    /// ```no_run
+    /// // Through twemproxy, skip the probe of each new connection.
+    /// let client = memring::Client::builder()
+    ///     .servers("127.0.0.1:22121")
+    ///     .protocol(memring::Protocol::Classic)
+    ///     .build()?;
+    /// # Ok::<(), memring::Error>(())
+    /// ```
+    pub fn protocol(mut self, protocol: crate::transport::Protocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
     /// Checks every setting for the client `target`; each client builds on
     /// this.
     pub(crate) fn into_parts(self, target: Target) -> Result<Parts> {
@@ -472,6 +492,7 @@ impl<C> ClientBuilder<C> {
             metrics: None,
             #[cfg(feature = "tls")]
             tls,
+            protocol: self.protocol,
         };
         let pool = PoolOptions {
             max_size: pool_size,

@@ -17,12 +17,19 @@ use crate::core::inbox::Inbox;
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::Response;
 use crate::server::{Endpoint, Server};
-use crate::transport::{self, ConnOptions};
+use crate::transport::{self, ConnOptions, Probed, Protocol};
 
 const INITIAL_BUF: usize = 16 * 1024;
 /// A write buffer that grew past this for a large value shrinks back
 /// afterwards, so idle pooled connections stay small.
 const KEEP_BUF: usize = 256 * 1024;
+
+/// How long a meta connection may idle and still be reused without a
+/// look at its socket (see [`Connection::check_idle`]). Under load
+/// connections come back within microseconds and skip it; one idle longer
+/// may have been closed by a server that restarted, and a `poll` (about a
+/// microsecond) finds that before a request is lost on it.
+const META_FRESH: Duration = Duration::from_millis(10);
 
 pub(crate) struct Connection {
     sock: Socket,
@@ -51,6 +58,8 @@ pub(crate) struct Connection {
     /// at a server that wants TLS.
     first: bool,
     metrics: Option<std::sync::Arc<crate::metrics::Recorder>>,
+    /// The connection's protocol and opaque tokens.
+    tokens: transport::Tokens,
     /// The TLS session over `sock`, if any.
     #[cfg(feature = "tls")]
     tls: Option<Box<rustls::ClientConnection>>,
@@ -77,8 +86,49 @@ fn open(addr: &SockAddr, domain: Domain, opts: &ConnOptions) -> io::Result<Socke
 }
 
 impl Connection {
-    /// Connects to `server` with the configured timeouts and socket options.
+    /// Connects to `server` with the configured timeouts and socket
+    /// options, logs in, and settles the protocol (see [`Protocol`]):
+    /// under `Auto` a new connection is asked `mn`; one the server closes
+    /// for it (a proxy without meta) is replaced by a classic one.
+    ///
+    /// [`Protocol`]: crate::Protocol
     pub fn connect(server: &Server, opts: &ConnOptions) -> Result<Connection> {
+        let mut conn = Connection::open(server, opts)?;
+        match opts.protocol {
+            Protocol::Classic => Ok(conn),
+            Protocol::Meta => {
+                conn.tokens = transport::Tokens::new(true);
+                Ok(conn)
+            }
+            Protocol::Auto => {
+                crate::protocol::encode::meta_noop(conn.begin());
+                conn.send()?;
+                match conn.next(transport::probed) {
+                    Ok(found) => {
+                        conn.finish();
+                        conn.tokens = transport::Tokens::new(matches!(found, Probed::Meta));
+                        Ok(conn)
+                    }
+                    Err(e) if e.kind() == ErrorKind::Io && conn.inbox.is_empty() => {
+                        // Closed without a word: a proxy that knows no meta.
+                        Connection::open(server, opts)
+                    }
+                    Err(e) if e.kind() == ErrorKind::Timeout => {
+                        Err(Error::new(ErrorKind::Timeout, transport::PROBE_TIMEOUT))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    /// The wire for a request that uses `n` opaque tokens.
+    pub fn wire(&self, n: usize) -> transport::Wire {
+        self.tokens.take(n)
+    }
+
+    /// Connects and logs in; the protocol is classic until settled.
+    fn open(server: &Server, opts: &ConnOptions) -> Result<Connection> {
         #[cfg(feature = "tls")]
         let started = Instant::now();
         let sock = match server.endpoint() {
@@ -171,6 +221,7 @@ impl Connection {
             last_used: Instant::now(),
             first: true,
             metrics: opts.metrics.clone().inspect(|m| m.connection(true)),
+            tokens: transport::Tokens::new(false),
             #[cfg(feature = "tls")]
             tls: None,
             #[cfg(feature = "tls")]
@@ -205,8 +256,14 @@ impl Connection {
     /// end-of-file or an error means the server closed or restarted. Either
     /// way the connection is marked broken and `false` is returned. One
     /// non-blocking syscall, no round trip.
-    pub fn check_idle(&mut self) -> bool {
-        if self.broken || !self.drained() || !self.quiet() {
+    ///
+    /// A meta connection reused within [`META_FRESH`] of its last request
+    /// (`idle`) skips the system call: a reply that arrives unasked carries
+    /// no token the next request expects, so it can never answer it; the
+    /// check is then only for a server gone while the connection idled.
+    pub fn check_idle(&mut self, idle: Duration) -> bool {
+        let look = !self.tokens.is_meta() || idle >= META_FRESH;
+        if self.broken || !self.drained() || (look && !self.quiet()) {
             self.broken = true;
             return false;
         }
@@ -540,6 +597,7 @@ mod tests {
             metrics: None,
             #[cfg(feature = "tls")]
             tls: None,
+            protocol: Protocol::Classic,
         };
         let sock = Socket::from(std::os::fd::OwnedFd::from(a));
         (Connection::over(sock, &opts).unwrap(), b)
@@ -564,7 +622,7 @@ mod tests {
                     Response::Value { key, data, .. } => {
                         Some(format!("{}={}", String::from_utf8_lossy(key), data.len()))
                     }
-                    Response::TooLarge { key, len } => Some(format!(
+                    Response::TooLarge { key, len, .. } => Some(format!(
                         "{}>{len}",
                         String::from_utf8_lossy(key.unwrap_or_default())
                     )),
@@ -603,7 +661,7 @@ mod tests {
             let seen = exchange(&mut conn, &peer, reply).unwrap();
             assert_eq!(seen, ["a=10", format!("big>{big}").as_str(), "c=1000"]);
             assert!(!conn.is_broken(), "clean after a skipped value of {big}");
-            assert!(conn.check_idle());
+            assert!(conn.check_idle(Duration::ZERO));
         }
         // The buffer never grew to hold a skipped value.
         assert!(conn.inbox.capacity() <= INITIAL_BUF);

@@ -88,6 +88,7 @@ pub use ring::{Distribution, Ring};
 pub use server::{Endpoint, IntoServers, Server, ServerName, DEFAULT_PORT, MAX_WEIGHT};
 #[cfg(feature = "tls")]
 pub use tls::TlsConfig;
+pub use transport::Protocol;
 #[cfg(feature = "serde")]
 pub use value::Json;
 pub use value::{CasToken, Expiry, FromValue, Item, Kind, ToValue, WithFlags, MAX_EXPTIME};

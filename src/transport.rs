@@ -24,6 +24,114 @@ pub(crate) struct ConnOptions {
     /// TLS for every connection (feature `tls`).
     #[cfg(feature = "tls")]
     pub tls: Option<std::sync::Arc<crate::tls::Tls>>,
+    /// Which protocol the key commands speak.
+    pub protocol: Protocol,
+}
+
+/// Which protocol the key commands travel in (set with
+/// [`ClientBuilder::protocol`](crate::ClientBuilder::protocol)).
+///
+/// memcached 1.6's meta protocol binds every reply to its request: each
+/// request carries an opaque token its reply echoes, so a reply that
+/// answers another request (a late or unsolicited one) is detected, the
+/// connection closed, and the request retried as the retry rules allow;
+/// multi-key calls send quiet batches (`q` plus `mn`) in which misses and
+/// successes send nothing. The classic text protocol matches replies to
+/// requests by order alone; the client then checks, before it reuses an
+/// idle connection, that nothing arrived meanwhile (one `poll`), which
+/// narrows but cannot close the window for a reply sent out of step.
+///
+/// Both carry the same commands with the same meaning: the same flags,
+/// TTLs, CAS tokens and answers, and items stored one way read the same
+/// the other way. Server commands (`stats`, `version`, `flush_all`) and
+/// the deletes of a rejoin are classic under both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// Meta where the server speaks it, classic elsewhere, decided for each
+    /// new connection: the client sends `mn`, and an `MN` answer means
+    /// meta. An `ERROR` (memcached before 1.6) or a closed connection
+    /// (twemproxy closes on meta commands; the client then connects again)
+    /// means classic. mcrouter and twemproxy get classic. The default.
+    #[default]
+    Auto,
+    /// Meta on every connection, without asking (memcached 1.6 and later).
+    Meta,
+    /// Classic on every connection.
+    Classic,
+}
+
+/// How one request travels: classic, or meta with the first of the opaque
+/// tokens it uses (a batch of `n` requests uses `token..token + n`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wire {
+    Classic,
+    Meta(u32),
+}
+
+impl Wire {
+    /// The token of request `i` of a batch.
+    pub fn token(self, i: usize) -> Option<u32> {
+        match self {
+            Wire::Classic => None,
+            Wire::Meta(base) => Some(base.wrapping_add(i as u32)),
+        }
+    }
+}
+
+/// A connection's protocol, once decided, and its opaque tokens.
+#[derive(Debug)]
+pub(crate) struct Tokens {
+    meta: bool,
+    next: std::sync::atomic::AtomicU32,
+}
+
+impl Tokens {
+    pub fn new(meta: bool) -> Tokens {
+        Tokens {
+            meta,
+            next: std::sync::atomic::AtomicU32::new(1),
+        }
+    }
+
+    pub fn is_meta(&self) -> bool {
+        self.meta
+    }
+
+    /// The wire for a request that uses `n` tokens.
+    pub fn take(&self, n: usize) -> Wire {
+        if !self.meta {
+            return Wire::Classic;
+        }
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        Wire::Meta(self.next.fetch_add(n, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+/// The error text of a new connection that did not answer `mn`.
+pub(crate) const PROBE_TIMEOUT: &str = "a new connection got no answer to mn (asked to learn the \
+     protocol) within io_timeout: is the server hung, or does it require TLS?";
+
+/// What a new connection's answer to `mn` says about its protocol.
+pub(crate) enum Probed {
+    Meta,
+    Classic,
+}
+
+/// Reads the answer to the `mn` of protocol detection: `MN` is meta,
+/// `ERROR` classic; anything else is refused.
+pub(crate) fn probed(r: crate::protocol::Response<'_>) -> Result<Probed> {
+    use crate::protocol::{MetaCode, Response};
+    match r {
+        Response::Meta {
+            code: MetaCode::Mn, ..
+        } => Ok(Probed::Meta),
+        // `ERROR` from memcached before 1.6; an error line from a proxy.
+        Response::Error(_) | Response::ClientError(_) | Response::ServerError(_) => {
+            Ok(Probed::Classic)
+        }
+        other => Err(crate::core::reply::unexpected(other)),
+    }
 }
 
 impl ConnOptions {

@@ -111,6 +111,7 @@ async fn a_failed_write_is_the_error_the_caller_sees() {
     let c = Client::builder()
         .servers(path.to_str().unwrap())
         .io_timeout(Duration::from_secs(1))
+        .protocol(memring::Protocol::Classic)
         .build_async()
         .unwrap();
     assert_eq!(c.get::<String>("k").await.unwrap(), None);

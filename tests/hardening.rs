@@ -323,6 +323,8 @@ macro_rules! cases {
                 .servers(addr.as_str())
                 .io_timeout(io_timeout)
                 .max_value_size(64 << 20)
+                // The server reads but never answers, not even `mn`.
+                .protocol(memring::Protocol::Classic)
                 )
                 .unwrap();
             let started = Instant::now();

@@ -147,6 +147,8 @@ pub(super) struct Conn {
     wake_writer: Notify,
     io_timeout: Duration,
     metrics: Option<Arc<crate::metrics::Recorder>>,
+    /// The connection's protocol and opaque tokens.
+    tokens: crate::transport::Tokens,
     /// What ended the TLS session, if it ended.
     #[cfg(feature = "tls")]
     fault: Option<transport::tls::Fault>,
@@ -215,11 +217,13 @@ impl Conn {
                 return Err(slot);
             }
             if self.in_flight.load(Ordering::Acquire) == 0
+                && !self.tokens.is_meta()
                 && !matches!(crate::sys::readable_now(self.writer.raw_fd()), Ok(false))
             {
                 // Nothing is in flight, yet the socket has bytes (a late or
                 // unsolicited reply) or was closed: this connection must not
-                // carry the request.
+                // carry the request. (A meta request needs no such check:
+                // such bytes carry no token it expects.)
                 self.close();
                 return Err(slot);
             }
@@ -269,6 +273,16 @@ impl Conn {
         Ok(())
     }
 
+    /// The wire for a request that uses `n` opaque tokens.
+    pub(super) fn wire(&self, n: usize) -> crate::transport::Wire {
+        self.tokens.take(n)
+    }
+
+    /// Whether the connection speaks meta.
+    pub(super) fn is_meta(&self) -> bool {
+        self.tokens.is_meta()
+    }
+
     /// A request was answered (or failed): one more may be queued.
     fn answered(&self, permits: u32) {
         let last = self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1;
@@ -294,12 +308,12 @@ impl Drop for Handle {
 /// Opens a connection to `server` (see `transport::open`) and starts its
 /// tasks.
 pub(super) async fn connect(server: &Server, opts: &ConnOptions) -> Result<Handle> {
-    let (r, w, inbox) = transport::open(server, opts).await?;
-    Ok(start(r, w, inbox, opts))
+    let (r, w, inbox, meta) = transport::open(server, opts).await?;
+    Ok(start(r, w, inbox, opts, meta))
 }
 
 /// Starts the tasks of a connection opened by [`transport::open`].
-fn start(r: Reader, w: Writer, inbox: Inbox, opts: &ConnOptions) -> Handle {
+fn start(r: Reader, w: Writer, inbox: Inbox, opts: &ConnOptions, meta: bool) -> Handle {
     let (waiters, rx) = mpsc::unbounded_channel();
     let conn = Arc::new(Conn {
         writer: w,
@@ -314,6 +328,7 @@ fn start(r: Reader, w: Writer, inbox: Inbox, opts: &ConnOptions) -> Handle {
         wake_writer: Notify::new(),
         io_timeout: opts.io_timeout,
         metrics: opts.metrics.clone().inspect(|m| m.connection(true)),
+        tokens: crate::transport::Tokens::new(meta),
         #[cfg(feature = "tls")]
         fault: match &r {
             Reader::Tls(_, f) => Some(f.clone()),

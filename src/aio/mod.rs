@@ -35,6 +35,7 @@ use crate::core::run::Next;
 use crate::core::Core;
 use crate::error::Result;
 use crate::server::IntoServers;
+use crate::transport::Wire;
 
 mod conn;
 mod keyed;
@@ -200,10 +201,18 @@ impl Client {
         loop {
             match run.next(now) {
                 Next::Send { server, failover } => {
-                    let mut buf = Vec::with_capacity(req.key().len() + 32);
                     let wall = SystemTime::now();
-                    req.encode(core, Sending { failover, wall }, &mut buf);
-                    let sent = view.send(server, buf, req.reply()).await;
+                    let make = |wire| {
+                        let mut buf = Vec::with_capacity(req.key().len() + 32);
+                        let to = Sending {
+                            failover,
+                            wall,
+                            wire,
+                        };
+                        req.encode(core, to, &mut buf);
+                        (buf, req.wired(wire))
+                    };
+                    let sent = view.send(server, 1, make).await;
                     now = Instant::now();
                     run.answered(server, sent.map_err(|f| (f.error, f.sent)), now);
                 }
@@ -241,12 +250,16 @@ impl Inner {
         let to = Sending {
             failover: false,
             wall: SystemTime::now(),
+            wire: Wire::Classic,
         };
         let mut queued = Vec::with_capacity(targets.len());
         for &server in targets {
-            let mut buf = Vec::with_capacity(req.key().len() + 32);
-            req.encode(core, to, &mut buf);
-            queued.push((server, self.submit(server, buf, req.reply()).await));
+            let make = |wire| {
+                let mut buf = Vec::with_capacity(req.key().len() + 32);
+                req.encode(core, to.on(wire), &mut buf);
+                (buf, req.wired(wire))
+            };
+            queued.push((server, self.submit(server, 1, make).await));
         }
         let mut results = Vec::with_capacity(queued.len());
         for (server, q) in queued {
@@ -261,12 +274,14 @@ impl Inner {
 }
 
 impl Inner {
-    /// Queues a request on `server`; its outcome arrives on the receiver.
+    /// Queues a request on `server`, encoded by `make` for the connection
+    /// it goes on, with `tokens` opaque tokens (see `ServerConns::submit`);
+    /// its outcome arrives on the ticket.
     async fn submit<R>(
         &self,
         server: usize,
-        bytes: Vec<u8>,
-        reader: R,
+        tokens: usize,
+        make: impl FnOnce(Wire) -> (Vec<u8>, R),
     ) -> std::result::Result<Ticket<R::Out>, Failed<R::Out>>
     where
         R: Reply + Send + 'static,
@@ -276,16 +291,21 @@ impl Inner {
         let deadline = Instant::now()
             .checked_add(conns.io_timeout())
             .unwrap_or_else(Instant::now);
-        conns.submit(bytes, reader, deadline).await
+        conns.submit(tokens, make, deadline).await
     }
 
     /// Sends a request to `server` and waits for its outcome.
-    async fn send<R>(&self, server: usize, bytes: Vec<u8>, reader: R) -> Outcome<R::Out>
+    async fn send<R>(
+        &self,
+        server: usize,
+        tokens: usize,
+        make: impl FnOnce(Wire) -> (Vec<u8>, R),
+    ) -> Outcome<R::Out>
     where
         R: Reply + Send + 'static,
         R::Out: Send + 'static,
     {
-        self.submit(server, bytes, reader).await?.outcome().await
+        self.submit(server, tokens, make).await?.outcome().await
     }
 
     /// Brings a dead server back: the requests of its rejoin, in turn.
@@ -298,7 +318,9 @@ impl Inner {
             let Some(reader) = rejoin.next(&mut buf)? else {
                 return Ok(());
             };
-            self.send(server, buf, reader).await.map_err(|f| f.error)?;
+            // Classic requests, the same on every connection.
+            let make = |_| (buf, reader);
+            self.send(server, 0, make).await.map_err(|f| f.error)?;
         }
     }
 }

@@ -46,9 +46,13 @@ where
                         let Some(entries) = chunks.get(wave) else {
                             continue;
                         };
-                        let mut buf = Vec::new();
-                        batch.encode(core, std::time::SystemTime::now(), &mut buf, entries);
-                        let q = view.submit(s, buf, batch.reader(entries)).await;
+                        let wall = std::time::SystemTime::now();
+                        let make = |wire| {
+                            let mut buf = Vec::new();
+                            batch.encode(core, wall, &mut buf, entries, wire);
+                            (buf, batch.reader(entries, wire))
+                        };
+                        let q = view.submit(s, entries.len(), make).await;
                         queued.push((s, entries, q));
                     }
                     for (s, entries, q) in queued {

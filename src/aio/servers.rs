@@ -19,9 +19,12 @@ impl Client {
         let core = self.view();
         let mut queued = Vec::with_capacity(core.servers.len());
         for server in 0..core.servers.len() {
-            let mut buf = Vec::new();
-            req.encode(&mut buf);
-            queued.push(core.submit(server, buf, req.reply()).await);
+            let make = |_| {
+                let mut buf = Vec::new();
+                req.encode(&mut buf);
+                (buf, req.reply())
+            };
+            queued.push(core.submit(server, 0, make).await);
         }
         let mut out = Vec::with_capacity(queued.len());
         for (server, q) in queued.into_iter().enumerate() {

@@ -13,7 +13,7 @@ use super::pipeline::{permits_for, Failed, Slot, SlotStart};
 use crate::core::reply::Reply;
 use crate::error::{Error, ErrorKind, Result};
 use crate::server::Server;
-use crate::transport::ConnOptions;
+use crate::transport::{ConnOptions, Wire};
 
 /// The connections of one server.
 #[derive(Debug)]
@@ -47,18 +47,24 @@ impl ServerConns {
         self.opts.io_timeout
     }
 
-    /// Queues a request and returns where its outcome will arrive. Fails
-    /// without sending when no connection can be had.
+    /// Queues a request and returns where its outcome will arrive. `make`
+    /// encodes it for the connection it goes on (see
+    /// [`Wire`](crate::transport::Wire); `tokens` opaque tokens are taken
+    /// for it) and gives its reader. Fails without sending when no
+    /// connection can be had.
     pub async fn submit<R>(
         &self,
-        bytes: Vec<u8>,
-        reader: R,
+        tokens: usize,
+        make: impl FnOnce(Wire) -> (Vec<u8>, R),
         deadline: Instant,
     ) -> std::result::Result<Ticket<R::Out>, Failed<R::Out>>
     where
         R: Reply + Send + 'static,
         R::Out: Send + 'static,
     {
+        let first = self.handle().await.map_err(Failed::unsent)?;
+        let wire = first.0.wire(tokens);
+        let (bytes, reader) = make(wire);
         let (tx, rx) = oneshot::channel();
         let orphan = reader.orphan();
         let mut slot: Box<dyn SlotStart> = Box::new(Slot {
@@ -68,10 +74,18 @@ impl ServerConns {
             start: 0,
             permits: permits_for(bytes.len()),
         });
-        // A connection that closed under us is replaced once.
+        // A connection that closed under us is replaced once, by one of
+        // the same protocol.
         let mut closed = None;
+        let mut next = Some(first);
         for _ in 0..2 {
-            let handle = self.handle().await.map_err(Failed::unsent)?;
+            let handle = match next.take() {
+                Some(h) => h,
+                None => self.handle().await.map_err(Failed::unsent)?,
+            };
+            if handle.0.is_meta() != matches!(wire, Wire::Meta(_)) {
+                break;
+            }
             match handle.0.submit(&bytes, slot).await {
                 Ok(()) => return Ok(Ticket::new(rx, handle.0.clone(), deadline, orphan)),
                 Err(back) => slot = back,

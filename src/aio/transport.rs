@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::core::inbox::Inbox;
 use crate::error::{Error, ErrorKind, Result};
 use crate::server::{Endpoint, Server};
-use crate::transport::{self, ConnOptions};
+use crate::transport::{self, ConnOptions, Protocol};
 
 /// The error of a connection closed under its requests.
 pub(super) fn closed_error() -> Error {
@@ -171,10 +171,46 @@ impl Reader {
     }
 }
 
-/// Opens a connection to `server`: resolve, connect, socket options, TLS
-/// and login, all within `connect_timeout`. Returns its two halves and the
-/// read buffer (empty).
-pub(super) async fn open(server: &Server, opts: &ConnOptions) -> Result<(Reader, Writer, Inbox)> {
+/// A new connection: its two halves, the read buffer (empty), and whether
+/// it speaks meta.
+pub(super) type Opened = (Reader, Writer, Inbox, bool);
+
+/// Opens a connection to `server`: resolve, connect, socket options, TLS,
+/// login and the protocol (see [`Protocol`](crate::Protocol); under `Auto`
+/// a connection the server closes when asked `mn` is replaced by a classic
+/// one), all within `connect_timeout`.
+pub(super) async fn open(server: &Server, opts: &ConnOptions) -> Result<Opened> {
+    let deadline = tokio::time::Instant::now() + opts.connect_timeout;
+    let (r, w, mut inbox) = open_once(server, opts, deadline).await?;
+    let meta = match opts.protocol {
+        Protocol::Classic => false,
+        Protocol::Meta => true,
+        Protocol::Auto => {
+            // Answered like any request: within io_timeout.
+            let mut buf = Vec::new();
+            crate::protocol::encode::meta_noop(&mut buf);
+            let asked = ask(&r, &w, opts, &mut inbox, &buf, transport::probed);
+            match tokio::time::timeout(opts.io_timeout, asked).await {
+                Ok(Ok(found)) => matches!(found, transport::Probed::Meta),
+                Ok(Err(e)) if e.kind() == ErrorKind::Io && inbox.is_empty() => {
+                    // Closed when asked `mn`: a proxy that knows no meta.
+                    let (r, w, inbox) = open_once(server, opts, deadline).await?;
+                    return Ok((r, w, inbox, false));
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(Error::new(ErrorKind::Timeout, transport::PROBE_TIMEOUT)),
+            }
+        }
+    };
+    Ok((r, w, inbox, meta))
+}
+
+/// Connects and logs in, by `deadline`.
+async fn open_once(
+    server: &Server,
+    opts: &ConnOptions,
+    deadline: tokio::time::Instant,
+) -> Result<(Reader, Writer, Inbox)> {
     let timeout = opts.connect_timeout;
     #[cfg_attr(not(feature = "tls"), allow(unused_variables))]
     let handshaking = AtomicBool::new(false);
@@ -195,7 +231,8 @@ pub(super) async fn open(server: &Server, opts: &ConnOptions) -> Result<(Reader,
                                 handshaking.store(true, Ordering::Relaxed);
                                 let (pipe, fault) = tls::session(s, host, t, opts).await?;
                                 let (r, w) = pipe.into_split();
-                                return login(Reader::Tls(r, fault), Writer::Unix(w), opts).await;
+                                let (r, w) = (Reader::Tls(r, fault), Writer::Unix(w));
+                                return login(r, w, opts).await;
                             }
                             let (r, w) = s.into_split();
                             return login(Reader::Tcp(r), Writer::Tcp(w), opts).await;
@@ -217,7 +254,7 @@ pub(super) async fn open(server: &Server, opts: &ConnOptions) -> Result<(Reader,
             }
         }
     };
-    match tokio::time::timeout(timeout, connect).await {
+    match tokio::time::timeout_at(deadline, connect).await {
         Ok(r) => r,
         #[cfg(feature = "tls")]
         Err(_) if handshaking.load(Ordering::Relaxed) => Err(crate::tls::handshake_timeout()),
@@ -235,32 +272,62 @@ async fn login(r: Reader, w: Writer, opts: &ConnOptions) -> Result<(Reader, Writ
     if let Some(c) = &opts.credentials {
         let mut buf = Vec::new();
         c.encode(&mut buf);
-        w.write_all(
+        ask(
+            &r,
+            &w,
+            opts,
+            &mut inbox,
             &buf,
-            opts.io_timeout,
-            &AtomicU64::new(0),
-            &AtomicBool::new(false),
+            crate::core::reply::logged_in,
         )
         .await?;
-        loop {
-            if let Ok(r) = inbox.try_next(crate::core::reply::logged_in)? {
-                break r;
-            }
-            match r.read(inbox.spare()).await {
-                Ok(0) => return Err(transport::closed(!inbox.is_empty())),
-                Ok(n) => inbox.filled(n),
-                Err(e) => return Err(Error::io(e, "reading the login reply")),
-            }
-        }
-        if !inbox.drained() {
-            return Err(Error::new(
-                ErrorKind::Protocol,
-                "bytes after the login reply",
-            ));
-        }
-        inbox.reset();
     }
     Ok((r, w, inbox))
+}
+
+/// Sends one request of the connection's setup and reads its one-line
+/// reply with `read`.
+async fn ask<T>(
+    r: &Reader,
+    w: &Writer,
+    opts: &ConnOptions,
+    inbox: &mut Inbox,
+    request: &[u8],
+    read: fn(crate::protocol::Response<'_>) -> Result<T>,
+) -> Result<T> {
+    w.write_all(
+        request,
+        opts.io_timeout,
+        &AtomicU64::new(0),
+        &AtomicBool::new(false),
+    )
+    .await?;
+    if let Some(m) = &opts.metrics {
+        m.sent(request.len());
+    }
+    let got = loop {
+        if let Ok(got) = inbox.try_next(read)? {
+            break got;
+        }
+        match r.read(inbox.spare()).await {
+            Ok(0) => return Err(transport::closed(!inbox.is_empty())),
+            Ok(n) => {
+                inbox.filled(n);
+                if let Some(m) = &opts.metrics {
+                    m.received(n);
+                }
+            }
+            Err(e) => return Err(Error::io(e, "reading the reply to the connection's setup")),
+        }
+    };
+    if !inbox.drained() {
+        return Err(Error::new(
+            ErrorKind::Protocol,
+            "bytes after the reply to the connection's setup",
+        ));
+    }
+    inbox.reset();
+    Ok(got)
 }
 
 /// TLS for the async client: tokio-rustls runs the session in a task of

@@ -24,6 +24,7 @@ use crate::core::run::Run;
 use crate::core::Core;
 use crate::error::Result;
 use crate::server::IntoServers;
+use crate::transport::Wire;
 
 mod keyed;
 mod meta;
@@ -155,9 +156,15 @@ impl Client {
                     let sent = match view.conn(server) {
                         Err(e) => Err((e, false)),
                         Ok(mut conn) => {
-                            let wall = SystemTime::now();
-                            req.encode(core, Sending { failover, wall }, conn.begin());
-                            exchange(&mut conn, req.reply()).map_err(|e| (e, conn.sent()))
+                            let (wall, wire) = (SystemTime::now(), conn.wire(1));
+                            let to = Sending {
+                                failover,
+                                wall,
+                                wire,
+                            };
+                            req.encode(core, to, conn.begin());
+                            let reader = req.wired(wire);
+                            exchange(&mut conn, reader).map_err(|e| (e, conn.sent()))
                         }
                     };
                     now = Instant::now();
@@ -192,20 +199,25 @@ fn send_all<Q: Request>(view: &Inner, req: &Q, targets: &[usize]) -> Vec<(usize,
     let to = Sending {
         failover: false,
         wall: SystemTime::now(),
+        wire: crate::transport::Wire::Classic,
     };
-    let flights: Vec<(usize, Result<PooledConn>)> = targets
+    let flights: Vec<(usize, Result<(PooledConn, Wire)>)> = targets
         .iter()
         .map(|&server| {
             let conn = view.conn(server).and_then(|mut conn| {
-                req.encode(core, to, conn.begin());
-                conn.send().map(|()| conn)
+                let wire = conn.wire(1);
+                req.encode(core, to.on(wire), conn.begin());
+                conn.send().map(|()| (conn, wire))
             });
             (server, conn)
         })
         .collect();
     flights
         .into_iter()
-        .map(|(server, conn)| (server, conn.and_then(|mut c| receive(&mut c, req.reply()))))
+        .map(|(server, conn)| {
+            let got = conn.and_then(|(mut c, wire)| receive(&mut c, req.wired(wire)));
+            (server, got)
+        })
         .collect()
 }
 

@@ -87,12 +87,13 @@ fn send_wave<'e, B: Batch>(
                 continue;
             }
         };
-        call.batch()
-            .encode(view, std::time::SystemTime::now(), conn.begin(), entries);
+        let wire = conn.wire(entries.len());
+        let wall = std::time::SystemTime::now();
+        call.batch().encode(view, wall, conn.begin(), entries, wire);
         match conn.send() {
             Ok(()) => flights.push(Flight {
                 server: s,
-                reader: call.batch().reader(entries),
+                reader: call.batch().reader(entries, wire),
                 conn,
                 entries,
             }),

@@ -190,7 +190,7 @@ impl ServerPool {
             None => false,
             Some(c) => {
                 let idle = c.checkout(now);
-                self.idle_timeout.is_none_or(|t| idle <= t) && c.check_idle()
+                self.idle_timeout.is_none_or(|t| idle <= t) && c.check_idle(idle)
             }
         };
         if !usable {

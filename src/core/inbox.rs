@@ -22,6 +22,10 @@ pub(crate) struct Inbox {
     /// closing `\r\n` is still to come.
     skip: u64,
     crlf_due: bool,
+    /// The header of the too-large value being skipped: handed out once
+    /// its data block is gone, so that a reply that ends with it (a meta
+    /// `VA`) leaves nothing behind.
+    held: Vec<u8>,
 }
 
 impl Inbox {
@@ -34,14 +38,15 @@ impl Inbox {
             decoder: Decoder::new(max_value),
             skip: 0,
             crlf_due: false,
+            held: Vec::new(),
         }
     }
 
     /// Decodes one reply from the bytes already read: hands it to `f` and
     /// returns `Ok(Ok(f's value))`, or gives `f` back as `Ok(Err(f))` when
     /// more bytes are needed. A `VALUE` or `VA` above the size limit reaches
-    /// `f` as [`Response::TooLarge`]; its data block is then skipped as it
-    /// arrives.
+    /// `f` as [`Response::TooLarge`] once its data block has been skipped
+    /// as it arrived.
     pub fn try_next<R, F>(&mut self, f: F) -> Result<std::result::Result<R, F>>
     where
         F: FnOnce(Response<'_>) -> Result<R>,
@@ -49,12 +54,25 @@ impl Inbox {
         if (self.skip != 0 || self.crlf_due) && !self.discard()? {
             return Ok(Err(f));
         }
+        if !self.held.is_empty() {
+            let held = std::mem::take(&mut self.held);
+            return match self.decoder.decode(&held) {
+                Ok(Decoded::Complete(r, _)) => f(r).map(Ok),
+                _ => Err(Error::new(
+                    ErrorKind::Protocol,
+                    "a held header did not decode",
+                )),
+            };
+        }
         let buffered = self.buf.get(self.start..self.end).unwrap_or_default();
         match self.decoder.decode(buffered) {
             Ok(Decoded::Complete(r, n)) => {
                 if let Response::TooLarge { len, .. } = r {
+                    self.held = buffered.get(..n).unwrap_or_default().to_vec();
+                    self.start += n;
                     self.skip = len;
                     self.crlf_due = true;
+                    return self.try_next(f);
                 }
                 let out = f(r);
                 self.start += n;
@@ -97,7 +115,7 @@ impl Inbox {
 
     /// True when no byte of a reply is buffered or still to skip.
     pub fn drained(&self) -> bool {
-        self.start == self.end && self.skip == 0 && !self.crlf_due
+        self.start == self.end && self.skip == 0 && !self.crlf_due && self.held.is_empty()
     }
 
     /// Forgets what was read (the connection is done with a reply read to

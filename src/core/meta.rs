@@ -210,34 +210,55 @@ impl Request for Meta<'_> {
     }
     fn encode(&self, core: &Core, to: request::Sending, buf: &mut Vec<u8>) {
         let key = self.key;
+        // The client's own token, unless the caller gave one.
+        let token = to.wire.token(0).filter(|_| !self.own_opaque());
         match self.request {
-            MetaRequest::Get(f) => encode::meta_get(buf, key, f),
+            MetaRequest::Get(f) => encode::meta(buf, b"mg ", key, None, f, token),
             MetaRequest::Set(_, f) => {
                 let mut f = Cow::Borrowed(f);
                 if let Some(flags) = self.codec_flags {
                     f.to_mut().push(MetaFlag::SetFlags(flags));
                 }
-                match core.config.failover_ttl.filter(|_| to.failover) {
-                    Some(cap) => {
-                        encode::meta_set(buf, key, &self.data, &capped_ttl(&f, cap, to.wall))
-                    }
-                    None => encode::meta_set(buf, key, &self.data, &f),
+                if let Some(cap) = core.config.failover_ttl.filter(|_| to.failover) {
+                    f = Cow::Owned(capped_ttl(&f, cap, to.wall));
                 }
+                encode::meta(buf, b"ms ", key, Some(&self.data), &f, token);
             }
-            MetaRequest::Delete(f) => encode::meta_delete(buf, key, f),
-            MetaRequest::Arith(f) => encode::meta_arith(buf, key, f),
+            MetaRequest::Delete(f) => encode::meta(buf, b"md ", key, None, f, token),
+            MetaRequest::Arith(f) => encode::meta(buf, b"ma ", key, None, f, token),
         }
         if self.quiet {
             // So that a hidden reply cannot leave the caller waiting.
             encode::meta_noop(buf);
         }
     }
+    fn wired(&self, wire: crate::transport::Wire) -> super::reply::Wired<MetaRead> {
+        // With the caller's own token, matched by order.
+        let wire = if self.own_opaque() {
+            crate::transport::Wire::Classic
+        } else {
+            wire
+        };
+        super::reply::Wired::new(self.reply(), wire)
+    }
     fn reply(&self) -> MetaRead {
         let hidden = match self.request {
             MetaRequest::Get(_) => MetaCode::En,
             _ => MetaCode::Hd,
         };
-        MetaRead::new(self.quiet.then_some(hidden))
+        MetaRead::new(self.quiet.then_some(hidden), !self.own_opaque())
+    }
+}
+
+impl Meta<'_> {
+    /// Whether the caller gave its own opaque token (`O`): then the
+    /// request carries no token of the client's, and its reply is matched
+    /// by order, as on a classic connection.
+    fn own_opaque(&self) -> bool {
+        self.request
+            .flags()
+            .iter()
+            .any(|f| matches!(f, MetaFlag::Opaque(_)))
     }
 }
 
@@ -597,6 +618,14 @@ impl super::reply::Reply for LeaseRead {
     type Out = MetaReply;
     fn feed(&mut self, r: crate::protocol::Response<'_>) -> Result<Option<MetaReply>> {
         self.read.feed(r)
+    }
+    fn feed_meta(
+        &mut self,
+        code: MetaCode,
+        flags: &[u8],
+        data: Option<&[u8]>,
+    ) -> Result<Option<MetaReply>> {
+        self.read.feed_meta(code, flags, data)
     }
     fn in_step(&self) -> bool {
         self.read.in_step()

@@ -17,12 +17,15 @@ use std::borrow::Cow;
 use std::time::{Instant, SystemTime};
 
 use super::attempts::{decide, hint_or_revived};
-use super::reply::{key_error, lossy, unexpected, Fetched, Got, Reply};
+use super::reply::{
+    fetched_meta, key_error, lossy, out_of_step, token_of, unexpected, Fetched, Form, Got, Reply,
+};
 use super::retry::{self, Class, Decision};
 use super::Core;
 use crate::error::{Error, ErrorKind, Result};
 use crate::health::Status;
-use crate::protocol::{check_key, encode, Response, StoreCommand};
+use crate::protocol::{check_key, encode, MetaCode, MetaFlag, Response, StoreCommand};
+use crate::transport::Wire;
 use crate::value::{Expiry, ToValue};
 
 /// Most commands sent to one server before its replies are read.
@@ -43,11 +46,13 @@ pub(crate) struct Entry {
 /// The answers read for a batch: (position in the caller's list, result).
 pub(crate) type Answers<T> = Vec<(usize, Result<T>)>;
 
-/// How entry `e` is sent, against `wall`.
+/// How entry `e` is sent, against `wall` (its exptime does not depend on
+/// the protocol).
 fn sending(e: &Entry, wall: SystemTime) -> super::request::Sending {
     super::request::Sending {
         failover: e.failover,
         wall,
+        wire: Wire::Classic,
     }
 }
 
@@ -68,10 +73,18 @@ pub(crate) trait Batch {
     fn cost(&self, index: usize) -> usize {
         self.key(index).len() + 16
     }
-    /// Writes `entries` for a server; exptimes against `wall`.
-    fn encode(&self, core: &Core, wall: SystemTime, buf: &mut Vec<u8>, entries: &[Entry]);
+    /// Writes `entries` for a server; exptimes against `wall`. In meta
+    /// form (`wire`), entry `i` carries token `wire.token(i)`.
+    fn encode(
+        &self,
+        core: &Core,
+        wall: SystemTime,
+        buf: &mut Vec<u8>,
+        entries: &[Entry],
+        wire: Wire,
+    );
     /// The reader of the replies to `entries`.
-    fn reader(&self, entries: &[Entry]) -> Self::Reader;
+    fn reader(&self, entries: &[Entry], wire: Wire) -> Self::Reader;
     /// Hits and misses among answers, for the metrics.
     fn tally(_answers: &Answers<Self::Out>) -> (u64, u64) {
         (0, 0)
@@ -419,7 +432,7 @@ pub(crate) struct GetBatch<'a, K> {
 
 impl<K: AsRef<[u8]>> Batch for GetBatch<'_, K> {
     type Out = Option<Fetched>;
-    type Reader = ValuesRead;
+    type Reader = ByWire<ValuesRead, Option<Fetched>>;
 
     fn name(&self) -> &'static str {
         if self.with_cas {
@@ -437,12 +450,31 @@ impl<K: AsRef<[u8]>> Batch for GetBatch<'_, K> {
         self.keys.get(index).map_or(&[], AsRef::as_ref)
     }
 
-    fn encode(&self, _core: &Core, _wall: SystemTime, buf: &mut Vec<u8>, entries: &[Entry]) {
-        encode::get(
-            buf,
-            self.with_cas,
-            entries.iter().map(|e| self.key(e.index)),
-        );
+    fn encode(
+        &self,
+        _core: &Core,
+        _wall: SystemTime,
+        buf: &mut Vec<u8>,
+        entries: &[Entry],
+        wire: Wire,
+    ) {
+        if wire == Wire::Classic {
+            let keys = entries.iter().map(|e| self.key(e.index));
+            return encode::get(buf, self.with_cas, keys);
+        }
+        let mut flags = [
+            MetaFlag::Value,
+            MetaFlag::ReturnFlags,
+            MetaFlag::Quiet,
+            MetaFlag::ReturnCas,
+        ];
+        let flags = flags
+            .get_mut(..if self.with_cas { 4 } else { 3 })
+            .unwrap_or_default();
+        for (i, e) in entries.iter().enumerate() {
+            encode::meta(buf, b"mg ", self.key(e.index), None, flags, wire.token(i));
+        }
+        encode::meta_noop(buf);
     }
 
     fn tally(answers: &Answers<Option<Fetched>>) -> (u64, u64) {
@@ -457,20 +489,38 @@ impl<K: AsRef<[u8]>> Batch for GetBatch<'_, K> {
         (hits, misses)
     }
 
-    fn reader(&self, entries: &[Entry]) -> ValuesRead {
+    fn reader(&self, entries: &[Entry], wire: Wire) -> Self::Reader {
+        if let Wire::Meta(base) = wire {
+            return ByWire::Meta(
+                QuietRead::new(
+                    entries,
+                    base,
+                    || None,
+                    |code, flags, data| match (code, data) {
+                        (MetaCode::Va, Some(data)) => fetched_meta(flags, data).map(Some),
+                        (MetaCode::En, _) => Ok(None),
+                        (code, _) => Err(Error::new(
+                            ErrorKind::Protocol,
+                            format!("meta reply {code:?} to a retrieval"),
+                        )),
+                    },
+                )
+                .reads(),
+            );
+        }
         let mut keys = Vec::with_capacity(entries.iter().map(|e| self.key(e.index).len()).sum());
         let mut ends = Vec::with_capacity(entries.len());
         for e in entries {
             keys.extend_from_slice(self.key(e.index));
             ends.push(keys.len());
         }
-        ValuesRead {
+        ByWire::Classic(ValuesRead {
             keys,
             ends,
             indices: entries.iter().map(|e| e.index).collect(),
             cursor: 0,
             out: Vec::with_capacity(entries.len()),
-        }
+        })
     }
 }
 
@@ -569,7 +619,7 @@ fn stored(r: Response<'_>) -> Result<()> {
 
 impl<K: AsRef<[u8]>, V: ToValue> Batch for SetBatch<'_, K, V> {
     type Out = ();
-    type Reader = LinesRead<()>;
+    type Reader = ByWire<LinesRead<()>, ()>;
 
     fn name(&self) -> &'static str {
         "set_multi"
@@ -599,29 +649,59 @@ impl<K: AsRef<[u8]>, V: ToValue> Batch for SetBatch<'_, K, V> {
         self.key(index).len() + value + 48
     }
 
-    fn encode(&self, core: &Core, wall: SystemTime, buf: &mut Vec<u8>, entries: &[Entry]) {
-        for e in entries {
+    fn encode(
+        &self,
+        core: &Core,
+        wall: SystemTime,
+        buf: &mut Vec<u8>,
+        entries: &[Entry],
+        wire: Wire,
+    ) {
+        for (i, e) in entries.iter().enumerate() {
             let (Some((key, _)), Some(Ok((data, flags)))) =
                 (self.items.get(e.index), self.bytes.get(e.index))
             else {
                 continue; // refused by `check`, never batched
             };
             let exptime = core.exptime(self.ttl, sending(e, wall));
-            encode::store(
-                buf,
-                StoreCommand::Set,
-                key.as_ref(),
-                *flags,
-                exptime,
-                data,
-                false,
-            );
+            let key = key.as_ref();
+            match wire.token(i) {
+                Some(t) => quiet_store(buf, key, *flags, exptime, data, t),
+                None => encode::store(buf, StoreCommand::Set, key, *flags, exptime, data, false),
+            }
+        }
+        if wire != Wire::Classic {
+            encode::meta_noop(buf);
         }
     }
 
-    fn reader(&self, entries: &[Entry]) -> LinesRead<()> {
-        LinesRead::new(entries, stored)
+    fn reader(&self, entries: &[Entry], wire: Wire) -> Self::Reader {
+        match wire {
+            Wire::Meta(base) => ByWire::Meta(QuietRead::new(
+                entries,
+                base,
+                || (),
+                |code, _, d| stored(Form::Store.classic(code, d)?),
+            )),
+            Wire::Classic => ByWire::Classic(LinesRead::new(entries, stored)),
+        }
     }
+}
+
+/// A `set` in a quiet batch: `ms <key> <len> [F] [T] q O<token>`.
+fn quiet_store(buf: &mut Vec<u8>, key: &[u8], flags: u32, exptime: i64, data: &[u8], token: u32) {
+    let all = [
+        MetaFlag::SetFlags(flags),
+        MetaFlag::Ttl(exptime),
+        MetaFlag::Quiet,
+    ];
+    let from = usize::from(flags == 0);
+    let f: &[MetaFlag<'_>] = match (flags == 0, exptime == 0) {
+        (_, false) => all.get(from..).unwrap_or_default(),
+        (true, true) => &[MetaFlag::Quiet],
+        (false, true) => &[MetaFlag::SetFlags(flags), MetaFlag::Quiet],
+    };
+    encode::meta(buf, b"ms ", key, Some(data), f, Some(token));
 }
 
 /// `delete_multi` and `touch_multi`.
@@ -642,7 +722,7 @@ fn existed(r: Response<'_>) -> Result<bool> {
 
 impl<K: AsRef<[u8]>> Batch for KeyBatch<'_, K> {
     type Out = bool;
-    type Reader = LinesRead<bool>;
+    type Reader = ByWire<LinesRead<bool>, bool>;
 
     fn name(&self) -> &'static str {
         if self.touch.is_some() {
@@ -660,18 +740,55 @@ impl<K: AsRef<[u8]>> Batch for KeyBatch<'_, K> {
         self.keys.get(index).map_or(&[], AsRef::as_ref)
     }
 
-    fn encode(&self, core: &Core, wall: SystemTime, buf: &mut Vec<u8>, entries: &[Entry]) {
-        for e in entries {
+    fn encode(
+        &self,
+        core: &Core,
+        wall: SystemTime,
+        buf: &mut Vec<u8>,
+        entries: &[Entry],
+        wire: Wire,
+    ) {
+        for (i, e) in entries.iter().enumerate() {
             let key = self.key(e.index);
-            match self.touch {
-                Some(ttl) => encode::touch(buf, key, core.exptime(ttl, sending(e, wall)), false),
-                None => encode::delete(buf, key, false),
+            let exptime = self.touch.map(|ttl| core.exptime(ttl, sending(e, wall)));
+            match (wire.token(i), exptime) {
+                (None, Some(t)) => encode::touch(buf, key, t, false),
+                (None, None) => encode::delete(buf, key, false),
+                // A hit answers HD, a miss nothing.
+                (Some(tok), Some(t)) => {
+                    let f = [MetaFlag::Ttl(t), MetaFlag::Quiet];
+                    encode::meta(buf, b"mg ", key, None, &f, Some(tok));
+                }
+                // A delete answers nothing, a miss NF.
+                (Some(tok), None) => {
+                    encode::meta(buf, b"md ", key, None, &[MetaFlag::Quiet], Some(tok));
+                }
             }
+        }
+        if wire != Wire::Classic {
+            encode::meta_noop(buf);
         }
     }
 
-    fn reader(&self, entries: &[Entry]) -> LinesRead<bool> {
-        LinesRead::new(entries, existed)
+    fn reader(&self, entries: &[Entry], wire: Wire) -> Self::Reader {
+        let Wire::Meta(base) = wire else {
+            return ByWire::Classic(LinesRead::new(entries, existed));
+        };
+        ByWire::Meta(if self.touch.is_some() {
+            QuietRead::new(
+                entries,
+                base,
+                || false,
+                |code, _, d| existed(Form::Touch.classic(code, d)?),
+            )
+        } else {
+            QuietRead::new(
+                entries,
+                base,
+                || true,
+                |code, _, d| existed(Form::Delete.classic(code, d)?),
+            )
+        })
     }
 }
 
@@ -725,6 +842,203 @@ impl<T> Reply for LinesRead<T> {
             return Ok(Some(std::mem::take(&mut self.out)));
         }
         Ok(None)
+    }
+
+    fn in_step(&self) -> bool {
+        self.in_step
+    }
+
+    fn salvage(&mut self) -> Option<Self::Out> {
+        Some(std::mem::take(&mut self.out))
+    }
+}
+
+/// A batch's reader under either protocol.
+#[derive(Debug)]
+pub(crate) enum ByWire<C, T> {
+    Classic(C),
+    Meta(QuietRead<T>),
+}
+
+impl<C: Reply<Out = Answers<T>>, T> Reply for ByWire<C, T> {
+    type Out = Answers<T>;
+
+    fn feed(&mut self, r: Response<'_>) -> Result<Option<Self::Out>> {
+        match self {
+            ByWire::Classic(c) => c.feed(r),
+            ByWire::Meta(m) => m.feed(r),
+        }
+    }
+
+    fn in_step(&self) -> bool {
+        match self {
+            ByWire::Classic(c) => c.in_step(),
+            ByWire::Meta(m) => m.in_step,
+        }
+    }
+
+    fn salvage(&mut self) -> Option<Self::Out> {
+        match self {
+            ByWire::Classic(c) => c.salvage(),
+            ByWire::Meta(m) => Some(std::mem::take(&mut m.out)),
+        }
+    }
+}
+
+/// Reads a reply shown in a quiet batch: code, flags and data.
+type Shown<T> = fn(MetaCode, &[u8], Option<&[u8]>) -> Result<T>;
+
+/// The replies to a quiet batch of meta requests, each with its opaque
+/// token (`base + position`), then `MN`. memcached hides the common reply
+/// (a miss, a success) and shows the rest, in request order: each shown
+/// reply answers the entry its token names, the entries it passed over got
+/// the hidden reply, and `MN` says the rest did too. A reply whose token
+/// is not ahead of the last one, or a classic reply, means the stream is
+/// out of step. An error line names no entry: the entries not yet
+/// answered may each have caused it, so each gets an
+/// [`ErrorKind::OutcomeUnknown`] error, and the connection is not used
+/// again.
+pub(crate) struct QuietRead<T> {
+    base: u32,
+    indices: Vec<usize>,
+    /// Entries before it are answered.
+    cursor: usize,
+    out: Answers<T>,
+    /// The answer of an entry whose reply was hidden.
+    hidden: fn() -> T,
+    /// The answer of a shown reply.
+    shown: Shown<T>,
+    in_step: bool,
+    /// A batch of reads: an error line is every unanswered key's error
+    /// (nothing was changed); for writes their outcome is unknown.
+    read: bool,
+}
+
+impl<T> std::fmt::Debug for QuietRead<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuietRead")
+            .field("base", &self.base)
+            .field("cursor", &self.cursor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> QuietRead<T> {
+    pub fn new(entries: &[Entry], base: u32, hidden: fn() -> T, shown: Shown<T>) -> QuietRead<T> {
+        QuietRead {
+            base,
+            indices: entries.iter().map(|e| e.index).collect(),
+            cursor: 0,
+            out: Vec::with_capacity(entries.len()),
+            hidden,
+            shown,
+            in_step: true,
+            read: false,
+        }
+    }
+
+    /// A batch of reads (see `read`).
+    fn reads(mut self) -> QuietRead<T> {
+        self.read = true;
+        self
+    }
+
+    /// The entries before `upto` got the hidden reply.
+    fn hidden_upto(&mut self, upto: usize) {
+        while self.cursor < upto {
+            if let Some(&i) = self.indices.get(self.cursor) {
+                self.out.push((i, Ok((self.hidden)())));
+            }
+            self.cursor += 1;
+        }
+    }
+
+    /// The position a reply's token names, if it is ahead of the cursor.
+    fn position(&self, token: Option<u32>) -> Result<usize> {
+        let at = token.map(|t| t.wrapping_sub(self.base) as usize);
+        match at {
+            Some(at) if at >= self.cursor && at < self.indices.len() => Ok(at),
+            _ => Err(out_of_step(&match token {
+                Some(t) => format!("a reply with token {t} came in a quiet batch"),
+                None => "a reply without a token came in a quiet batch".to_owned(),
+            })),
+        }
+    }
+
+    fn answer(&mut self, at: usize, r: Result<T>) {
+        self.hidden_upto(at);
+        if let Some(&i) = self.indices.get(at) {
+            self.out.push((i, r));
+        }
+        self.cursor = at + 1;
+    }
+}
+
+impl<T> Reply for QuietRead<T> {
+    type Out = Answers<T>;
+
+    fn feed(&mut self, r: Response<'_>) -> Result<Option<Self::Out>> {
+        let fail = |e: Error, this: &mut Self| {
+            this.in_step = false;
+            Err(e)
+        };
+        match r {
+            Response::Meta {
+                code: MetaCode::Mn,
+                flags,
+                ..
+            } if token_of(flags).is_none() => {
+                self.hidden_upto(self.indices.len());
+                Ok(Some(std::mem::take(&mut self.out)))
+            }
+            Response::Meta { code, flags, data } => match self.position(token_of(flags)) {
+                Ok(at) => {
+                    let answer = (self.shown)(code, flags, data);
+                    self.answer(at, answer);
+                    Ok(None)
+                }
+                Err(e) => fail(e, self),
+            },
+            Response::TooLarge {
+                key: None,
+                meta,
+                len,
+            } => match self.position(token_of(meta)) {
+                Ok(at) => {
+                    self.answer(at, Err(super::reply::too_large(len)));
+                    Ok(None)
+                }
+                Err(e) => fail(e, self),
+            },
+            Response::Error(_) | Response::ClientError(_) | Response::ServerError(_) => {
+                let e = unexpected(r);
+                self.in_step = false;
+                let unanswered = self.indices.get(self.cursor..).unwrap_or_default();
+                for &i in unanswered {
+                    let e = if self.read {
+                        e.duplicate()
+                    } else {
+                        Error::new(
+                            ErrorKind::OutcomeUnknown,
+                            format!(
+                                "a request of this quiet batch, this one or another, got an \
+                                 error reply: {e}"
+                            ),
+                        )
+                    };
+                    self.out.push((i, Err(e)));
+                }
+                self.cursor = self.indices.len();
+                Ok(Some(std::mem::take(&mut self.out)))
+            }
+            other => fail(
+                out_of_step(&format!(
+                    "a classic {} reply came in a quiet batch",
+                    other.name()
+                )),
+                self,
+            ),
+        }
     }
 
     fn in_step(&self) -> bool {
@@ -791,7 +1105,7 @@ mod tests {
             keys: &keys,
             with_cas: false,
         };
-        let mut r = batch.reader(&entries(4));
+        let mut r = batch.reader(&entries(4), Wire::Classic);
         let v = |key: &'static [u8]| Response::Value {
             key,
             flags: 0,
@@ -806,7 +1120,7 @@ mod tests {
             .map(|(i, r)| (*i, matches!(r, Ok(Some(_)))))
             .collect();
         assert_eq!(hits, [(0, false), (1, true), (2, false), (3, true)]);
-        let mut r = batch.reader(&entries(4));
+        let mut r = batch.reader(&entries(4), Wire::Classic);
         assert!(r.feed(v(b"zz")).is_err(), "a key nobody asked for");
     }
 }

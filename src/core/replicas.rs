@@ -340,21 +340,23 @@ impl<B: Batch> Batch for Ranked<'_, B> {
         wall: std::time::SystemTime,
         buf: &mut Vec<u8>,
         entries: &[Entry],
+        wire: crate::transport::Wire,
     ) {
         if self.plain {
-            return self.inner.encode(core, wall, buf, entries);
+            return self.inner.encode(core, wall, buf, entries, wire);
         }
-        self.inner.encode(core, wall, buf, &self.unranked(entries));
+        self.inner
+            .encode(core, wall, buf, &self.unranked(entries), wire);
     }
-    fn reader(&self, entries: &[Entry]) -> RankedReader<B::Reader> {
+    fn reader(&self, entries: &[Entry], wire: crate::transport::Wire) -> RankedReader<B::Reader> {
         if self.plain {
             return RankedReader {
-                inner: self.inner.reader(entries),
+                inner: self.inner.reader(entries, wire),
                 ranked: None,
             };
         }
         RankedReader {
-            inner: self.inner.reader(&self.unranked(entries)),
+            inner: self.inner.reader(&self.unranked(entries), wire),
             ranked: Some(
                 entries
                     .iter()

@@ -13,6 +13,19 @@ pub(crate) trait Reply {
     /// Takes the next reply: `Ok(Some(out))` once the request is answered,
     /// `Ok(None)` while more replies belong to it. An error ends it.
     fn feed(&mut self, r: Response<'_>) -> Result<Option<Self::Out>>;
+    /// Takes a meta reply to the request's meta form, its opaque token
+    /// already checked (see [`Wired`]). By default no meta reply answers.
+    fn feed_meta(
+        &mut self,
+        code: MetaCode,
+        _flags: &[u8],
+        _data: Option<&[u8]>,
+    ) -> Result<Option<Self::Out>> {
+        Err(Error::new(
+            ErrorKind::Protocol,
+            format!("unexpected meta reply {code:?}"),
+        ))
+    }
     /// False when, after this request's reply, the stream may be out of
     /// step, so the connection must not be used again.
     fn in_step(&self) -> bool {
@@ -44,14 +57,150 @@ pub(crate) fn in_step_after(e: &Error) -> bool {
     matches!(e.kind(), ErrorKind::NonNumeric | ErrorKind::ValueTooLarge)
 }
 
-/// A one-line reply, interpreted by a function.
+/// The reader of one request as it travels: classic replies go to the
+/// reader as they are; on a meta connection (`token` set) only a meta
+/// reply that echoes the request's opaque token, the `MN` that ends a
+/// quiet request, or an error line (which names no request) may answer it.
+/// Anything else (a reply with another token or none, a classic reply)
+/// means the stream is out of step: the request fails and the connection
+/// is not used again.
+#[derive(Debug)]
+pub(crate) struct Wired<R> {
+    inner: R,
+    token: Option<u32>,
+}
+
+impl<R: Reply> Wired<R> {
+    pub fn new(inner: R, wire: crate::transport::Wire) -> Wired<R> {
+        Wired {
+            inner,
+            token: wire.token(0),
+        }
+    }
+}
+
+/// The opaque token a meta reply echoes, if it has one.
+pub(crate) fn token_of(flags: &[u8]) -> Option<u32> {
+    let t = crate::protocol::meta_flag(flags, b'O')?;
+    std::str::from_utf8(t).ok()?.parse().ok()
+}
+
+/// The error for a reply that belongs to no request in flight.
+pub(crate) fn out_of_step(what: &str) -> Error {
+    Error::new(
+        ErrorKind::Protocol,
+        format!("{what}: the reply stream is out of step; the connection is closed"),
+    )
+}
+
+impl<R: Reply> Reply for Wired<R> {
+    type Out = R::Out;
+    fn feed(&mut self, r: Response<'_>) -> Result<Option<R::Out>> {
+        let Some(want) = self.token else {
+            return self.inner.feed(r);
+        };
+        match r {
+            Response::Meta { code, flags, data } => match token_of(flags) {
+                Some(got) if got == want => self.inner.feed_meta(code, flags, data),
+                None if code == MetaCode::Mn => self.inner.feed_meta(code, flags, data),
+                Some(got) => Err(out_of_step(&format!(
+                    "a reply with token {got} came for the request with token {want}"
+                ))),
+                None => Err(out_of_step(&format!(
+                    "a {} reply without a token came for the request with token {want}",
+                    r.name()
+                ))),
+            },
+            Response::TooLarge {
+                key: None, meta, ..
+            } => match token_of(meta) {
+                Some(got) if got == want => self.inner.feed(r),
+                _ => Err(out_of_step(&format!(
+                    "a VA reply without token {want} came for the request with it"
+                ))),
+            },
+            Response::Error(_) | Response::ClientError(_) | Response::ServerError(_) => {
+                self.inner.feed(r)
+            }
+            other => Err(out_of_step(&format!(
+                "a classic {} reply came for a meta request",
+                other.name()
+            ))),
+        }
+    }
+    fn in_step(&self) -> bool {
+        self.inner.in_step()
+    }
+    fn salvage(&mut self) -> Option<R::Out> {
+        self.inner.salvage()
+    }
+    fn orphan(&self) -> Option<Orphan<R::Out>> {
+        self.inner.orphan()
+    }
+}
+
+/// Which classic reply each meta reply stands for, by the command a
+/// request's meta form carries: so a command means the same under both
+/// protocols, read by one function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Form {
+    /// Not sent in meta form.
+    Classic,
+    /// A storage command as `ms`.
+    Store,
+    /// `delete` as `md`.
+    Delete,
+    /// `touch` as `mg <key> T<ttl>`.
+    Touch,
+    /// `incr`/`decr` as `ma <key> v`.
+    Arith,
+}
+
+impl Form {
+    /// The classic reply `code` (with `data`, for `VA`) stands for.
+    pub fn classic(self, code: MetaCode, data: Option<&[u8]>) -> Result<Response<'static>> {
+        Ok(match (self, code) {
+            (Form::Store, MetaCode::Hd) => Response::Stored,
+            (Form::Store, MetaCode::Ns) => Response::NotStored,
+            (Form::Store, MetaCode::Ex) | (Form::Delete, MetaCode::Ex) => Response::Exists,
+            (Form::Store | Form::Delete | Form::Arith, MetaCode::Nf) => Response::NotFound,
+            (Form::Delete, MetaCode::Hd) => Response::Deleted,
+            (Form::Touch, MetaCode::Hd) => Response::Touched,
+            (Form::Touch, MetaCode::En) => Response::NotFound,
+            (Form::Arith, MetaCode::Va) => {
+                let n = data
+                    .and_then(|d| std::str::from_utf8(d).ok())
+                    .and_then(|d| d.trim_end().parse().ok())
+                    .ok_or_else(|| Error::new(ErrorKind::Protocol, "ma answered a non-number"))?;
+                Response::Number(n)
+            }
+            (form, code) => {
+                return Err(Error::new(
+                    ErrorKind::Protocol,
+                    format!("meta reply {code:?} does not answer a {form:?} request"),
+                ))
+            }
+        })
+    }
+}
+
+/// A one-line reply, interpreted by a function; in meta form, the meta
+/// reply is read as the classic reply it stands for.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Line<T>(pub fn(Response<'_>) -> Result<T>);
+pub(crate) struct Line<T>(pub fn(Response<'_>) -> Result<T>, pub Form);
 
 impl<T> Reply for Line<T> {
     type Out = T;
     fn feed(&mut self, r: Response<'_>) -> Result<Option<T>> {
         (self.0)(r).map(Some)
+    }
+    fn feed_meta(
+        &mut self,
+        code: MetaCode,
+        _flags: &[u8],
+        data: Option<&[u8]>,
+    ) -> Result<Option<T>> {
+        (self.0)(self.1.classic(code, data)?).map(Some)
     }
 }
 
@@ -141,6 +290,40 @@ impl Reply for FetchOne {
         self.found = Some(got.fetched());
         Ok(None)
     }
+    fn feed_meta(
+        &mut self,
+        code: MetaCode,
+        flags: &[u8],
+        data: Option<&[u8]>,
+    ) -> Result<Option<Option<Fetched>>> {
+        match (code, data) {
+            (MetaCode::Va, Some(data)) => fetched_meta(flags, data).map(Some).map(Some),
+            (MetaCode::En, _) => Ok(Some(None)),
+            (code, _) => Err(Error::new(
+                ErrorKind::Protocol,
+                format!("meta reply {code:?} to a retrieval"),
+            )),
+        }
+    }
+}
+
+/// The item in a `VA` reply to an `mg ... v f [c]`: its value, client
+/// flags (`f`) and cas (`c`, when asked for).
+pub(crate) fn fetched_meta(flags: &[u8], data: &[u8]) -> Result<Fetched> {
+    let number = |letter: u8| -> Result<Option<u64>> {
+        match crate::protocol::meta_flag(flags, letter) {
+            None => Ok(None),
+            Some(t) => std::str::from_utf8(t)
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .map(Some)
+                .ok_or_else(|| Error::new(ErrorKind::Protocol, "bad number in a VA reply")),
+        }
+    };
+    let client_flags = number(b'f')?
+        .and_then(|f| u32::try_from(f).ok())
+        .ok_or_else(|| Error::new(ErrorKind::Protocol, "VA reply without client flags"))?;
+    Ok((data.to_vec(), client_flags, number(b'c')?))
 }
 
 /// The reply to a meta command: its status line, and with the quiet flag
@@ -149,34 +332,57 @@ impl Reply for FetchOne {
 pub(crate) struct MetaRead {
     /// `Some(code)` with the quiet flag: the code a hidden reply stands for.
     quiet: Option<MetaCode>,
+    /// Whether an `O` token in the reply is the client's own (the caller
+    /// gave none), left out of the flags the caller sees.
+    strip: bool,
     got: Option<super::meta::MetaReply>,
 }
 
 impl MetaRead {
-    pub fn new(quiet: Option<MetaCode>) -> MetaRead {
-        MetaRead { quiet, got: None }
+    pub fn new(quiet: Option<MetaCode>, strip: bool) -> MetaRead {
+        MetaRead {
+            quiet,
+            strip,
+            got: None,
+        }
     }
 }
 
 impl Reply for MetaRead {
     type Out = super::meta::MetaReply;
     fn feed(&mut self, r: Response<'_>) -> Result<Option<Self::Out>> {
+        match r {
+            Response::Meta { code, flags, data } => self.feed_meta(code, flags, data),
+            other => Err(unexpected(other)),
+        }
+    }
+    fn feed_meta(
+        &mut self,
+        code: MetaCode,
+        flags: &[u8],
+        data: Option<&[u8]>,
+    ) -> Result<Option<Self::Out>> {
         use super::meta::MetaReply;
-        match (r, self.quiet) {
-            (
-                Response::Meta {
-                    code: MetaCode::Mn, ..
-                },
-                Some(hidden),
-            ) => Ok(Some(self.got.take().unwrap_or(MetaReply {
+        match (code, self.quiet) {
+            (MetaCode::Mn, Some(hidden)) => Ok(Some(self.got.take().unwrap_or(MetaReply {
                 code: hidden,
                 flags: String::new(),
                 value: None,
             }))),
-            (Response::Meta { code, flags, data }, quiet) if self.got.is_none() => {
+            (code, quiet) if self.got.is_none() && code != MetaCode::Mn => {
+                let flags = String::from_utf8_lossy(flags);
+                let flags = if self.strip {
+                    flags
+                        .split(' ')
+                        .filter(|t| !t.starts_with('O'))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                } else {
+                    flags.into_owned()
+                };
                 let reply = MetaReply {
                     code,
-                    flags: String::from_utf8_lossy(flags).into_owned(),
+                    flags,
                     value: data.map(<[u8]>::to_vec),
                 };
                 if quiet.is_some() {
@@ -186,7 +392,10 @@ impl Reply for MetaRead {
                     Ok(Some(reply))
                 }
             }
-            (other, _) => Err(unexpected(other)),
+            (code, _) => Err(Error::new(
+                ErrorKind::Protocol,
+                format!("unexpected meta reply {code:?}"),
+            )),
         }
     }
 }
@@ -385,6 +594,7 @@ impl<'a> Got<'a> {
             Response::TooLarge {
                 key: Some(key),
                 len,
+                ..
             } => Ok(Some((key, Got::TooLarge(len)))),
             Response::End => Ok(None),
             other => Err(unexpected(other)),
@@ -423,7 +633,11 @@ mod tests {
             ErrorKind::ServerError
         );
         assert_eq!(
-            k(Response::TooLarge { key: None, len: 9 }),
+            k(Response::TooLarge {
+                key: None,
+                meta: b"",
+                len: 9
+            }),
             ErrorKind::ValueTooLarge
         );
         assert_eq!(k(Response::Stored), ErrorKind::Protocol);

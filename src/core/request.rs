@@ -7,21 +7,30 @@
 use std::borrow::Cow;
 use std::time::SystemTime;
 
-use super::reply::{unexpected, FetchOne, Line, MetaRead, Reply, StoreReply};
+use super::reply::{unexpected, FetchOne, Form, Line, MetaRead, Reply, StoreReply};
 use super::retry::Class;
 use super::Core;
 use crate::error::Result;
 use crate::protocol::{encode, MetaFlag, Response, StoreCommand};
+use crate::transport::Wire;
 use crate::value::{Expiry, ToValue};
 
 /// How a request is sent: to a failover server (not the key's own) or
-/// not, and the wall-clock time its exptimes are computed against, which
-/// the driver passes in (absolute expiries, TTLs over 30 days, the failover
-/// TTL cap).
+/// not, the wall-clock time its exptimes are computed against, which the
+/// driver passes in (absolute expiries, TTLs over 30 days, the failover
+/// TTL cap), and the protocol of the connection it goes on.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Sending {
     pub failover: bool,
     pub wall: SystemTime,
+    pub wire: Wire,
+}
+
+impl Sending {
+    /// The same sending on a connection of another protocol.
+    pub fn on(self, wire: Wire) -> Sending {
+        Sending { wire, ..self }
+    }
 }
 
 /// What a request of type `Q` answers.
@@ -38,6 +47,11 @@ pub(crate) trait Request {
     /// Writes the request for a server, sent as `to` says.
     fn encode(&self, core: &Core, to: Sending, buf: &mut Vec<u8>);
     fn reply(&self) -> Self::Reply;
+    /// The reader of the reply as it travels on `wire`: checking its
+    /// opaque token in meta form.
+    fn wired(&self, wire: Wire) -> super::reply::Wired<Self::Reply> {
+        super::reply::Wired::new(self.reply(), wire)
+    }
     /// Hits and misses among an answer, for the metrics.
     fn tally(_out: &<Self::Reply as Reply>::Out) -> (u64, u64) {
         (0, 0)
@@ -91,9 +105,13 @@ impl Request for Fetch<'_> {
         Class::Read
     }
     fn encode(&self, core: &Core, to: Sending, buf: &mut Vec<u8>) {
-        match self.touch {
-            None => encode::get(buf, self.with_cas, [self.key]),
-            Some(ttl) => encode::gat(buf, self.with_cas, core.exptime(ttl, to), [self.key]),
+        let exptime = self.touch.map(|ttl| core.exptime(ttl, to));
+        match to.wire {
+            Wire::Meta(token) => fetch_meta(buf, self.key, self.with_cas, exptime, Some(token)),
+            Wire::Classic => match exptime {
+                None => encode::get(buf, self.with_cas, [self.key]),
+                Some(t) => encode::gat(buf, self.with_cas, t, [self.key]),
+            },
         }
     }
     fn reply(&self) -> FetchOne {
@@ -106,6 +124,84 @@ impl Request for Fetch<'_> {
             (0, 1)
         }
     }
+}
+
+/// `get`/`gets`/`gat`/`gats` in meta form: `mg <key> v f [c] [T<exptime>]`.
+pub(crate) fn fetch_meta(
+    buf: &mut Vec<u8>,
+    key: &[u8],
+    with_cas: bool,
+    exptime: Option<i64>,
+    token: Option<u32>,
+) {
+    let mut flags = [MetaFlag::Value; 4];
+    let mut n = 1;
+    for f in [
+        Some(MetaFlag::ReturnFlags),
+        with_cas.then_some(MetaFlag::ReturnCas),
+        exptime.map(MetaFlag::Ttl),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let Some(slot) = flags.get_mut(n) {
+            *slot = f;
+            n += 1;
+        }
+    }
+    encode::meta(
+        buf,
+        b"mg ",
+        key,
+        None,
+        flags.get(..n).unwrap_or_default(),
+        token,
+    );
+}
+
+/// A storage command in meta form: `ms <key> <len> [F<flags>] [T<exptime>]`
+/// and its mode (`E` add, `R` replace, `A` append, `P` prepend) or cas
+/// (`C<cas>`); `set` is the default mode.
+pub(crate) fn store_meta(
+    buf: &mut Vec<u8>,
+    cmd: StoreCommand,
+    key: &[u8],
+    client_flags: u32,
+    exptime: i64,
+    data: &[u8],
+    token: Option<u32>,
+) {
+    let mut flags = [MetaFlag::Quiet; 3];
+    let mut n = 0;
+    let how = match cmd {
+        StoreCommand::Set => None,
+        StoreCommand::Add => Some(MetaFlag::Mode(b'E')),
+        StoreCommand::Replace => Some(MetaFlag::Mode(b'R')),
+        StoreCommand::Append => Some(MetaFlag::Mode(b'A')),
+        StoreCommand::Prepend => Some(MetaFlag::Mode(b'P')),
+        StoreCommand::Cas(c) => Some(MetaFlag::CompareCas(c)),
+    };
+    for f in [
+        (client_flags != 0).then_some(MetaFlag::SetFlags(client_flags)),
+        (exptime != 0).then_some(MetaFlag::Ttl(exptime)),
+        how,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let Some(slot) = flags.get_mut(n) {
+            *slot = f;
+            n += 1;
+        }
+    }
+    encode::meta(
+        buf,
+        b"ms ",
+        key,
+        Some(data),
+        flags.get(..n).unwrap_or_default(),
+        token,
+    );
 }
 
 /// A storage command.
@@ -161,12 +257,23 @@ impl Request for Store<'_> {
     }
     fn encode(&self, core: &Core, to: Sending, buf: &mut Vec<u8>) {
         let exptime = core.exptime(self.ttl, to);
-        encode::store(
-            buf, self.cmd, self.key, self.flags, exptime, &self.data, false,
-        );
+        match to.wire {
+            Wire::Meta(t) => store_meta(
+                buf,
+                self.cmd,
+                self.key,
+                self.flags,
+                exptime,
+                &self.data,
+                Some(t),
+            ),
+            Wire::Classic => encode::store(
+                buf, self.cmd, self.key, self.flags, exptime, &self.data, false,
+            ),
+        }
     }
     fn reply(&self) -> Line<StoreReply> {
-        Line(StoreReply::parse)
+        Line(StoreReply::parse, Form::Store)
     }
 }
 
@@ -193,11 +300,14 @@ impl Request for Delete<'_> {
     fn class(&self) -> Class {
         Class::Write
     }
-    fn encode(&self, _: &Core, _: Sending, buf: &mut Vec<u8>) {
-        encode::delete(buf, self.0, false);
+    fn encode(&self, _: &Core, to: Sending, buf: &mut Vec<u8>) {
+        match to.wire {
+            Wire::Meta(t) => encode::meta(buf, b"md ", self.0, None, &[], Some(t)),
+            Wire::Classic => encode::delete(buf, self.0, false),
+        }
     }
     fn reply(&self) -> Line<bool> {
-        Line(deleted)
+        Line(deleted, Form::Delete)
     }
 }
 
@@ -238,12 +348,29 @@ impl Request for Arith<'_> {
     fn class(&self) -> Class {
         Class::WriteOnce
     }
-    fn encode(&self, _: &Core, _: Sending, buf: &mut Vec<u8>) {
-        encode::arith(buf, self.up, self.key, self.delta, false);
+    fn encode(&self, _: &Core, to: Sending, buf: &mut Vec<u8>) {
+        match to.wire {
+            Wire::Meta(t) => {
+                let all = [
+                    MetaFlag::Value,
+                    MetaFlag::Delta(self.delta),
+                    MetaFlag::Mode(b'D'),
+                ];
+                let flags = all.get(..if self.up { 2 } else { 3 }).unwrap_or_default();
+                encode::meta(buf, b"ma ", self.key, None, flags, Some(t));
+            }
+            Wire::Classic => encode::arith(buf, self.up, self.key, self.delta, false),
+        }
     }
     fn reply(&self) -> Line<Option<u64>> {
-        Line(number)
+        Line(number, Form::Arith)
     }
+}
+
+/// `touch` in meta form: `mg <key> T<exptime>` (`HD` on a hit, `EN` on a
+/// miss).
+pub(crate) fn touch_meta(buf: &mut Vec<u8>, key: &[u8], exptime: i64, token: Option<u32>) {
+    encode::meta(buf, b"mg ", key, None, &[MetaFlag::Ttl(exptime)], token);
 }
 
 /// `touch`: true when the key exists.
@@ -279,10 +406,14 @@ impl Request for Touch<'_> {
         Class::Write
     }
     fn encode(&self, core: &Core, to: Sending, buf: &mut Vec<u8>) {
-        encode::touch(buf, self.key, core.exptime(self.ttl, to), false);
+        let exptime = core.exptime(self.ttl, to);
+        match to.wire {
+            Wire::Meta(t) => touch_meta(buf, self.key, exptime, Some(t)),
+            Wire::Classic => encode::touch(buf, self.key, exptime, false),
+        }
     }
     fn reply(&self) -> Line<bool> {
-        Line(touched)
+        Line(touched, Form::Touch)
     }
 }
 
@@ -315,10 +446,17 @@ impl Request for LeasedStore<'_> {
             MetaFlag::SetFlags(self.flags),
             self.condition,
         ];
-        encode::meta_set(buf, self.key, &self.data, &flags);
+        encode::meta(
+            buf,
+            b"ms ",
+            self.key,
+            Some(&self.data),
+            &flags,
+            to.wire.token(0),
+        );
     }
     fn reply(&self) -> MetaRead {
-        MetaRead::new(None)
+        MetaRead::new(None, true)
     }
 }
 
@@ -367,7 +505,7 @@ impl ServerRequest for FlushAll {
         encode::flush_all(buf, self.0);
     }
     fn reply(&self) -> Line<()> {
-        Line(ok)
+        Line(ok, Form::Classic)
     }
 }
 
@@ -388,7 +526,7 @@ impl ServerRequest for Version {
         encode::version(buf);
     }
     fn reply(&self) -> Line<String> {
-        Line(version)
+        Line(version, Form::Classic)
     }
 }
 

@@ -432,7 +432,15 @@ mod tests {
         let encode = |ttl: Expiry, failover: bool| {
             let set = Store::new(&core, StoreCommand::Set, b"k", "v", ttl).unwrap();
             let mut buf = Vec::new();
-            set.encode(&core, Sending { failover, wall }, &mut buf);
+            set.encode(
+                &core,
+                Sending {
+                    failover,
+                    wall,
+                    wire: crate::transport::Wire::Classic,
+                },
+                &mut buf,
+            );
             String::from_utf8(buf).unwrap()
         };
         let hour = Expiry::In(Duration::from_secs(3600));

@@ -62,6 +62,8 @@ pub enum Response<'a> {
     TooLarge {
         /// The key, for `VALUE`.
         key: Option<&'a [u8]>,
+        /// The returned flags, for `VA` (empty for `VALUE`).
+        meta: &'a [u8],
         /// The declared length of the data block.
         len: u64,
     },
@@ -327,7 +329,7 @@ impl Decoder {
         let (len, flags) = split_space(fields);
         let flags = flags.unwrap_or_default();
         let len = parse_u64(len).ok_or(DecodeError::Malformed("bad VA length"))?;
-        let (data, used) = match self.block(buf, header, len, None)? {
+        let (data, used) = match self.block(buf, header, len, None, flags)? {
             Ok(d) => d,
             Err(early) => return Ok(early),
         };
@@ -353,6 +355,7 @@ impl Decoder {
         header: usize,
         len: u64,
         key: Option<&'a [u8]>,
+        meta: &'a [u8],
     ) -> Result<Result<(&'a [u8], usize), Decoded<'a>>, DecodeError> {
         if len > MAX_ITEM_SIZE {
             return Err(DecodeError::ValueTooLarge {
@@ -362,7 +365,7 @@ impl Decoder {
         }
         if len > self.max_value as u64 {
             return Ok(Err(Decoded::Complete(
-                Response::TooLarge { key, len },
+                Response::TooLarge { key, meta, len },
                 header,
             )));
         }
@@ -402,7 +405,7 @@ impl Decoder {
         if it.next().is_some() {
             return Err(DecodeError::Malformed("extra fields in VALUE header"));
         }
-        let (data, used) = match self.block(buf, header, len, Some(key))? {
+        let (data, used) = match self.block(buf, header, len, Some(key), b"")? {
             Ok(d) => d,
             Err(early) => return Ok(early),
         };
@@ -572,7 +575,11 @@ HD c200194 W\r\nME k exp=-1 la=0\r\nVA 2 kYmlu b\r\nhi\r\n";
         assert!(matches!(
             Decoder::new(2).decode(b"VA 3\r\n"),
             Ok(Decoded::Complete(
-                Response::TooLarge { key: None, len: 3 },
+                Response::TooLarge {
+                    key: None,
+                    meta: b"",
+                    len: 3
+                },
                 6
             ))
         ));
@@ -624,6 +631,7 @@ HD c200194 W\r\nME k exp=-1 la=0\r\nVA 2 kYmlu b\r\nhi\r\n";
             Ok(Decoded::Complete(
                 Response::TooLarge {
                     key: Some(b"k"),
+                    meta: b"",
                     len: 11
                 },
                 14
@@ -632,7 +640,11 @@ HD c200194 W\r\nME k exp=-1 la=0\r\nVA 2 kYmlu b\r\nhi\r\n";
         assert_eq!(
             small.decode(b"VA 11 f0\r\n"),
             Ok(Decoded::Complete(
-                Response::TooLarge { key: None, len: 11 },
+                Response::TooLarge {
+                    key: None,
+                    meta: b"f0",
+                    len: 11
+                },
                 10
             ))
         );

@@ -318,34 +318,54 @@ fn push_meta_flags(buf: &mut Vec<u8>, flags: &[MetaFlag<'_>]) {
 
 /// `mg <key> <flags>*\r\n`.
 pub fn meta_get(buf: &mut Vec<u8>, key: &[u8], flags: &[MetaFlag<'_>]) {
-    buf.extend_from_slice(b"mg ");
-    buf.extend_from_slice(key);
-    push_meta_flags(buf, flags);
+    meta(buf, b"mg ", key, None, flags, None);
 }
 
 /// `ms <key> <datalen> <flags>*\r\n<data>\r\n`.
 pub fn meta_set(buf: &mut Vec<u8>, key: &[u8], data: &[u8], flags: &[MetaFlag<'_>]) {
-    buf.extend_from_slice(b"ms ");
-    buf.extend_from_slice(key);
-    buf.push(b' ');
-    push_u64(buf, data.len() as u64);
-    push_meta_flags(buf, flags);
-    buf.extend_from_slice(data);
-    buf.extend_from_slice(b"\r\n");
+    meta(buf, b"ms ", key, Some(data), flags, None);
 }
 
 /// `md <key> <flags>*\r\n`.
 pub fn meta_delete(buf: &mut Vec<u8>, key: &[u8], flags: &[MetaFlag<'_>]) {
-    buf.extend_from_slice(b"md ");
-    buf.extend_from_slice(key);
-    push_meta_flags(buf, flags);
+    meta(buf, b"md ", key, None, flags, None);
 }
 
 /// `ma <key> <flags>*\r\n`.
 pub fn meta_arith(buf: &mut Vec<u8>, key: &[u8], flags: &[MetaFlag<'_>]) {
-    buf.extend_from_slice(b"ma ");
+    meta(buf, b"ma ", key, None, flags, None);
+}
+
+/// One meta request: `verb` (`mg `, `ms `, `md `, `ma `) and key, for
+/// `ms` the data length, the flags, then `O<token>` when given, and for
+/// `ms` the data block.
+pub(crate) fn meta(
+    buf: &mut Vec<u8>,
+    verb: &[u8],
+    key: &[u8],
+    data: Option<&[u8]>,
+    flags: &[MetaFlag<'_>],
+    token: Option<u32>,
+) {
+    buf.reserve(key.len() + data.map_or(0, <[u8]>::len) + 48);
+    buf.extend_from_slice(verb);
     buf.extend_from_slice(key);
+    if let Some(d) = data {
+        buf.push(b' ');
+        push_u64(buf, d.len() as u64);
+    }
     push_meta_flags(buf, flags);
+    if let Some(t) = token {
+        // Before the line's `\r\n`.
+        buf.truncate(buf.len() - 2);
+        buf.extend_from_slice(b" O");
+        push_u64(buf, t.into());
+        buf.extend_from_slice(b"\r\n");
+    }
+    if let Some(d) = data {
+        buf.extend_from_slice(d);
+        buf.extend_from_slice(b"\r\n");
+    }
 }
 
 /// `mn\r\n`: a no-op whose `MN` reply ends a quiet pipeline.

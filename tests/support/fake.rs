@@ -2,6 +2,11 @@
 //! replies, stalls, resets and dribbled bytes. Each request (one command
 //! line plus, for storage commands, its data block) is handed to a script
 //! that returns the steps to play back.
+//!
+//! A new connection's first `mn` (the client asking whether the server
+//! speaks meta) is answered by the fake itself, not the script: `ERROR`
+//! (a classic-only server, memcached before 1.6) unless started with
+//! [`FakeServer::start_meta`] (`MN`).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -50,6 +55,21 @@ pub struct FakeServer {
 
 impl FakeServer {
     pub fn start(script: impl Fn(&Request<'_>) -> Vec<Step> + Send + Sync + 'static) -> FakeServer {
+        FakeServer::start_with(false, script)
+    }
+
+    /// A fake that says it speaks meta: its scripts get meta requests.
+    #[allow(dead_code)]
+    pub fn start_meta(
+        script: impl Fn(&Request<'_>) -> Vec<Step> + Send + Sync + 'static,
+    ) -> FakeServer {
+        FakeServer::start_with(true, script)
+    }
+
+    fn start_with(
+        meta: bool,
+        script: impl Fn(&Request<'_>) -> Vec<Step> + Send + Sync + 'static,
+    ) -> FakeServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
@@ -66,7 +86,7 @@ impl FakeServer {
                     let Ok(stream) = stream else { continue };
                     let conn = connections.fetch_add(1, Ordering::SeqCst);
                     let (script, stop, log) = (script.clone(), stop.clone(), log.clone());
-                    thread::spawn(move || serve(stream, conn, &*script, &stop, &log));
+                    thread::spawn(move || serve(stream, conn, meta, &*script, &stop, &log));
                 }
             });
         }
@@ -105,15 +125,13 @@ fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>, stop: &AtomicBool) -> Opti
                 .to_string();
             let mut need = nl + 1;
             let words: Vec<&str> = line.split(' ').collect();
-            if matches!(
-                words[0],
-                "set" | "add" | "replace" | "append" | "prepend" | "cas"
-            ) {
-                need += words
-                    .get(4)
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .unwrap_or(0)
-                    + 2;
+            let data = match words[0] {
+                "set" | "add" | "replace" | "append" | "prepend" | "cas" => words.get(4),
+                "ms" => words.get(2),
+                _ => None,
+            };
+            if let Some(n) = data {
+                need += n.parse::<usize>().unwrap_or(0) + 2;
             }
             if buf.len() >= need {
                 buf.drain(..need);
@@ -145,6 +163,7 @@ fn reset(s: &TcpStream) {
 fn serve(
     mut s: TcpStream,
     conn: usize,
+    meta: bool,
     script: &Script,
     stop: &AtomicBool,
     log: &Mutex<Vec<(usize, String)>>,
@@ -153,7 +172,15 @@ fn serve(
     s.set_nodelay(true).unwrap();
     let mut buf = Vec::new();
     let mut seq = 0;
+    let mut first = true;
     while let Some(line) = read_request(&mut s, &mut buf, stop) {
+        if std::mem::take(&mut first) && line == "mn" {
+            let answer: &[u8] = if meta { b"MN\r\n" } else { b"ERROR\r\n" };
+            if s.write_all(answer).is_err() {
+                return;
+            }
+            continue;
+        }
         log.lock().unwrap().push((conn, line.clone()));
         let steps = script(&Request {
             conn,
