@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use memring::aio::Client;
+use memring::Protocol;
 use support::{cluster, within, Memcached};
 
 #[derive(Default)]
@@ -199,16 +200,23 @@ async fn dropped_requests_leave_the_client_in_step(client: Client, tasks: usize,
     }
 }
 
+/// Each protocol the ledger runs under.
+const PROTOCOLS: [Protocol; 2] = [Protocol::Meta, Protocol::Classic];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_requests_never_put_a_connection_out_of_step() {
-    let servers = cluster(2);
-    let addrs: Vec<String> = servers.iter().map(Memcached::addr).collect();
-    let client = Client::builder()
-        .servers(addrs.as_slice())
-        .connections(1)
-        .build_async()
-        .unwrap();
-    dropped_requests_leave_the_client_in_step(client, 200, "cancellation").await;
+    for protocol in PROTOCOLS {
+        let servers = cluster(2);
+        let addrs: Vec<String> = servers.iter().map(Memcached::addr).collect();
+        let client = Client::builder()
+            .servers(addrs.as_slice())
+            .connections(1)
+            .protocol(protocol)
+            .build_async()
+            .unwrap();
+        let what = format!("cancellation, {protocol:?}");
+        dropped_requests_leave_the_client_in_step(client, 200, &what).await;
+    }
 }
 
 /// The same over TLS: the session runs in a task of its own behind a local
@@ -217,23 +225,35 @@ async fn dropped_requests_never_put_a_connection_out_of_step() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_requests_over_tls_never_put_a_session_out_of_step() {
     let pki = support::tls::Pki::new();
-    let servers: Vec<Memcached> = (0..2).map(|_| pki.server("server", "", &[])).collect();
-    let addrs: Vec<String> = servers.iter().map(Memcached::addr).collect();
-    let client = Client::builder()
-        .servers(addrs.as_slice())
-        .tls(pki.trust())
-        .build_async()
-        .unwrap();
-    dropped_requests_leave_the_client_in_step(client, 100, "tls cancellation").await;
+    for protocol in PROTOCOLS {
+        // Fresh servers: the ledger starts from an empty cache.
+        let servers: Vec<Memcached> = (0..2).map(|_| pki.server("server", "", &[])).collect();
+        let addrs: Vec<String> = servers.iter().map(Memcached::addr).collect();
+        let client = Client::builder()
+            .servers(addrs.as_slice())
+            .tls(pki.trust())
+            .protocol(protocol)
+            .build_async()
+            .unwrap();
+        let what = format!("tls cancellation, {protocol:?}");
+        dropped_requests_leave_the_client_in_step(client, 100, &what).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_and_restarted_under_256_tasks_never_yields_a_wrong_value() {
+    for protocol in PROTOCOLS {
+        killed_and_restarted(protocol).await;
+    }
+}
+
+async fn killed_and_restarted(protocol: Protocol) {
     let mut servers = cluster(3);
     let addrs: Vec<String> = servers.iter().map(Memcached::addr).collect();
     let client = Client::builder()
         .servers(addrs.as_slice())
         .retry_timeout(Duration::from_millis(200))
+        .protocol(protocol)
         .build_async()
         .unwrap();
     const OPS: usize = 200;
@@ -273,7 +293,7 @@ async fn a_server_killed_and_restarted_under_256_tasks_never_yields_a_wrong_valu
     drop(servers);
     let t = total.lock().unwrap();
     eprintln!(
-        "kill/restart: {} ops, {} reads ({} hits), errors {:?}, wrong {}",
+        "kill/restart, {protocol:?}: {} ops, {} reads ({} hits), errors {:?}, wrong {}",
         t.ops,
         t.completed_reads,
         t.hits,

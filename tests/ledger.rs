@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use memring::Client;
+use memring::{Client, Protocol};
 use support::cluster;
 use support::proxy::Proxy;
 
@@ -54,7 +54,13 @@ fn next(state: &mut u64) -> u64 {
 
 #[test]
 fn every_read_is_a_miss_or_the_latest_acknowledged_value() {
-    let t = ledger(1, true);
+    for protocol in [Protocol::Meta, Protocol::Classic] {
+        every_read_is_right(protocol);
+    }
+}
+
+fn every_read_is_right(protocol: Protocol) {
+    let t = ledger(1, true, protocol);
     assert!(t.misses_after_kill > 0, "the kill had no visible effect");
     assert!(
         t.lost_after_kill > 0,
@@ -70,7 +76,13 @@ fn every_read_is_a_miss_or_the_latest_acknowledged_value() {
 /// which two copies do not cover.)
 #[test]
 fn with_two_replicas_the_outage_loses_almost_no_read() {
-    let t = ledger(2, false);
+    for protocol in [Protocol::Meta, Protocol::Classic] {
+        two_replicas(protocol);
+    }
+}
+
+fn two_replicas(protocol: Protocol) {
+    let t = ledger(2, false, protocol);
     let lost = t.lost_after_kill as f64 / t.reads_after_kill.max(1) as f64;
     assert!(
         lost < 0.01,
@@ -83,7 +95,7 @@ fn with_two_replicas_the_outage_loses_almost_no_read() {
 /// The ledger run with `replicas` copies of each key, and one request to
 /// the first server lost on the way when `lose_one`; panics on a wrong
 /// value or a lost operation, and returns the counts.
-fn ledger(replicas: usize, lose_one: bool) -> Tally {
+fn ledger(replicas: usize, lose_one: bool, protocol: Protocol) -> Tally {
     let mut servers = cluster(3);
     let proxy = Proxy::start(&servers[0].addr());
     let mut addrs: Vec<String> = servers.iter().map(|s| s.addr()).collect();
@@ -91,6 +103,7 @@ fn ledger(replicas: usize, lose_one: bool) -> Tally {
     let client = Client::builder()
         .servers(addrs.as_slice())
         .replicas(replicas)
+        .protocol(protocol)
         .retry_timeout(Duration::from_millis(200))
         .pool_size(8)
         .build()

@@ -156,6 +156,26 @@ macro_rules! cases {
             assert!(!v.is_empty());
         }
 
+        /// Under `Auto` (the default) a new connection asks `mn`;
+        /// twemproxy closes it, and the client connects again speaking
+        /// classic: every command after is classic.
+        $(#[$m])*
+        $($kw)? fn auto_speaks_classic_through_twemproxy() {
+            let (a, b) = (Memcached::start(), Memcached::start());
+            let proxy = Twemproxy::start(&[&a, &b]);
+            let tap = support::proxy::Proxy::start(&proxy.addr());
+            let c = build!(Client::builder().servers(tap.addr().as_str())).unwrap();
+            sync!(c.set("k", "v", MIN)).unwrap();
+            assert_eq!(sync!(c.get::<String>("k")).unwrap().as_deref(), Some("v"));
+            let r = sync!(c.get_multi::<String>(&["k", "nope"]));
+            assert_eq!(r[0].as_ref().unwrap().as_deref(), Some("v"));
+            let wire = tap.written();
+            assert!(
+                wire.starts_with("mn\r\nset k 0 60 1\r\nv\r\nget k\r\nget k nope\r\n"),
+                "{wire:?}"
+            );
+        }
+
         $(#[$m])*
         $($kw)? fn unsupported_commands_fail_clearly_and_the_stream_stays_in_step() {
             let (a, b) = (Memcached::start(), Memcached::start());

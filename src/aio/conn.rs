@@ -38,6 +38,10 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::server::Server;
 use crate::transport::ConnOptions;
 
+/// How long a request that timed out waits for the reader task to hand
+/// back what it had read of the reply.
+const SALVAGE_WAIT: Duration = Duration::from_millis(50);
+
 /// A request queued on a connection: where its outcome arrives, and when
 /// it is due.
 pub(crate) struct Ticket<T> {
@@ -107,10 +111,24 @@ impl<T> Ticket<T> {
             }),
             Err(_) => {
                 self.conn.close();
+                // The reader task, woken by the close, fails the request
+                // with what it had read of the reply (the answered keys of
+                // a batch): kept, under the timeout's error.
+                let partial = match tokio::time::timeout(SALVAGE_WAIT, &mut self.rx).await {
+                    Ok(Ok(outcome)) => {
+                        self.orphan = None;
+                        match outcome {
+                            // The answer itself came meanwhile.
+                            Ok(out) => return Ok(out),
+                            Err(f) => f.partial,
+                        }
+                    }
+                    _ => None,
+                };
                 Err(Failed {
                     error: Error::new(ErrorKind::Timeout, "no reply within io_timeout"),
                     sent: true,
-                    partial: None,
+                    partial,
                 })
             }
         }

@@ -19,6 +19,8 @@ pub struct Proxy {
     dropped: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     streams: Arc<Mutex<Vec<TcpStream>>>,
+    /// Every byte clients wrote, in order of arrival.
+    pub written: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Proxy {
@@ -33,12 +35,14 @@ impl Proxy {
             dropped: Arc::new(AtomicUsize::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
             streams: Arc::new(Mutex::new(Vec::new())),
+            written: Arc::new(Mutex::new(Vec::new())),
         };
-        let (drops, dropped, stop, streams) = (
+        let (drops, dropped, stop, streams, written) = (
             proxy.drops.clone(),
             proxy.dropped.clone(),
             proxy.stop.clone(),
             proxy.streams.clone(),
+            proxy.written.clone(),
         );
         let upstream = upstream.to_owned();
         thread::spawn(move || {
@@ -62,8 +66,8 @@ impl Proxy {
                     all.push(server.try_clone().unwrap());
                 }
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                let (drops, dropped) = (drops.clone(), dropped.clone());
-                thread::spawn(move || forward(client, server, Some((drops, dropped))));
+                let (drops, dropped, w) = (drops.clone(), dropped.clone(), written.clone());
+                thread::spawn(move || forward(client, server, Some((drops, dropped, w))));
                 thread::spawn(move || forward(s2, c2, None));
             }
         });
@@ -79,6 +83,12 @@ impl Proxy {
         self.drops.fetch_add(n, Ordering::SeqCst);
     }
 
+    /// What clients wrote so far, as text.
+    #[allow(dead_code)]
+    pub fn written(&self) -> String {
+        String::from_utf8_lossy(&self.written.lock().unwrap()).into_owned()
+    }
+
     /// How many requests were swallowed so far.
     pub fn dropped(&self) -> usize {
         self.dropped.load(Ordering::SeqCst)
@@ -90,7 +100,7 @@ impl Proxy {
 fn forward(
     mut from: TcpStream,
     mut to: TcpStream,
-    drops: Option<(Arc<AtomicUsize>, Arc<AtomicUsize>)>,
+    drops: Option<(Arc<AtomicUsize>, Arc<AtomicUsize>, Arc<Mutex<Vec<u8>>>)>,
 ) {
     let mut buf = vec![0u8; 256 * 1024];
     loop {
@@ -98,7 +108,8 @@ fn forward(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if let Some((pending, dropped)) = &drops {
+        if let Some((pending, dropped, written)) = &drops {
+            written.lock().unwrap().extend_from_slice(&buf[..n]);
             let take = pending
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| d.checked_sub(1))
                 .is_ok();
