@@ -95,12 +95,16 @@ impl Proxy {
     }
 }
 
+/// The client-to-server direction's state: drops pending, drops done, and
+/// the bytes written.
+type ClientSide = (Arc<AtomicUsize>, Arc<AtomicUsize>, Arc<Mutex<Vec<u8>>>);
+
 /// Copies `from` to `to` until either side closes; with `drops`, a write
 /// is swallowed while a drop is pending.
 fn forward(
     mut from: TcpStream,
     mut to: TcpStream,
-    drops: Option<(Arc<AtomicUsize>, Arc<AtomicUsize>, Arc<Mutex<Vec<u8>>>)>,
+    drops: Option<ClientSide>,
 ) {
     let mut buf = vec![0u8; 256 * 1024];
     loop {
