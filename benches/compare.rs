@@ -10,6 +10,16 @@
 //! `MEMRING_BENCH_QUICK=1 cargo bench --features tokio --bench compare` (about a
 //! minute); `MEMRING_BENCH_ASYNC_ONLY=1` runs only the async workloads.
 //! The servers are real memcached processes started on free ports.
+//!
+//! Beside the rates, each contender's own cost per unit of work: CPU time
+//! (its thread's for the one-at-a-time workloads, the process's for the
+//! threaded and async ones) and system calls (counted on the kernel's
+//! `raw_syscalls:sys_enter` tracepoint when tracefs is mounted and the
+//! bench may trace: root, or `perf_event_paranoid` -1). On a shared or
+//! small machine the rates of one-request-at-a-time loops follow the
+//! scheduler; the CPU time and system calls per request do not. Contenders
+//! run in slices whose order rotates every round. `memring` speaks the
+//! classic protocol, `memring_meta` (and `memring_async`) meta.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -19,7 +29,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use memring::{Distribution, Ring, Server};
+use memring::{Distribution, Protocol, Ring, Server};
 use serde_json::json;
 use support::Memcached;
 
@@ -95,33 +105,250 @@ impl Raw {
 /// One contender's loop body: does some work, returns how many units.
 type Op<'a> = Box<dyn FnMut() -> usize + 'a>;
 
+/// What the client itself costs, counted by the kernel: CPU time (user and
+/// system) and system calls, for the calling thread (workloads that run
+/// one request at a time on it) or the whole process (threaded and async
+/// workloads, whose work runs on other threads too).
+mod cost {
+    use std::time::Duration;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Scope {
+        Thread,
+        Process,
+    }
+
+    /// CPU time used so far by `scope`.
+    pub fn cpu(scope: Scope) -> Duration {
+        let clock = match scope {
+            Scope::Thread => libc::CLOCK_THREAD_CPUTIME_ID,
+            Scope::Process => libc::CLOCK_PROCESS_CPUTIME_ID,
+        };
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid timespec to write into.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+
+    /// `struct perf_event_attr` as far as `PERF_ATTR_SIZE_VER5` (112
+    /// bytes): type, size, config, then sample_period, sample_type,
+    /// read_format, the flag bits, and the rest, zero.
+    #[repr(C)]
+    struct Attr {
+        kind: u32,
+        size: u32,
+        config: u64,
+        rest: [u64; 12],
+    }
+
+    /// The id of the `raw_syscalls:sys_enter` tracepoint, where tracefs is
+    /// mounted.
+    fn sys_enter() -> Option<u64> {
+        ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+            .iter()
+            .find_map(|root| {
+                std::fs::read_to_string(format!("{root}/events/raw_syscalls/sys_enter/id")).ok()
+            })
+            .and_then(|id| id.trim().parse().ok())
+    }
+
+    /// Counts the system calls entered by a set of threads (and the threads
+    /// they start from now on, once those end): one perf counter per
+    /// thread on the `sys_enter` tracepoint. Needs tracefs
+    /// (`mount -t tracefs nodev /sys/kernel/tracing`) and the right to
+    /// trace (root, or `perf_event_paranoid` at -1).
+    pub struct Syscalls {
+        fds: Vec<i32>,
+    }
+
+    impl Syscalls {
+        pub fn new(scope: Scope) -> Option<Syscalls> {
+            let id = sys_enter()?;
+            let tids: Vec<i32> = match scope {
+                // The calling thread.
+                Scope::Thread => vec![0],
+                Scope::Process => std::fs::read_dir("/proc/self/task")
+                    .ok()?
+                    .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                    .collect(),
+            };
+            let mut fds = Vec::new();
+            for tid in tids {
+                let attr = Attr {
+                    kind: 2, // PERF_TYPE_TRACEPOINT
+                    size: std::mem::size_of::<Attr>() as u32,
+                    config: id,
+                    // rest[3]: the flag bits; bit 1 is `inherit`.
+                    rest: [0, 0, 0, 1 << 1, 0, 0, 0, 0, 0, 0, 0, 0],
+                };
+                // SAFETY: a perf_event_open(2) call with a valid attr.
+                let fd = unsafe {
+                    libc::syscall(
+                        libc::SYS_perf_event_open,
+                        &attr as *const Attr,
+                        tid,
+                        -1i32,
+                        -1i32,
+                        0u64,
+                    )
+                };
+                if fd >= 0 {
+                    fds.push(fd as i32);
+                } else if scope == Scope::Thread {
+                    return None;
+                }
+            }
+            (!fds.is_empty()).then_some(Syscalls { fds })
+        }
+
+        /// System calls counted so far.
+        pub fn count(&self) -> u64 {
+            self.fds
+                .iter()
+                .map(|&fd| {
+                    let mut n = 0u64;
+                    // SAFETY: reads 8 bytes into `n` from a perf counter.
+                    unsafe { libc::read(fd, (&mut n as *mut u64).cast(), 8) };
+                    n
+                })
+                .sum()
+        }
+    }
+
+    impl Drop for Syscalls {
+        fn drop(&mut self) {
+            for &fd in &self.fds {
+                // SAFETY: closes a descriptor this value opened.
+                unsafe { libc::close(fd) };
+            }
+        }
+    }
+
+    /// CPU time and system calls of `scope` at one moment.
+    pub struct Meter {
+        scope: Scope,
+        syscalls: Option<Syscalls>,
+    }
+
+    /// What a stretch of work cost.
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct Spent {
+        pub cpu: Duration,
+        pub syscalls: Option<u64>,
+    }
+
+    impl Meter {
+        pub fn new(scope: Scope) -> Meter {
+            Meter {
+                scope,
+                syscalls: Syscalls::new(scope),
+            }
+        }
+
+        /// Runs `f` and returns its result and what it cost.
+        pub fn measure<T>(&self, f: impl FnOnce() -> T) -> (T, Spent) {
+            let (c0, s0) = (cpu(self.scope), self.syscalls.as_ref().map(Syscalls::count));
+            let out = f();
+            let (c1, s1) = (cpu(self.scope), self.syscalls.as_ref().map(Syscalls::count));
+            let syscalls = match (s0, s1) {
+                (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+                _ => None,
+            };
+            (
+                out,
+                Spent {
+                    cpu: c1.saturating_sub(c0),
+                    syscalls,
+                },
+            )
+        }
+    }
+}
+
+/// One contender's result: units per second, and per unit the client's
+/// CPU time (µs) and system calls (when they can be counted).
+#[derive(Debug, Clone, Copy)]
+struct Raced {
+    name: &'static str,
+    rate: f64,
+    cpu_us: f64,
+    syscalls: Option<f64>,
+}
+
+/// What every slice of one contender added up to.
+#[derive(Default)]
+struct Tally {
+    units: usize,
+    secs: f64,
+    cpu: Duration,
+    syscalls: Option<u64>,
+}
+
+impl Tally {
+    fn add(&mut self, units: usize, secs: f64, spent: cost::Spent) {
+        self.units += units;
+        self.secs += secs;
+        self.cpu += spent.cpu;
+        self.syscalls = match (self.syscalls, spent.syscalls) {
+            (None, s) if self.units == units => s,
+            (Some(a), Some(b)) => Some(a + b),
+            _ => None,
+        };
+    }
+
+    fn raced(&self, name: &'static str) -> Raced {
+        let per = |x: f64| x / self.units.max(1) as f64;
+        Raced {
+            name,
+            rate: self.units as f64 / self.secs.max(1e-9),
+            cpu_us: per(self.cpu.as_secs_f64() * 1e6),
+            syscalls: self.syscalls.map(|s| per(s as f64)),
+        }
+    }
+}
+
+/// The order contenders run in during `round`: rotated every round, so
+/// that none always runs first or after the same one.
+fn rotation(n: usize, round: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |i| (i + round) % n.max(1))
+}
+
 /// Runs every contender for `dur` in total, interleaved in short slices
-/// (so that drift in the machine's speed hits all of them alike), after a
-/// warm-up slice each. Returns units per second per contender.
-fn race(dur: Duration, mut contenders: Vec<(&'static str, Op<'_>)>) -> Vec<(&'static str, f64)> {
-    let slices = (dur.as_millis() / 50).max(4) as u32;
-    let slice = dur / slices;
+/// (so that drift in the machine's speed hits all of them alike) in an
+/// order that rotates every round, after a warm-up slice each. Each runs on
+/// this thread: its CPU time and system calls are this thread's.
+fn race(dur: Duration, mut contenders: Vec<(&'static str, Op<'_>)>) -> Vec<Raced> {
+    let slices = (dur.as_millis() / 50).max(4) as usize;
+    let slice = dur / slices as u32;
     for (_, op) in contenders.iter_mut() {
         let t = Instant::now();
         while t.elapsed() < slice {
             op();
         }
     }
-    let mut units = vec![0usize; contenders.len()];
-    let mut spent = vec![Duration::ZERO; contenders.len()];
-    for _ in 0..slices {
-        for (i, (_, op)) in contenders.iter_mut().enumerate() {
+    let meter = cost::Meter::new(cost::Scope::Thread);
+    let mut tallies: Vec<Tally> = contenders.iter().map(|_| Tally::default()).collect();
+    for round in 0..slices {
+        for i in rotation(contenders.len(), round) {
+            let op = &mut contenders[i].1;
             let t = Instant::now();
-            while t.elapsed() < slice {
-                units[i] += op();
-            }
-            spent[i] += t.elapsed();
+            let (units, spent) = meter.measure(|| {
+                let mut units = 0;
+                while t.elapsed() < slice {
+                    units += op();
+                }
+                units
+            });
+            tallies[i].add(units, t.elapsed().as_secs_f64(), spent);
         }
     }
     contenders
         .iter()
-        .enumerate()
-        .map(|(i, (name, _))| (*name, units[i] as f64 / spent[i].as_secs_f64()))
+        .zip(&tallies)
+        .map(|((name, _), t)| t.raced(name))
         .collect()
 }
 
@@ -133,7 +360,7 @@ fn race_threads(
     dur: Duration,
     threads: usize,
     contenders: Vec<(&'static str, ThreadOp<'_>)>,
-) -> Vec<(&'static str, f64)> {
+) -> Vec<Raced> {
     let slices = contenders
         .into_iter()
         .map(|(name, make)| (name, threads_slice(threads, make)))
@@ -192,6 +419,10 @@ struct Workload {
     name: &'static str,
     unit: &'static str,
     rates: BTreeMap<&'static str, f64>,
+    /// The client's CPU time per unit, in microseconds.
+    cpu_us: BTreeMap<&'static str, f64>,
+    /// The client's system calls per unit, where they could be counted.
+    syscalls: BTreeMap<&'static str, f64>,
     /// The ratios reported, as (numerator, denominator) contenders.
     pairs: Vec<(&'static str, &'static str)>,
     /// Bytes each contender's value takes on the wire, where that differs.
@@ -200,36 +431,72 @@ struct Workload {
     decode_us: BTreeMap<&'static str, f64>,
 }
 
+impl Workload {
+    /// A workload's results, reported with the ratios `pairs`.
+    fn new(
+        name: &'static str,
+        unit: &'static str,
+        raced: Vec<Raced>,
+        pairs: Vec<(&'static str, &'static str)>,
+    ) -> Workload {
+        let w = Workload {
+            name,
+            unit,
+            rates: raced.iter().map(|r| (r.name, r.rate)).collect(),
+            cpu_us: raced.iter().map(|r| (r.name, r.cpu_us)).collect(),
+            syscalls: raced
+                .iter()
+                .filter_map(|r| Some((r.name, r.syscalls?)))
+                .collect(),
+            pairs,
+            wire: BTreeMap::new(),
+            decode_us: BTreeMap::new(),
+        };
+        eprintln!(
+            "{:<20} {:?}\n{:<20} cpu µs/op {:?} syscalls/op {:?}",
+            w.name, w.rates, "", w.cpu_us, w.syscalls
+        );
+        w
+    }
+}
+
 /// The ratios of `lead` to each of `against`.
 fn vs(lead: &'static str, against: &[&'static str]) -> Vec<(&'static str, &'static str)> {
     against.iter().map(|&a| (lead, a)).collect()
 }
 
-/// One slice of an async workload: runs for the given time, returns the
-/// rate (units per second).
-type Slice<'a> = Box<dyn FnMut(Duration) -> f64 + 'a>;
+/// What one slice did: units of work, in how many seconds.
+struct Done {
+    units: usize,
+    secs: f64,
+}
 
-/// Runs every contender in interleaved slices, after a warm-up slice each,
-/// and averages the rates.
-fn race_slices(
-    dur: Duration,
-    mut contenders: Vec<(&'static str, Slice<'_>)>,
-) -> Vec<(&'static str, f64)> {
-    let slices = (dur.as_millis() / 200).max(3) as u32;
-    let slice = dur / slices;
-    let mut rates = vec![0f64; contenders.len()];
-    for round in 0..=slices {
-        for (i, (_, run)) in contenders.iter_mut().enumerate() {
-            let r = run(slice);
-            if round > 0 {
-                rates[i] += r / slices as f64;
-            }
+/// One slice of a threaded or async workload: runs for the given time.
+type Slice<'a> = Box<dyn FnMut(Duration) -> Done + 'a>;
+
+/// Runs every contender in interleaved slices, in an order that rotates
+/// every round, after a warm-up slice each. Their work runs on threads of
+/// their own or the runtime's: CPU time and system calls are the
+/// process's.
+fn race_slices(dur: Duration, mut contenders: Vec<(&'static str, Slice<'_>)>) -> Vec<Raced> {
+    let slices = (dur.as_millis() / 200).max(3) as usize;
+    let slice = dur / slices as u32;
+    for (_, run) in contenders.iter_mut() {
+        run(slice);
+    }
+    let meter = cost::Meter::new(cost::Scope::Process);
+    let mut tallies: Vec<Tally> = contenders.iter().map(|_| Tally::default()).collect();
+    for round in 0..slices {
+        for i in rotation(contenders.len(), round) {
+            let run = &mut contenders[i].1;
+            let (done, spent) = meter.measure(|| run(slice));
+            tallies[i].add(done.units, done.secs, spent);
         }
     }
     contenders
         .iter()
-        .enumerate()
-        .map(|(i, (name, _))| (*name, rates[i]))
+        .zip(&tallies)
+        .map(|((name, _), t)| t.raced(name))
         .collect()
 }
 
@@ -262,7 +529,10 @@ where
             for h in handles {
                 total += h.await.unwrap();
             }
-            total as f64 / started.elapsed().as_secs_f64()
+            Done {
+                units: total,
+                secs: started.elapsed().as_secs_f64(),
+            }
         })
     })
 }
@@ -271,7 +541,7 @@ where
 /// per call), started together.
 fn threads_slice(threads: usize, make: ThreadOp<'_>) -> Slice<'_> {
     Box::new(move |slice| {
-        let barrier = std::sync::Barrier::new(threads);
+        let barrier = std::sync::Barrier::new(threads + 1);
         std::thread::scope(|scope| {
             let handles: Vec<_> = (0..threads)
                 .map(|t| {
@@ -286,11 +556,17 @@ fn threads_slice(threads: usize, make: ThreadOp<'_>) -> Slice<'_> {
                             n += 1;
                             done += op(n);
                         }
-                        done as f64 / started.elapsed().as_secs_f64()
+                        done
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).sum()
+            barrier.wait();
+            let started = Instant::now();
+            let units = handles.into_iter().map(|h| h.join().unwrap()).sum();
+            Done {
+                units,
+                secs: started.elapsed().as_secs_f64(),
+            }
         })
     })
 }
@@ -309,8 +585,18 @@ fn main() {
     let one = addrs[0].clone();
     let value = vec![b'x'; VALUE_LEN];
 
-    let mr_one = memring::Client::new(one.as_str()).unwrap();
-    let mr_four = memring::Client::new(addrs.as_slice()).unwrap();
+    // `memring` speaks classic, `memring_meta` meta.
+    let mr = |servers: &[String], protocol| {
+        memring::Client::builder()
+            .servers(servers)
+            .protocol(protocol)
+            .build()
+            .unwrap()
+    };
+    let mr_one = mr(&addrs[..1], Protocol::Classic);
+    let mr_four = mr(&addrs, Protocol::Classic);
+    let mrm_one = mr(&addrs[..1], Protocol::Meta);
+    let mrm_four = mr(&addrs, Protocol::Meta);
     let url = |a: &str, ascii: bool| {
         format!(
             "memcache://{a}{}",
@@ -334,17 +620,10 @@ fn main() {
     let keys: Vec<String> = (0..KEYSPACE).map(key).collect();
     let ttl = Duration::from_secs(3600);
     let mut results: Vec<Workload> = Vec::new();
-    let mut add = |name, unit, rates: Vec<(&'static str, f64)>| {
-        let w = Workload {
-            name,
-            unit,
-            rates: rates.into_iter().collect(),
-            pairs: vs("memring", &["raw", "memcache", "memcache_ascii"]),
-            wire: BTreeMap::new(),
-            decode_us: BTreeMap::new(),
-        };
-        eprintln!("{:<18} {:?}", w.name, w.rates);
-        results.push(w);
+    let mut add = |name, unit, raced: Vec<Raced>| {
+        let mut pairs = vs("memring", &["raw", "memcache", "memcache_ascii"]);
+        pairs.extend(vs("memring_meta", &["raw", "memring"]));
+        results.push(Workload::new(name, unit, raced, pairs));
     };
 
     // MEMRING_BENCH_ASYNC_ONLY=1 runs the async workloads alone.
@@ -353,7 +632,7 @@ fn main() {
         // seq_set / seq_get: one client, one server, one request at a time.
         {
             let mut raw = Raw::connect(&one);
-            let (mut a, mut b) = (0usize, 0usize);
+            let (mut a, mut b, mut m) = (0usize, 0usize, 0usize);
             let rates = race(
                 dur,
                 vec![
@@ -371,6 +650,16 @@ fn main() {
                             b += 1;
                             mr_one
                                 .set(&keys[b % KEYSPACE], value.as_slice(), ttl)
+                                .unwrap();
+                            1
+                        }),
+                    ),
+                    (
+                        "memring_meta",
+                        Box::new(|| {
+                            m += 1;
+                            mrm_one
+                                .set(&keys[m % KEYSPACE], value.as_slice(), ttl)
                                 .unwrap();
                             1
                         }),
@@ -393,6 +682,7 @@ fn main() {
                         }),
                     ),
                     ("memring", mr_get(&mr_one, &keys)),
+                    ("memring_meta", mr_get(&mrm_one, &keys)),
                     ("memcache", mc_get(&mc_one, &keys)),
                     ("memcache_ascii", mc_get(&mca_one, &keys)),
                 ],
@@ -428,7 +718,7 @@ fn main() {
             };
             let raw_batches: Vec<Vec<Vec<String>>> =
                 batches_100.iter().map(|b| grouped(b)).collect();
-            let (mut a, mut b) = (0usize, 0usize);
+            let (mut a, mut b, mut m) = (0usize, 0usize, 0usize);
             let rates = race(
                 dur,
                 vec![
@@ -459,6 +749,16 @@ fn main() {
                             b += 1;
                             let got =
                                 mr_four.get_multi::<Vec<u8>>(&batches_100[b % batches_100.len()]);
+                            assert!(got.iter().all(|g| matches!(g, Ok(Some(_)))));
+                            100
+                        }),
+                    ),
+                    (
+                        "memring_meta",
+                        Box::new(|| {
+                            m += 1;
+                            let got =
+                                mrm_four.get_multi::<Vec<u8>>(&batches_100[m % batches_100.len()]);
                             assert!(got.iter().all(|g| matches!(g, Ok(Some(_)))));
                             100
                         }),
@@ -498,6 +798,14 @@ fn main() {
                             KEYSPACE
                         }),
                     ),
+                    (
+                        "memring_meta",
+                        Box::new(|| {
+                            let r = mrm_four.set_multi(&items, ttl);
+                            assert!(r.iter().all(Result::is_ok));
+                            KEYSPACE
+                        }),
+                    ),
                 ],
             );
             add("set_multi_1000x4", "keys/s", rates);
@@ -530,20 +838,8 @@ fn main() {
                             })
                         }),
                     ),
-                    (
-                        "memring",
-                        Box::new(|_t| {
-                            let c = mr_one.clone();
-                            Box::new(move |i| {
-                                if i % 10 == 0 {
-                                    c.set(key_for(i), value.as_slice(), ttl).unwrap();
-                                } else {
-                                    c.get::<Vec<u8>>(key_for(i)).unwrap();
-                                }
-                                1
-                            })
-                        }),
-                    ),
+                    ("memring", mr_mixed(&mr_one, key_for, value)),
+                    ("memring_meta", mr_mixed(&mrm_one, key_for, value)),
                     ("memcache", mc_mixed(&mc_one, key_for, value)),
                     ("memcache_ascii", mc_mixed(&mca_one, key_for, value)),
                 ],
@@ -555,10 +851,30 @@ fn main() {
     if !async_only {
         replicated_workloads(dur, &addrs[..3], &keys, &value, &mut results);
         codec_workload(dur, &one, &mut results);
-        tls_workloads(dur, &keys, &value, &mr_one, &mr_four, &mut results);
+        let plain = [&mr_one, &mr_four, &mrm_one, &mrm_four];
+        tls_workloads(dur, &keys, &value, plain, &mut results);
     }
     async_workloads(dur, &addrs, &keys, &value, &mr_four, &mut results);
     report(&results, quick);
+}
+
+/// memring's 90% get, 10% set loop for one thread of a threaded workload.
+fn mr_mixed<'a>(
+    c: &'a memring::Client,
+    key_for: impl Fn(usize) -> &'a str + Copy + Send + Sync + 'a,
+    value: &'a [u8],
+) -> ThreadOp<'a> {
+    Box::new(move |_t| {
+        let c = c.clone();
+        Box::new(move |i| {
+            if i % 10 == 0 {
+                c.set(key_for(i), value, Duration::from_secs(3600)).unwrap();
+            } else {
+                c.get::<Vec<u8>>(key_for(i)).unwrap();
+            }
+            1
+        })
+    })
 }
 
 /// memring's `get` loop over the keyspace (every key present).
@@ -581,14 +897,16 @@ fn replicated_workloads(
     value: &[u8],
     results: &mut Vec<Workload>,
 ) {
-    let client = |n: usize| {
+    let client = |n: usize, protocol| {
         memring::Client::builder()
             .servers(addrs)
             .replicas(n)
+            .protocol(protocol)
             .build()
             .unwrap()
     };
-    let (r1, r2) = (client(1), client(2));
+    let (r1, r2) = (client(1, Protocol::Classic), client(2, Protocol::Classic));
+    let (m1, m2) = (client(1, Protocol::Meta), client(2, Protocol::Meta));
     let ttl = Duration::from_secs(3600);
     fn set<'a>(c: &'a memring::Client, keys: &'a [String], value: &'a [u8]) -> Op<'a> {
         let mut i = 0;
@@ -604,19 +922,14 @@ fn replicated_workloads(
         vec![
             ("memring_r1", set(&r1, keys, value)),
             ("memring_r2", set(&r2, keys, value)),
+            ("memring_meta_r1", set(&m1, keys, value)),
+            ("memring_meta_r2", set(&m2, keys, value)),
         ],
     );
-    let mut push = |name: &'static str, rates: Vec<(&'static str, f64)>| {
-        let w = Workload {
-            name,
-            unit: "ops/s",
-            rates: rates.into_iter().collect(),
-            pairs: vs("memring_r2", &["memring_r1"]),
-            wire: BTreeMap::new(),
-            decode_us: BTreeMap::new(),
-        };
-        eprintln!("{:<18} {:?}", w.name, w.rates);
-        results.push(w);
+    let mut push = |name: &'static str, raced: Vec<Raced>| {
+        let mut pairs = vs("memring_r2", &["memring_r1"]);
+        pairs.extend(vs("memring_meta_r2", &["memring_meta_r1"]));
+        results.push(Workload::new(name, "ops/s", raced, pairs));
     };
     push("replicated_set", rates);
     let items: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), value)).collect();
@@ -628,6 +941,8 @@ fn replicated_workloads(
         vec![
             ("memring_r1", mr_get(&r1, keys)),
             ("memring_r2", mr_get(&r2, keys)),
+            ("memring_meta_r1", mr_get(&m1, keys)),
+            ("memring_meta_r2", mr_get(&m2, keys)),
         ],
     );
     push("replicated_get", rates);
@@ -710,16 +1025,12 @@ fn codec_workload(dur: Duration, server: &str, results: &mut Vec<Workload>) {
             }),
         ));
     }
-    let rates = race(dur, contenders);
-    let w = Workload {
-        name: "codec_get_10k",
-        unit: "ops/s",
-        rates: rates.into_iter().collect(),
-        pairs: vec![("memring_zlib", "memring"), ("memring_lz4", "memring")],
-        wire,
-        decode_us,
-    };
-    eprintln!("{:<18} {:?} {:?}", w.name, w.rates, w.wire);
+    let raced = race(dur, contenders);
+    let pairs = vec![("memring_zlib", "memring"), ("memring_lz4", "memring")];
+    let mut w = Workload::new("codec_get_10k", "ops/s", raced, pairs);
+    w.wire = wire;
+    w.decode_us = decode_us;
+    eprintln!("{:<20} {:?}", "", w.wire);
     results.push(w);
 }
 
@@ -731,46 +1042,44 @@ fn tls_workloads(
     dur: Duration,
     keys: &[String],
     value: &[u8],
-    plain_one: &memring::Client,
-    plain_four: &memring::Client,
+    plain: [&memring::Client; 4],
     results: &mut Vec<Workload>,
 ) {
+    let [plain_one, plain_four, meta_one, meta_four] = plain;
     let pki = support::tls::Pki::new();
     let servers: Vec<Memcached> = (0..4)
         .map(|_| pki.server("server", "", &["-t", "2"]))
         .collect();
     let addrs: Vec<String> = servers.iter().map(Memcached::addr).collect();
-    let tls_client = |addrs: &[String]| {
+    let tls_client = |addrs: &[String], protocol| {
         memring::Client::builder()
             .servers(addrs)
             .tls(pki.trust())
+            .protocol(protocol)
             .build()
             .unwrap()
     };
-    let tls_one = tls_client(&addrs[..1]);
-    let tls_four = tls_client(&addrs);
+    let tls_one = tls_client(&addrs[..1], Protocol::Classic);
+    let tls_four = tls_client(&addrs, Protocol::Classic);
+    let tlsm_one = tls_client(&addrs[..1], Protocol::Meta);
+    let tlsm_four = tls_client(&addrs, Protocol::Meta);
     let ttl = Duration::from_secs(3600);
     let items: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), value)).collect();
     for c in [&tls_one, &tls_four] {
         assert!(c.set_multi(&items, ttl).iter().all(Result::is_ok));
     }
-    let mut push = |name, unit, rates: Vec<(&'static str, f64)>| {
-        let w = Workload {
-            name,
-            unit,
-            rates: rates.into_iter().collect(),
-            pairs: vs("memring_tls", &["memring"]),
-            wire: BTreeMap::new(),
-            decode_us: BTreeMap::new(),
-        };
-        eprintln!("{:<18} {:?}", w.name, w.rates);
-        results.push(w);
+    let mut push = |name, unit, raced: Vec<Raced>| {
+        let mut pairs = vs("memring_tls", &["memring"]);
+        pairs.extend(vs("memring_meta_tls", &["memring_meta"]));
+        results.push(Workload::new(name, unit, raced, pairs));
     };
     let rates = race(
         dur,
         vec![
             ("memring", mr_get(plain_one, keys)),
             ("memring_tls", mr_get(&tls_one, keys)),
+            ("memring_meta", mr_get(meta_one, keys)),
+            ("memring_meta_tls", mr_get(&tlsm_one, keys)),
         ],
     );
     push("tls_seq_get", "ops/s", rates);
@@ -793,6 +1102,8 @@ fn tls_workloads(
         vec![
             ("memring", multi(plain_four, &batches)),
             ("memring_tls", multi(&tls_four, &batches)),
+            ("memring_meta", multi(meta_four, &batches)),
+            ("memring_meta_tls", multi(&tlsm_four, &batches)),
         ],
     );
     push("tls_get_multi_100x4", "keys/s", rates);
@@ -803,8 +1114,7 @@ fn tls_workloads(
     _: Duration,
     _: &[String],
     _: &[u8],
-    _: &memring::Client,
-    _: &memring::Client,
+    _: [&memring::Client; 4],
     _: &mut Vec<Workload>,
 ) {
     eprintln!("tls_seq_get, tls_get_multi_100x4: not run (they need the tls feature)");
@@ -836,8 +1146,14 @@ fn async_workloads(
     let ttl = Duration::from_secs(3600);
     let key_at = |keys: &[String], t: usize, n: usize| keys[(n * 31 + t) % KEYSPACE].clone();
 
+    // `memring_async` speaks meta (the default, Auto), `_classic` classic.
     let mr_async = memring::Client::builder()
         .servers(addrs)
+        .build_async()
+        .unwrap();
+    let mr_async_classic = memring::Client::builder()
+        .servers(addrs)
+        .protocol(Protocol::Classic)
         .build_async()
         .unwrap();
     let mc_async = rt
@@ -890,20 +1206,22 @@ fn async_workloads(
             "async_get_c256"
         };
         let is_set = move |n: usize| mixed && n % 10 == 0;
-        let contenders: Vec<(&'static str, Slice<'_>)> = vec![
-            ("memring_async", {
-                let (c, keys, value) = (mr_async.clone(), keys.clone(), value.clone());
-                tasks_slice(&rt, 256, move |t, n| {
-                    let (c, key, value) = (c.clone(), key_at(&keys, t, n), value.clone());
-                    async move {
-                        if is_set(n) {
-                            c.set(&key, value.as_slice(), ttl).await.unwrap();
-                        } else {
-                            assert!(c.get::<Vec<u8>>(&key).await.unwrap().is_some());
-                        }
+        let memring_async = |c: &memring::aio::Client| {
+            let (c, keys, value) = (c.clone(), keys.clone(), value.clone());
+            tasks_slice(&rt, 256, move |t, n| {
+                let (c, key, value) = (c.clone(), key_at(&keys, t, n), value.clone());
+                async move {
+                    if is_set(n) {
+                        c.set(&key, value.as_slice(), ttl).await.unwrap();
+                    } else {
+                        assert!(c.get::<Vec<u8>>(&key).await.unwrap().is_some());
                     }
-                })
-            }),
+                }
+            })
+        };
+        let mut contenders: Vec<(&'static str, Slice<'_>)> = vec![
+            ("memring_async", memring_async(&mr_async)),
+            ("memring_async_classic", memring_async(&mr_async_classic)),
             ("memring_threads8", {
                 let (keys, value) = (keys.clone(), value.clone());
                 threads_slice(
@@ -963,30 +1281,61 @@ fn async_workloads(
                 })
             }),
         ];
-        let rates = race_slices(dur, contenders);
-        let w = Workload {
-            name,
-            unit: "ops/s",
-            rates: rates.into_iter().collect(),
-            pairs: vs(
-                "memring_async",
-                &["memring_threads8", "memcache_async", "async_memcached"],
-            ),
-            wire: BTreeMap::new(),
-            decode_us: BTreeMap::new(),
-        };
-        eprintln!("{:<18} {:?}", w.name, w.rates);
-        results.push(w);
+        if !mixed {
+            contenders.push(("raw_pipelined", raw_pipelined(addrs, &ring, &keys)));
+        }
+        let raced = race_slices(dur, contenders);
+        let mut pairs = vs(
+            "memring_async",
+            &[
+                "memring_threads8",
+                "memcache_async",
+                "async_memcached",
+                "raw_pipelined",
+                "memring_async_classic",
+            ],
+        );
+        pairs.push(("memring_async_classic", "raw_pipelined"));
+        results.push(Workload::new(name, "ops/s", raced, pairs));
     }
 
     // async_seq_get: the latency path, one task against one server.
     let one = &addrs[0];
-    let mr_one = memring::Client::builder()
-        .servers(one.as_str())
-        .build_async()
-        .unwrap();
+    let one_client = |protocol| {
+        memring::Client::builder()
+            .servers(one.as_str())
+            .protocol(protocol)
+            .build_async()
+            .unwrap()
+    };
     let mut raw = Raw::connect(one);
-    let (mut a, mut b) = (0usize, 0usize);
+    let mut a = 0usize;
+    // One task on the runtime, as a request handler would be.
+    let one_task = |c: memring::aio::Client| -> Slice<'_> {
+        let mut b = 0usize;
+        let (rt, keys) = (&rt, keys.clone());
+        Box::new(move |slice| {
+            let (c, keys) = (c.clone(), keys.clone());
+            b += 1;
+            let first = b * 7919;
+            let task = rt.spawn(async move {
+                let started = Instant::now();
+                let mut done = 0;
+                let mut i = first;
+                while started.elapsed() < slice {
+                    i += 1;
+                    let v = c.get::<Vec<u8>>(&keys[i % KEYSPACE]).await.unwrap();
+                    assert!(v.is_some());
+                    done += 1;
+                }
+                Done {
+                    units: done,
+                    secs: started.elapsed().as_secs_f64(),
+                }
+            });
+            rt.block_on(task).unwrap()
+        })
+    };
     let contenders: Vec<(&'static str, Slice<'_>)> = vec![
         (
             "raw",
@@ -998,43 +1347,72 @@ fn async_workloads(
                     assert!(raw.get(&keys[a % KEYSPACE]));
                     done += 1;
                 }
-                done as f64 / started.elapsed().as_secs_f64()
+                Done {
+                    units: done,
+                    secs: started.elapsed().as_secs_f64(),
+                }
             }),
         ),
+        ("memring_async", one_task(one_client(Protocol::Auto))),
         (
-            "memring_async",
-            Box::new(|slice| {
-                // One task on the runtime, as a request handler would be.
-                let (c, keys) = (mr_one.clone(), keys.clone());
-                b += 1;
-                let first = b;
-                let task = rt.spawn(async move {
-                    let started = Instant::now();
-                    let mut done = 0;
-                    let mut i = first;
-                    while started.elapsed() < slice {
-                        i += 1;
-                        let v = c.get::<Vec<u8>>(&keys[i % KEYSPACE]).await.unwrap();
-                        assert!(v.is_some());
-                        done += 1;
-                    }
-                    done as f64 / started.elapsed().as_secs_f64()
-                });
-                rt.block_on(task).unwrap()
-            }),
+            "memring_async_classic",
+            one_task(one_client(Protocol::Classic)),
         ),
     ];
-    let rates = race_slices(dur, contenders);
-    let w = Workload {
-        name: "async_seq_get",
-        unit: "ops/s",
-        rates: rates.into_iter().collect(),
-        pairs: vs("memring_async", &["raw"]),
-        wire: BTreeMap::new(),
-        decode_us: BTreeMap::new(),
-    };
-    eprintln!("{:<18} {:?}", w.name, w.rates);
-    results.push(w);
+    let raced = race_slices(dur, contenders);
+    let pairs = vs("memring_async", &["raw", "memring_async_classic"]);
+    results.push(Workload::new("async_seq_get", "ops/s", raced, pairs));
+}
+
+/// The machine's limit for 256 gets in flight over 4 servers: one thread
+/// per server, each writing 64 gets in one write and reading their 64
+/// replies, over and over (keys routed as memring routes them).
+fn raw_pipelined<'a>(addrs: &'a [String], ring: &'a Ring, keys: &'a [String]) -> Slice<'a> {
+    const DEPTH: usize = 64;
+    let mut by_server: Vec<Vec<&str>> = vec![Vec::new(); addrs.len()];
+    for k in keys {
+        by_server[ring.primary(k.as_bytes()).unwrap()].push(k);
+    }
+    let mut conns: Vec<Raw> = addrs.iter().map(|a| Raw::connect(a)).collect();
+    Box::new(move |slice| {
+        let started = Instant::now();
+        let units: usize = std::thread::scope(|scope| {
+            let handles: Vec<_> = conns
+                .iter_mut()
+                .zip(&by_server)
+                .map(|(raw, ks)| {
+                    scope.spawn(move || {
+                        let reply = |k: &str| {
+                            format!("VALUE {k} 0 {VALUE_LEN}\r\n").len() + VALUE_LEN + 2 + 5
+                        };
+                        let mut done = 0;
+                        let mut at = 0;
+                        while started.elapsed() < slice {
+                            let mut want = 0;
+                            for _ in 0..DEPTH {
+                                let k = ks[at % ks.len()];
+                                at += 1;
+                                raw.out.extend_from_slice(b"get ");
+                                raw.out.extend_from_slice(k.as_bytes());
+                                raw.out.extend_from_slice(b"\r\n");
+                                want += reply(k);
+                            }
+                            raw.flush();
+                            let got = raw.read_until(b"END\r\n", want);
+                            assert_eq!(got, want);
+                            done += DEPTH;
+                        }
+                        done
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        Done {
+            units,
+            secs: started.elapsed().as_secs_f64(),
+        }
+    })
 }
 
 fn report(results: &[Workload], quick: bool) {
@@ -1055,11 +1433,39 @@ fn report(results: &[Workload], quick: bool) {
             .collect();
         println!("{:<18} {:>7}  {}", w.name, w.unit, rates.join(", "));
         println!("{:<18} {:>7}  {}", "", "ratios", shown.join(", "));
+        let mut cpu_ratios = serde_json::Map::new();
+        for (lead, c) in &w.pairs {
+            if let (Some(l), Some(other)) = (w.cpu_us.get(lead), w.cpu_us.get(c)) {
+                cpu_ratios.insert(format!("{lead}/{c}"), json!(l / other));
+            }
+        }
+        let cpu: Vec<String> = w
+            .cpu_us
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.2}"))
+            .collect();
+        println!("{:<18} {:>7}  {}", "", "cpu µs", cpu.join(", "));
+        let shown: Vec<String> = cpu_ratios
+            .iter()
+            .map(|(k, v)| format!("{k} {:.2}", v.as_f64().unwrap_or(0.0)))
+            .collect();
+        println!("{:<18} {:>7}  {}", "", "cpu x", shown.join(", "));
+        if !w.syscalls.is_empty() {
+            let sys: Vec<String> = w
+                .syscalls
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.2}"))
+                .collect();
+            println!("{:<18} {:>7}  {}", "", "sys/op", sys.join(", "));
+        }
         let mut row = json!({
             "name": w.name,
             "unit": w.unit,
             "rates": w.rates,
             "ratios": ratios,
+            "cpu_us_per_op": w.cpu_us,
+            "cpu_ratios": cpu_ratios,
+            "syscalls_per_op": w.syscalls,
         });
         if !w.wire.is_empty() {
             let per_op: BTreeMap<&str, f64> = w.rates.iter().map(|(k, r)| (*k, 1e6 / r)).collect();
@@ -1087,7 +1493,19 @@ fn report(results: &[Workload], quick: bool) {
             "off (built without the metrics feature)"
         }
     );
-    let doc = json!({ "quick": quick, "metrics": metrics, "workloads": json_rows });
+    let counted = cost::Syscalls::new(cost::Scope::Thread).is_some();
+    if !counted {
+        println!(
+            "system calls: not counted (needs tracefs, `mount -t tracefs nodev /sys/kernel/tracing`, \
+             and root or perf_event_paranoid -1)"
+        );
+    }
+    let doc = json!({
+        "quick": quick,
+        "metrics": metrics,
+        "syscalls_counted": counted,
+        "workloads": json_rows,
+    });
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/memring-bench");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("compare.json");

@@ -101,11 +101,7 @@ type ClientSide = (Arc<AtomicUsize>, Arc<AtomicUsize>, Arc<Mutex<Vec<u8>>>);
 
 /// Copies `from` to `to` until either side closes; with `drops`, a write
 /// is swallowed while a drop is pending.
-fn forward(
-    mut from: TcpStream,
-    mut to: TcpStream,
-    drops: Option<ClientSide>,
-) {
+fn forward(mut from: TcpStream, mut to: TcpStream, drops: Option<ClientSide>) {
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = match from.read(&mut buf) {
