@@ -8,7 +8,9 @@
 //! `--all-features` adds `codec_get_10k`, which needs `python` and `lz4`,
 //! and `tls_seq_get` / `tls_get_multi_100x4`, which need `tls`);
 //! `MEMRING_BENCH_QUICK=1 cargo bench --features tokio --bench compare` (about a
-//! minute); `MEMRING_BENCH_ASYNC_ONLY=1` runs only the async workloads.
+//! minute); `MEMRING_BENCH_ASYNC_ONLY=1` runs only the async workloads,
+//! `MEMRING_BENCH_ONLY=seq,multi` only the groups named (`seq`, `multi`,
+//! `threads`, `replicated`, `codec`, `tls`, `async`).
 //! The servers are real memcached processes started on free ports.
 //!
 //! Beside the rates, each contender's own cost per unit of work: CPU time
@@ -626,11 +628,15 @@ fn main() {
         results.push(Workload::new(name, unit, raced, pairs));
     };
 
-    // MEMRING_BENCH_ASYNC_ONLY=1 runs the async workloads alone.
+    // MEMRING_BENCH_ASYNC_ONLY=1 runs the async workloads alone;
+    // MEMRING_BENCH_ONLY=seq,multi runs the groups named (seq, multi,
+    // threads, replicated, codec, tls, async).
     let async_only = std::env::var("MEMRING_BENCH_ASYNC_ONLY").is_ok_and(|v| v != "0");
+    let only = std::env::var("MEMRING_BENCH_ONLY").ok();
+    let want = |group: &str| only.as_deref().is_none_or(|o| o.split(',').any(|g| g == group));
     if !async_only {
         // seq_set / seq_get: one client, one server, one request at a time.
-        {
+        if want("seq") {
             let mut raw = Raw::connect(&one);
             let (mut a, mut b, mut m) = (0usize, 0usize, 0usize);
             let rates = race(
@@ -691,7 +697,7 @@ fn main() {
         }
 
         // get_multi_100x4 and set_multi_1000x4: keys spread over 4 servers.
-        {
+        if want("multi") {
             let ring = Ring::new(
                 Distribution::Ketama,
                 &addrs
@@ -812,7 +818,7 @@ fn main() {
         }
 
         // threads1_mixed / threads8_mixed: 90% get, 10% set, one shared client.
-        for threads in [1usize, 8] {
+        for threads in [1usize, 8].into_iter().filter(|_| want("threads")) {
             let name = if threads == 1 {
                 "threads1_mixed"
             } else {
@@ -849,12 +855,20 @@ fn main() {
     }
 
     if !async_only {
-        replicated_workloads(dur, &addrs[..3], &keys, &value, &mut results);
-        codec_workload(dur, &one, &mut results);
-        let plain = [&mr_one, &mr_four, &mrm_one, &mrm_four];
-        tls_workloads(dur, &keys, &value, plain, &mut results);
+        if want("replicated") {
+            replicated_workloads(dur, &addrs[..3], &keys, &value, &mut results);
+        }
+        if want("codec") {
+            codec_workload(dur, &one, &mut results);
+        }
+        if want("tls") {
+            let plain = [&mr_one, &mr_four, &mrm_one, &mrm_four];
+            tls_workloads(dur, &keys, &value, plain, &mut results);
+        }
     }
-    async_workloads(dur, &addrs, &keys, &value, &mr_four, &mut results);
+    if want("async") {
+        async_workloads(dur, &addrs, &keys, &value, &mr_four, &mut results);
+    }
     report(&results, quick);
 }
 

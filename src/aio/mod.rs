@@ -30,7 +30,7 @@ use std::time::{Instant, SystemTime};
 
 use crate::builder::{ClientBuilder, Target};
 use crate::core::reply::Reply;
-use crate::core::request::{Delete, Out, Request, Sending};
+use crate::core::request::{Delete, Out, Request, Sending, Wall};
 use crate::core::run::Next;
 use crate::core::Core;
 use crate::error::Result;
@@ -201,12 +201,11 @@ impl Client {
         loop {
             match run.next(now) {
                 Next::Send { server, failover } => {
-                    let wall = SystemTime::now();
                     let make = |wire| {
                         let mut buf = Vec::with_capacity(req.key().len() + 32);
                         let to = Sending {
                             failover,
-                            wall,
+                            wall: Wall::Clock(SystemTime::now),
                             wire,
                         };
                         req.encode(core, to, &mut buf);
@@ -249,7 +248,7 @@ impl Inner {
         // Every copy is written against one time.
         let to = Sending {
             failover: false,
-            wall: SystemTime::now(),
+            wall: Wall::At(SystemTime::now()),
             wire: Wire::Classic,
         };
         let mut queued = Vec::with_capacity(targets.len());

@@ -17,7 +17,7 @@ use crate::builder::ClientBuilder;
 use crate::client::pool::{PoolMaker, PooledConn, ServerPool};
 use crate::connection::Connection;
 use crate::core::reply::{in_step_after, Reply};
-use crate::core::request::{Delete, Out, Request, Sending};
+use crate::core::request::{Delete, Out, Request, Sending, Wall};
 use crate::core::run::Next;
 #[cfg(doc)]
 use crate::core::run::Run;
@@ -36,9 +36,9 @@ mod servers;
 type Inner = crate::view::View<ServerPool>;
 
 impl Inner {
-    /// A connection to `server` from its pool.
-    fn conn(&self, server: usize) -> Result<PooledConn> {
-        self.link(server)?.get()
+    /// A connection to `server` from its pool, checked out at `now`.
+    fn conn(&self, server: usize, now: Instant) -> Result<PooledConn> {
+        self.link(server)?.get(now)
     }
 }
 
@@ -153,13 +153,13 @@ impl Client {
         loop {
             match run.next(now) {
                 Next::Send { server, failover } => {
-                    let sent = match view.conn(server) {
+                    let sent = match view.conn(server, now) {
                         Err(e) => Err((e, false)),
                         Ok(mut conn) => {
-                            let (wall, wire) = (SystemTime::now(), conn.wire(1));
+                            let wire = conn.wire(1);
                             let to = Sending {
                                 failover,
-                                wall,
+                                wall: Wall::Clock(SystemTime::now),
                                 wire,
                             };
                             req.encode(core, to, conn.begin());
@@ -198,13 +198,14 @@ fn send_all<Q: Request>(view: &Inner, req: &Q, targets: &[usize]) -> Vec<(usize,
     // Every copy is written against one time.
     let to = Sending {
         failover: false,
-        wall: SystemTime::now(),
+        wall: Wall::At(SystemTime::now()),
         wire: crate::transport::Wire::Classic,
     };
+    let now = Instant::now();
     let flights: Vec<(usize, Result<(PooledConn, Wire)>)> = targets
         .iter()
         .map(|&server| {
-            let conn = view.conn(server).and_then(|mut conn| {
+            let conn = view.conn(server, now).and_then(|mut conn| {
                 let wire = conn.wire(1);
                 req.encode(core, to.on(wire), conn.begin());
                 conn.send().map(|()| (conn, wire))
@@ -224,7 +225,7 @@ fn send_all<Q: Request>(view: &Inner, req: &Q, targets: &[usize]) -> Vec<(usize,
 /// Brings a dead server back: the requests of its rejoin, in turn, on one
 /// connection.
 fn probe(view: &Inner, server: usize) -> Result<()> {
-    let mut conn = view.conn(server)?;
+    let mut conn = view.conn(server, Instant::now())?;
     // Dropped on any early return: what it took goes back to the hints.
     let mut rejoin = view.core.rejoin(server);
     while let Some(reader) = rejoin.next(conn.begin())? {

@@ -76,11 +76,12 @@ fn send_wave<'e, B: Batch>(
     wave: usize,
 ) -> Vec<Flight<'e, B::Reader>> {
     let mut flights = Vec::new();
+    let (now, wall) = (Instant::now(), std::time::SystemTime::now());
     for (s, chunks) in groups.iter().enumerate() {
         let Some(entries) = chunks.get(wave) else {
             continue;
         };
-        let mut conn = match view.conn(s) {
+        let mut conn = match view.conn(s, now) {
             Ok(c) => c,
             Err(e) => {
                 call.fail(s, entries, e, false, Instant::now());
@@ -88,7 +89,6 @@ fn send_wave<'e, B: Batch>(
             }
         };
         let wire = conn.wire(entries.len());
-        let wall = std::time::SystemTime::now();
         call.batch().encode(view, wall, conn.begin(), entries, wire);
         match conn.send() {
             Ok(()) => flights.push(Flight {

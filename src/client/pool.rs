@@ -172,8 +172,15 @@ impl ServerPool {
 
     /// Checks out a connected connection, connecting on this thread when
     /// the slot is empty or its connection went stale.
-    pub fn get(&self) -> Result<PooledConn> {
-        let mut slot = self.pool.get().map_err(|e| {
+    /// A connection, checked out at `now` (the caller's clock read).
+    pub fn get(&self, now: Instant) -> Result<PooledConn> {
+        // An idle connection without waiting (one clock read fewer in the
+        // pool than a checkout that may wait), else wait for one.
+        let slot = match self.pool.try_get() {
+            Some(slot) => Ok(slot),
+            None => self.pool.get(),
+        };
+        let mut slot = slot.map_err(|e| {
             Error::new(
                 ErrorKind::PoolTimeout,
                 format!(
@@ -185,7 +192,6 @@ impl ServerPool {
             .with_source(e)
             .at(self.server.label())
         })?;
-        let now = Instant::now();
         let usable = match slot.conn.as_mut() {
             None => false,
             Some(c) => {

@@ -17,7 +17,7 @@ impl Client {
         let core = self.view();
         (0..core.servers.len())
             .map(|server| {
-                let r = core.conn(server).and_then(|mut conn| {
+                let r = core.conn(server, std::time::Instant::now()).and_then(|mut conn| {
                     req.encode(conn.begin());
                     exchange(&mut conn, req.reply())
                 });

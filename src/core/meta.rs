@@ -220,7 +220,7 @@ impl Request for Meta<'_> {
                     f.to_mut().push(MetaFlag::SetFlags(flags));
                 }
                 if let Some(cap) = core.config.failover_ttl.filter(|_| to.failover) {
-                    f = Cow::Owned(capped_ttl(&f, cap, to.wall));
+                    f = Cow::Owned(capped_ttl(&f, cap, to.wall.now()));
                 }
                 encode::meta(buf, b"ms ", key, Some(&self.data), &f, token);
             }

@@ -491,8 +491,11 @@ impl Core {
     /// capped; absolute times are computed against `to.wall`.
     pub fn exptime(&self, ttl: Expiry, to: request::Sending) -> i64 {
         match (to.failover, self.config.failover_ttl) {
-            (true, Some(cap)) => ttl.capped(cap, to.wall).exptime_at(to.wall),
-            _ => ttl.exptime_at(to.wall),
+            (true, Some(cap)) => {
+                let now = to.wall.now();
+                ttl.capped(cap, now).exptime_at(now)
+            }
+            _ => ttl.exptime_with(|| to.wall.now()),
         }
     }
 

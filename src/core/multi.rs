@@ -51,7 +51,7 @@ pub(crate) type Answers<T> = Vec<(usize, Result<T>)>;
 fn sending(e: &Entry, wall: SystemTime) -> super::request::Sending {
     super::request::Sending {
         failover: e.failover,
-        wall,
+        wall: super::request::Wall::At(wall),
         wire: Wire::Classic,
     }
 }

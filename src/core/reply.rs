@@ -81,8 +81,13 @@ impl<R: Reply> Wired<R> {
 
 /// The opaque token a meta reply echoes, if it has one.
 pub(crate) fn token_of(flags: &[u8]) -> Option<u32> {
-    let t = crate::protocol::meta_flag(flags, b'O')?;
-    std::str::from_utf8(t).ok()?.parse().ok()
+    meta_number(flags, b'O').and_then(|t| u32::try_from(t).ok())
+}
+
+/// The decimal number of flag `letter` in a meta reply's flags (`None` if
+/// absent or not a number).
+fn meta_number(flags: &[u8], letter: u8) -> Option<u64> {
+    crate::protocol::decode::parse_u64(crate::protocol::meta_flag(flags, letter)?)
 }
 
 /// The error for a reply that belongs to no request in flight.
@@ -221,29 +226,40 @@ impl Reply for Lines {
     }
 }
 
-/// A copy of a key, without allocating, to check the key a reply names.
-#[derive(Clone, Copy)]
-pub(crate) struct KeyCopy {
-    len: u8,
-    bytes: [u8; MAX_KEY_LEN],
+/// A copy of a key, to check the key a reply names: inline when short
+/// (most keys), on the heap otherwise, so that a reader stays small to
+/// move.
+#[derive(Clone)]
+pub(crate) enum KeyCopy {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Heap(Box<[u8]>),
 }
+
+/// The longest key a [`KeyCopy`] holds inline.
+const INLINE_KEY: usize = 30;
 
 impl KeyCopy {
     /// The key, which must already have passed `check_key`.
     pub fn new(key: &[u8]) -> KeyCopy {
-        let mut bytes = [0u8; MAX_KEY_LEN];
-        let len = key.len().min(MAX_KEY_LEN);
-        if let (Some(dst), Some(src)) = (bytes.get_mut(..len), key.get(..len)) {
-            dst.copy_from_slice(src);
-        }
-        KeyCopy {
-            len: len as u8,
-            bytes,
+        let key = key.get(..MAX_KEY_LEN).unwrap_or(key);
+        let mut bytes = [0u8; INLINE_KEY];
+        match bytes.get_mut(..key.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(key);
+                KeyCopy::Inline {
+                    len: key.len() as u8,
+                    bytes,
+                }
+            }
+            None => KeyCopy::Heap(key.into()),
         }
     }
 
     pub fn get(&self) -> &[u8] {
-        self.bytes.get(..usize::from(self.len)).unwrap_or_default()
+        match self {
+            KeyCopy::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or_default(),
+            KeyCopy::Heap(b) => b,
+        }
     }
 }
 
@@ -253,19 +269,21 @@ impl std::fmt::Debug for KeyCopy {
     }
 }
 
-/// The reply to a retrieval of one key: at most one `VALUE`, then `END`. A
-/// value above the size limit was skipped and is
-/// [`ErrorKind::ValueTooLarge`].
+/// The reply to a retrieval of one key: at most one `VALUE`, then `END`
+/// (classic), or one `VA` or `EN` (meta, where the token binds the reply
+/// and the key is not kept). A value above the size limit was skipped and
+/// is [`ErrorKind::ValueTooLarge`].
 #[derive(Debug)]
 pub(crate) struct FetchOne {
-    key: KeyCopy,
+    key: Option<KeyCopy>,
     found: Option<Result<Fetched>>,
 }
 
 impl FetchOne {
-    pub fn new(key: &[u8]) -> FetchOne {
+    /// The reader for `key`; in meta form (`meta`) the key is not needed.
+    pub fn new(key: &[u8], meta: bool) -> FetchOne {
         FetchOne {
-            key: KeyCopy::new(key),
+            key: (!meta).then(|| KeyCopy::new(key)),
             found: None,
         }
     }
@@ -278,10 +296,11 @@ impl Reply for FetchOne {
             return self.found.take().transpose().map(Some);
         };
         let (k, got) = got;
-        if k != self.key.get() {
+        let asked = self.key.as_ref().map_or(&[][..], KeyCopy::get);
+        if k != asked {
             return Err(Error::new(
                 ErrorKind::Protocol,
-                format!("reply for key {:?}, asked for {:?}", lossy(k), self.key),
+                format!("reply for key {:?}, asked for {:?}", lossy(k), lossy(asked)),
             ));
         }
         if self.found.is_some() {
@@ -313,9 +332,7 @@ pub(crate) fn fetched_meta(flags: &[u8], data: &[u8]) -> Result<Fetched> {
     let number = |letter: u8| -> Result<Option<u64>> {
         match crate::protocol::meta_flag(flags, letter) {
             None => Ok(None),
-            Some(t) => std::str::from_utf8(t)
-                .ok()
-                .and_then(|t| t.parse().ok())
+            Some(t) => crate::protocol::decode::parse_u64(t)
                 .map(Some)
                 .ok_or_else(|| Error::new(ErrorKind::Protocol, "bad number in a VA reply")),
         }

@@ -22,8 +22,29 @@ use crate::value::{Expiry, ToValue};
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Sending {
     pub failover: bool,
-    pub wall: SystemTime,
+    pub wall: Wall,
     pub wire: Wire,
+}
+
+/// The wall-clock time exptimes are computed against: one read already
+/// (every copy of a fan-out against the same time; tests), or the clock
+/// the driver names, read only by a request whose exptime depends on it
+/// (an absolute time, a TTL over 30 days, the failover cap), so that a
+/// plain `get` reads no wall clock at all.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Wall {
+    At(SystemTime),
+    Clock(fn() -> SystemTime),
+}
+
+impl Wall {
+    /// The time: the one given, or the clock's now.
+    pub fn now(self) -> SystemTime {
+        match self {
+            Wall::At(t) => t,
+            Wall::Clock(read) => read(),
+        }
+    }
 }
 
 impl Sending {
@@ -115,7 +136,11 @@ impl Request for Fetch<'_> {
         }
     }
     fn reply(&self) -> FetchOne {
-        FetchOne::new(self.key)
+        FetchOne::new(self.key, false)
+    }
+    fn wired(&self, wire: Wire) -> super::reply::Wired<FetchOne> {
+        let reader = FetchOne::new(self.key, matches!(wire, Wire::Meta(_)));
+        super::reply::Wired::new(reader, wire)
     }
     fn tally(out: &Option<super::reply::Fetched>) -> (u64, u64) {
         if out.is_some() {

@@ -436,7 +436,7 @@ mod tests {
                 &core,
                 Sending {
                     failover,
-                    wall,
+                    wall: super::request::Wall::At(wall),
                     wire: crate::transport::Wire::Classic,
                 },
                 &mut buf,
