@@ -633,7 +633,10 @@ fn main() {
     // threads, replicated, codec, tls, async).
     let async_only = std::env::var("MEMRING_BENCH_ASYNC_ONLY").is_ok_and(|v| v != "0");
     let only = std::env::var("MEMRING_BENCH_ONLY").ok();
-    let want = |group: &str| only.as_deref().is_none_or(|o| o.split(',').any(|g| g == group));
+    let want = |group: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|g| g == group))
+    };
     if !async_only {
         // seq_set / seq_get: one client, one server, one request at a time.
         if want("seq") {

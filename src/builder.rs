@@ -101,6 +101,7 @@ pub struct ClientBuilder<C = crate::Client> {
     miss_failover: bool,
     credentials: Option<Credentials>,
     protocol: crate::transport::Protocol,
+    binary_keys: bool,
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::TlsConfig>,
 }
@@ -137,6 +138,7 @@ impl<C> Default for ClientBuilder<C> {
             miss_failover: d.miss_failover,
             credentials: None,
             protocol: crate::transport::Protocol::Auto,
+            binary_keys: d.binary_keys,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -412,6 +414,35 @@ impl<C> ClientBuilder<C> {
         self
     }
 
+    /// Accepts keys that are not text keys (any bytes, spaces, control
+    /// bytes and NUL included, 1 to
+    /// [`MAX_BINARY_KEY_LEN`](crate::protocol::MAX_BINARY_KEY_LEN) bytes):
+    /// they travel base64 with the meta `b` flag, and are routed by their
+    /// raw bytes. Text keys travel as they are, so the two kinds share a
+    /// cache: memcached stores a `b` key under its decoded bytes, and the
+    /// text key `foo` and the binary form of `foo` are the same item.
+    /// Needs [`Protocol::Meta`](crate::Protocol::Meta) (a classic request
+    /// cannot carry such a key): `build` refuses the setting under any
+    /// other protocol. Other clients read binary keys where they speak
+    /// meta with `b` (pymemcache, Dalli 3.2+, memcached's proxy), not
+    /// through the text protocol (python-memcached, pylibmc, PHP) or
+    /// twemproxy. Defaults to off: such keys are
+    /// [`ErrorKind::InvalidKey`].
+    ///
+    /// ```no_run
+    /// let client = memring::Client::builder()
+    ///     .servers("127.0.0.1:11211")
+    ///     .protocol(memring::Protocol::Meta)
+    ///     .binary_keys(true)
+    ///     .build()?;
+    /// client.set(b"user\x00id 42".as_slice(), "v", std::time::Duration::from_secs(60))?;
+    /// # Ok::<(), memring::Error>(())
+    /// ```
+    pub fn binary_keys(mut self, on: bool) -> Self {
+        self.binary_keys = on;
+        self
+    }
+
     /// Checks every setting for the client `target`; each client builds on
     /// this.
     pub(crate) fn into_parts(self, target: Target) -> Result<Parts> {
@@ -472,6 +503,12 @@ impl<C> ClientBuilder<C> {
                 "io_timeout, connect_timeout and checkout_timeout must be longer than zero",
             );
         }
+        if self.binary_keys && self.protocol != crate::transport::Protocol::Meta {
+            return invalid(
+                "binary_keys(true) needs protocol(Protocol::Meta): a classic request cannot \
+                 carry a binary key, and Auto may pick classic",
+            );
+        }
         if let Some(problem) = self.credentials.as_ref().and_then(Credentials::problem) {
             return invalid(problem);
         }
@@ -515,6 +552,7 @@ impl<C> ClientBuilder<C> {
             codec: self.codec,
             replicas: self.replicas,
             miss_failover: self.miss_failover,
+            binary_keys: self.binary_keys,
         };
         config.check()?;
         Ok(Parts {

@@ -297,6 +297,107 @@ macro_rules! cases {
                 assert_eq!(x.as_ref().unwrap_err().kind(), ErrorKind::Timeout, "{r:?}");
             }
         }
+
+        /// Binary keys (opt-in, meta only): any bytes, base64 on the wire,
+        /// stored under their raw bytes; every command takes them, multi-key
+        /// calls mix them with text keys, and a rejoin deletes them too.
+        $(#[$m])*
+        $($kw)? fn binary_keys_travel_base64_and_work_with_every_command() {
+            let mc = Memcached::start();
+            let c = build!(Client::builder()
+                .servers(mc.addr().as_str())
+                .protocol(Protocol::Meta)
+                .binary_keys(true))
+            .unwrap();
+            let bin: &[u8] = b"bin\x00key \r\n";
+            sync!(c.set(bin, "v", MIN)).unwrap();
+            assert_eq!(sync!(c.get::<String>(bin)).unwrap().as_deref(), Some("v"));
+            // Stored under its raw bytes: memcached finds it by base64.
+            let raw = mc.raw(b"mg YmluAGtleSANCg== b v\r\n");
+            assert!(raw.starts_with(b"VA 1\r\nv"), "{:?}", String::from_utf8_lossy(&raw));
+            assert!(!sync!(c.add(bin, "x", MIN)).unwrap());
+            assert!(sync!(c.append(bin, "w")).unwrap());
+            let (v, token) = sync!(c.gets::<String>(bin)).unwrap().unwrap();
+            assert_eq!(v, "vw");
+            assert_eq!(sync!(c.cas(bin, "z", MIN, token)).unwrap(), memring::CasOutcome::Stored);
+            assert!(sync!(c.touch(bin, MIN)).unwrap());
+            assert_eq!(sync!(c.gat::<String>(bin, MIN)).unwrap().as_deref(), Some("z"));
+            let n: &[u8] = b"n n";
+            sync!(c.set(n, "5", MIN)).unwrap();
+            assert_eq!(sync!(c.incr(n, 2)).unwrap(), Some(7));
+            let all: Vec<u8> = (0..=255u8).take(186).collect();
+            sync!(c.set(&all, "all", MIN)).unwrap();
+            assert_eq!(sync!(c.get::<String>(&all)).unwrap().as_deref(), Some("all"));
+            let long: Vec<u8> = vec![0; 187];
+            let e = sync!(c.set(&long, "x", MIN)).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidKey, "{e}");
+            let keys: Vec<&[u8]> = vec![bin, b"text", n, b"miss\x01", &all];
+            sync!(c.set("text", "t", MIN)).unwrap();
+            let got = sync!(c.get_multi::<String>(&keys));
+            let got: Vec<Option<String>> = got.into_iter().map(Result::unwrap).collect();
+            assert_eq!(
+                got,
+                [Some("z".into()), Some("t".into()), Some("7".into()), None, Some("all".into())]
+            );
+            let items: Vec<(&[u8], &str)> = keys.iter().map(|k| (*k, "m")).collect();
+            for r in sync!(c.set_multi(&items, MIN)) {
+                r.unwrap();
+            }
+            let gone: Vec<bool> = sync!(c.delete_multi(&keys)).into_iter().map(Result::unwrap).collect();
+            assert_eq!(gone, [true; 5]);
+            assert!(!sync!(c.delete(bin)).unwrap());
+
+            // Off by default: such a key is refused, with the way out named.
+            let plain = build!(Client::builder().servers(mc.addr().as_str())).unwrap();
+            let e = sync!(plain.get::<String>(bin)).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidKey, "{e}");
+            assert!(e.to_string().contains("binary_keys"), "{e}");
+            // And it needs the meta protocol.
+            let e = build!(Client::builder()
+                .servers(mc.addr().as_str())
+                .binary_keys(true))
+            .unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{e}");
+        }
+
+        /// A binary key written while its server was away is deleted there
+        /// when it comes back (the rejoin's deletes speak meta for it).
+        $(#[$m])*
+        $($kw)? fn a_rejoin_deletes_binary_keys_written_meanwhile() {
+            let servers = support::cluster(2);
+            let addrs: Vec<String> = servers.iter().map(Memcached::addr).collect();
+            let c = build!(Client::builder()
+                .servers(addrs.as_slice())
+                .protocol(Protocol::Meta)
+                .binary_keys(true)
+                .io_timeout(Duration::from_millis(200))
+                .retry_timeout(Duration::from_millis(300))
+                .failure_limit(1))
+            .unwrap();
+            let key: Vec<u8> = (0u32..)
+                .map(|i| format!("k {i}\x00").into_bytes())
+                .find(|k| c.server_for(k).unwrap().label() == addrs[0])
+                .unwrap();
+            sync!(c.set(&key, "old", MIN)).unwrap();
+            servers[0].pause();
+            let _ = sync!(c.get::<String>(&key));
+            assert!(c.is_marked_dead(&c.servers()[0]));
+            sync!(c.set(&key, "new", MIN)).unwrap();
+            servers[0].resume();
+            pause!(Duration::from_millis(400));
+            let mut got = sync!(c.get::<String>(&key));
+            for _ in 0..20 {
+                if !c.is_marked_dead(&c.servers()[0]) {
+                    break;
+                }
+                pause!(Duration::from_millis(50));
+                got = sync!(c.get::<String>(&key));
+            }
+            assert!(!c.is_marked_dead(&c.servers()[0]));
+            // Never the value from before the outage.
+            assert_ne!(got.unwrap().as_deref(), Some("old"));
+            assert_eq!(sync!(c.get::<String>(&key)).unwrap(), None);
+        }
     };
 }
 

@@ -17,10 +17,12 @@ impl Client {
         let core = self.view();
         (0..core.servers.len())
             .map(|server| {
-                let r = core.conn(server, std::time::Instant::now()).and_then(|mut conn| {
-                    req.encode(conn.begin());
-                    exchange(&mut conn, req.reply())
-                });
+                let r = core
+                    .conn(server, std::time::Instant::now())
+                    .and_then(|mut conn| {
+                        req.encode(conn.begin());
+                        exchange(&mut conn, req.reply())
+                    });
                 let r = core.settle(server, r, std::time::Instant::now());
                 (core.label(server).to_owned(), r)
             })

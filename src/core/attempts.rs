@@ -54,9 +54,7 @@ impl Core {
     /// sent.
     pub fn attempts<'a, Q: super::request::Request>(&'a self, req: &'a Q) -> Result<Attempts<'a>> {
         let (key, class) = (req.key(), req.class());
-        if let Err(p) = crate::protocol::check_key(key) {
-            return Err(super::reply::key_error(key, p));
-        }
+        self.check_key(key)?;
         Ok(Attempts {
             #[cfg(feature = "tracing")]
             span: tracing::info_span!(

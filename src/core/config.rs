@@ -35,6 +35,8 @@ pub(crate) struct Config {
     pub codec: Codec,
     pub replicas: usize,
     pub miss_failover: bool,
+    /// Keys that are not text keys travel base64 (meta only).
+    pub binary_keys: bool,
 }
 
 impl Config {
@@ -75,6 +77,7 @@ impl Default for Config {
             codec: Codec::raw(),
             replicas: 1,
             miss_failover: false,
+            binary_keys: false,
         }
     }
 }

@@ -365,7 +365,7 @@ impl Core {
         now: Instant,
         wall: SystemTime,
     ) -> Result<GetOrSet<'a>> {
-        crate::protocol::check_key(key).map_err(|p| super::reply::key_error(key, p))?;
+        self.check_key(key)?;
         let lease = Expiry::In(self.config.lease_ttl).exptime_at(wall);
         Ok(GetOrSet {
             core: self,

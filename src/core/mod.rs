@@ -499,6 +499,20 @@ impl Core {
         }
     }
 
+    /// Refuses a key that cannot be sent: [`check_key`], or with binary
+    /// keys on, [`check_binary_key`].
+    ///
+    /// [`check_key`]: crate::protocol::check_key
+    /// [`check_binary_key`]: crate::protocol::check_binary_key
+    pub fn check_key(&self, key: &[u8]) -> Result<()> {
+        let checked = if self.config.binary_keys {
+            crate::protocol::check_binary_key(key)
+        } else {
+            crate::protocol::check_key(key)
+        };
+        checked.map_err(|p| reply::key_error(key, p))
+    }
+
     pub fn check_value(&self, data: &[u8]) -> Result<()> {
         reply::check_value_len(data.len(), self.config.max_value_size)
     }

@@ -18,13 +18,13 @@ use std::time::{Instant, SystemTime};
 
 use super::attempts::{decide, hint_or_revived};
 use super::reply::{
-    fetched_meta, key_error, lossy, out_of_step, token_of, unexpected, Fetched, Form, Got, Reply,
+    fetched_meta, lossy, out_of_step, token_of, unexpected, Fetched, Form, Got, Reply,
 };
 use super::retry::{self, Class, Decision};
 use super::Core;
 use crate::error::{Error, ErrorKind, Result};
 use crate::health::Status;
-use crate::protocol::{check_key, encode, MetaCode, MetaFlag, Response, StoreCommand};
+use crate::protocol::{encode, MetaCode, MetaFlag, Response, StoreCommand};
 use crate::transport::Wire;
 use crate::value::{Expiry, ToValue};
 
@@ -193,9 +193,7 @@ impl<'c, B: Batch> Call<'c, B> {
         };
         for (i, slot) in call.out.iter_mut().enumerate() {
             let key = batch.key(i);
-            let checked = check_key(key)
-                .map_err(|p| key_error(key, p))
-                .and_then(|()| batch.check(i));
+            let checked = core.check_key(key).and_then(|()| batch.check(i));
             match checked {
                 Err(e) => *slot = Some(Err(e)),
                 Ok(()) => call.todo.push(i),

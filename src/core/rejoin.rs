@@ -67,8 +67,14 @@ fn flushed(r: Response<'_>) -> Result<()> {
 }
 
 fn deleted(r: Response<'_>) -> Result<()> {
+    use crate::protocol::MetaCode;
     match r {
         Response::Deleted | Response::NotFound => Ok(()),
+        // The `md` of a binary key.
+        Response::Meta {
+            code: MetaCode::Hd | MetaCode::Nf,
+            ..
+        } => Ok(()),
         other => Err(unexpected(other)),
     }
 }
@@ -98,7 +104,12 @@ impl Rejoin<'_> {
                     let chunk = chunk.get(..MAX_BATCH).unwrap_or(chunk);
                     if !chunk.is_empty() {
                         for k in chunk {
-                            encode::delete(buf, k, false);
+                            if crate::protocol::is_binary_key(k) {
+                                // Only with binary keys, so only over meta.
+                                encode::meta(buf, b"md ", k, None, &[], None);
+                            } else {
+                                encode::delete(buf, k, false);
+                            }
                         }
                         self.done += chunk.len();
                         return Ok(Some(Lines {

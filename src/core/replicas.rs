@@ -47,7 +47,7 @@ impl Core {
         if req.class() == Class::WriteOnce {
             return Ok(Spread::ThenDelete);
         }
-        crate::protocol::check_key(req.key()).map_err(|p| super::reply::key_error(req.key(), p))?;
+        self.check_key(req.key())?;
         let targets = self.replica_targets(req.key(), None, now);
         Ok(if targets.is_empty() {
             Spread::No

@@ -436,7 +436,7 @@ mod tests {
                 &core,
                 Sending {
                     failover,
-                    wall: super::request::Wall::At(wall),
+                    wall: crate::core::request::Wall::At(wall),
                     wire: crate::transport::Wire::Classic,
                 },
                 &mut buf,

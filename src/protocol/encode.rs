@@ -349,12 +349,23 @@ pub(crate) fn meta(
 ) {
     buf.reserve(key.len() + data.map_or(0, <[u8]>::len) + 48);
     buf.extend_from_slice(verb);
-    buf.extend_from_slice(key);
+    // A key that is not a text key (allowed only with binary keys on)
+    // travels base64, marked `b`.
+    let binary = super::is_binary_key(key);
+    if binary {
+        buf.extend_from_slice(base64(key).as_bytes());
+    } else {
+        buf.extend_from_slice(key);
+    }
     if let Some(d) = data {
         buf.push(b' ');
         push_u64(buf, d.len() as u64);
     }
     push_meta_flags(buf, flags);
+    if binary {
+        buf.truncate(buf.len() - 2);
+        buf.extend_from_slice(b" b\r\n");
+    }
     if let Some(t) = token {
         // Before the line's `\r\n`.
         buf.truncate(buf.len() - 2);
@@ -477,6 +488,11 @@ mod tests {
             b"ma k MD D5 O9\r\n"
         );
         assert_eq!(enc(meta_noop), b"mn\r\n");
+        // A key that is not a text key travels base64, marked `b`.
+        assert_eq!(
+            enc(|b| meta(b, b"ms ", b"a b", Some(b"v"), &[MetaFlag::Ttl(5)], Some(3))),
+            b"ms YSBi 1 T5 b O3\r\nv\r\n"
+        );
         assert_eq!(base64(b"bin\x00key \r\n"), "YmluAGtleSANCg==");
         assert_eq!(base64(b"foo"), "Zm9v");
         assert_eq!(base64(b"fo"), "Zm8=");

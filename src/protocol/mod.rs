@@ -16,6 +16,11 @@ pub use encode::{check_meta_flags, MetaFlag, StoreCommand, MAX_META_FLAGS, MAX_O
 /// The longest key memcached accepts, in bytes.
 pub const MAX_KEY_LEN: usize = 250;
 
+/// The longest binary key (one that is not a text key, sent base64 with
+/// the meta `b` flag): memcached takes at most 250 bytes of base64, which
+/// hold 186 bytes.
+pub const MAX_BINARY_KEY_LEN: usize = MAX_KEY_LEN / 4 * 3;
+
 /// Why a key cannot be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -26,6 +31,8 @@ pub enum KeyProblem {
     TooLong(usize),
     /// The key holds a space, control byte or DEL at this offset.
     BadByte(usize, u8),
+    /// A binary key longer than [`MAX_BINARY_KEY_LEN`] bytes.
+    BinaryTooLong(usize),
 }
 
 impl std::fmt::Display for KeyProblem {
@@ -35,7 +42,12 @@ impl std::fmt::Display for KeyProblem {
             KeyProblem::TooLong(n) => write!(f, "key is {n} bytes, the limit is {MAX_KEY_LEN}"),
             KeyProblem::BadByte(i, b) => write!(
                 f,
-                "key holds byte 0x{b:02x} at offset {i} (spaces, control bytes and DEL are not allowed)"
+                "key holds byte 0x{b:02x} at offset {i} (spaces, control bytes and DEL are not \
+                 allowed in text keys; ClientBuilder::binary_keys sends such keys base64)"
+            ),
+            KeyProblem::BinaryTooLong(n) => write!(
+                f,
+                "binary key is {n} bytes, the limit is {MAX_BINARY_KEY_LEN} (250 in base64)"
             ),
         }
     }
@@ -62,6 +74,25 @@ pub fn check_key(key: &[u8]) -> Result<(), KeyProblem> {
         Some((i, &b)) => Err(KeyProblem::BadByte(i, b)),
         None => Ok(()),
     }
+}
+
+/// Checks a key when binary keys are allowed: a text key as
+/// [`check_key`] does; any other key of 1 to [`MAX_BINARY_KEY_LEN`] bytes
+/// travels base64 (meta protocol only).
+pub fn check_binary_key(key: &[u8]) -> Result<(), KeyProblem> {
+    match check_key(key) {
+        Err(KeyProblem::BadByte(..)) if key.len() > MAX_BINARY_KEY_LEN => {
+            Err(KeyProblem::BinaryTooLong(key.len()))
+        }
+        Err(KeyProblem::BadByte(..)) => Ok(()),
+        other => other,
+    }
+}
+
+/// True when `key` is not a text key (it holds a space, control byte or
+/// DEL), so a meta request sends it base64.
+pub(crate) fn is_binary_key(key: &[u8]) -> bool {
+    has_bad_key_byte(key)
 }
 
 /// True when `key` holds a byte of 0x20 or below, or 0x7f: eight bytes at
@@ -131,6 +162,24 @@ mod tests {
         assert_eq!(check_key(b"a\x00"), Err(KeyProblem::BadByte(1, 0)));
         assert_eq!(check_key(b"\ta"), Err(KeyProblem::BadByte(0, b'\t')));
         assert_eq!(check_key(b"a\x7f"), Err(KeyProblem::BadByte(1, 0x7f)));
+    }
+
+    #[test]
+    fn binary_keys_take_any_bytes_up_to_186() {
+        assert!(check_binary_key(b"a b\x00\r\n").is_ok());
+        assert!(check_binary_key(b"text").is_ok());
+        assert!(check_binary_key(&[0; MAX_BINARY_KEY_LEN]).is_ok());
+        assert_eq!(
+            check_binary_key(&[0; MAX_BINARY_KEY_LEN + 1]),
+            Err(KeyProblem::BinaryTooLong(MAX_BINARY_KEY_LEN + 1))
+        );
+        assert_eq!(check_binary_key(b""), Err(KeyProblem::Empty));
+        assert_eq!(
+            check_binary_key(&[b'k'; 251]),
+            Err(KeyProblem::TooLong(251))
+        );
+        // 186 bytes are 248 characters of base64, within memcached's 250.
+        assert_eq!(encode::base64(&[0; MAX_BINARY_KEY_LEN]).len(), 248);
     }
 }
 
