@@ -21,7 +21,7 @@ impl Client {
     ///
     /// Flag tokens are checked before anything is sent: an opaque token or
     /// mode holding a space, a control byte or DEL, an opaque token over 31
-    /// bytes, or more than 16 flags is
+    /// bytes, or more than 14 flags is
     /// [`ErrorKind::InvalidInput`](crate::ErrorKind).
     ///
     /// With [`MetaFlag::Quiet`](crate::protocol::MetaFlag::Quiet), `mn` is

@@ -220,9 +220,10 @@ pub enum MetaFlag<'a> {
 /// "opaque is limited to 32 bytes", the `O` included).
 pub const MAX_OPAQUE_LEN: usize = 31;
 
-/// The most flags a meta request may carry here (memcached refuses more
-/// than 17 tokens after the key).
-pub const MAX_META_FLAGS: usize = 16;
+/// The most flags a caller's meta request may carry (memcached refuses
+/// more than 17 tokens after the key, and the client may add three of its
+/// own: the codec's `F`, its opaque token `O` and a binary key's `b`).
+pub const MAX_META_FLAGS: usize = 14;
 
 /// Checks that `flags` can travel in a meta request line: opaque tokens of
 /// 1 to [`MAX_OPAQUE_LEN`] bytes and modes with no space, control byte or
@@ -516,8 +517,8 @@ mod tests {
             assert!(check_meta_flags(&[MetaFlag::Mode(m)]).is_err(), "{m}");
         }
         assert!(check_meta_flags(&[MetaFlag::Opaque(&[b'x'; 31])]).is_ok());
-        assert!(check_meta_flags(&[MetaFlag::Value; 17]).is_err());
-        assert!(check_meta_flags(&[MetaFlag::Value; 16]).is_ok());
+        assert!(check_meta_flags(&[MetaFlag::Value; 15]).is_err());
+        assert!(check_meta_flags(&[MetaFlag::Value; 14]).is_ok());
     }
 
     #[test]
