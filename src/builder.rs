@@ -530,6 +530,7 @@ impl<C> ClientBuilder<C> {
             #[cfg(feature = "tls")]
             tls,
             protocol: self.protocol,
+            learned: Default::default(),
         };
         let pool = PoolOptions {
             max_size: pool_size,

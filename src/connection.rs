@@ -93,33 +93,35 @@ impl Connection {
     ///
     /// [`Protocol`]: crate::Protocol
     pub fn connect(server: &Server, opts: &ConnOptions) -> Result<Connection> {
-        let mut conn = Connection::open(server, opts)?;
-        match opts.protocol {
-            Protocol::Classic => Ok(conn),
-            Protocol::Meta => {
-                conn.tokens = transport::Tokens::new(true);
-                Ok(conn)
-            }
-            Protocol::Auto => {
+        let mut conn = Connection::open(server, opts).inspect_err(|_| opts.learned.forget())?;
+        let meta = match (opts.protocol, opts.learned.get()) {
+            (Protocol::Classic, _) => false,
+            (Protocol::Meta, _) => true,
+            (Protocol::Auto, Some(meta)) => meta,
+            (Protocol::Auto, None) => {
                 crate::protocol::encode::meta_noop(conn.begin());
                 conn.send()?;
                 match conn.next(transport::probed) {
                     Ok(found) => {
                         conn.finish();
-                        conn.tokens = transport::Tokens::new(matches!(found, Probed::Meta));
-                        Ok(conn)
+                        let meta = matches!(found, Probed::Meta);
+                        opts.learned.set(meta);
+                        meta
                     }
                     Err(e) if e.kind() == ErrorKind::Io && conn.inbox.is_empty() => {
                         // Closed without a word: a proxy that knows no meta.
-                        Connection::open(server, opts)
+                        opts.learned.set(false);
+                        return Connection::open(server, opts);
                     }
                     Err(e) if e.kind() == ErrorKind::Timeout => {
-                        Err(Error::new(ErrorKind::Timeout, transport::PROBE_TIMEOUT))
+                        return Err(Error::new(ErrorKind::Timeout, transport::PROBE_TIMEOUT));
                     }
-                    Err(e) => Err(e),
+                    Err(e) => return Err(e),
                 }
             }
-        }
+        };
+        conn.tokens = transport::Tokens::new(meta);
+        Ok(conn)
     }
 
     /// The wire for a request that uses `n` opaque tokens.
@@ -598,6 +600,7 @@ mod tests {
             #[cfg(feature = "tls")]
             tls: None,
             protocol: Protocol::Classic,
+            learned: Default::default(),
         };
         let sock = Socket::from(std::os::fd::OwnedFd::from(a));
         (Connection::over(sock, &opts).unwrap(), b)

@@ -26,6 +26,46 @@ pub(crate) struct ConnOptions {
     pub tls: Option<std::sync::Arc<crate::tls::Tls>>,
     /// Which protocol the key commands speak.
     pub protocol: Protocol,
+    /// What this server's connections learned of its protocol (`Auto`):
+    /// one per server, shared by its connections.
+    pub learned: std::sync::Arc<Learned>,
+}
+
+/// What a server's connections learned of its protocol under
+/// [`Protocol::Auto`]: unknown until a new connection asked `mn`, then
+/// remembered, so later connections skip the question (a connection to a
+/// hung server is not held up by it, and one through twemproxy is not
+/// opened twice); forgotten when a connection cannot be made (a server
+/// that restarts may come back another version), so the next one asks
+/// again.
+#[derive(Debug, Default)]
+pub(crate) struct Learned(std::sync::atomic::AtomicU8);
+
+impl Learned {
+    const META: u8 = 1;
+    const CLASSIC: u8 = 2;
+
+    /// `Some(true)` for meta, `Some(false)` for classic, `None` if unknown.
+    pub fn get(&self) -> Option<bool> {
+        match self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            Learned::META => Some(true),
+            Learned::CLASSIC => Some(false),
+            _ => None,
+        }
+    }
+
+    pub fn set(&self, meta: bool) {
+        let v = if meta {
+            Learned::META
+        } else {
+            Learned::CLASSIC
+        };
+        self.0.store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn forget(&self) {
+        self.0.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Which protocol the key commands travel in (set with

@@ -91,5 +91,7 @@ impl<T> Current<T> {
 fn conn_options(core: &Core, server: usize, conn: &ConnOptions) -> ConnOptions {
     let mut opts = conn.clone();
     opts.metrics = core.nodes.get(server).map(|n| n.metrics.clone());
+    // What its connections learn of its protocol is this server's own.
+    opts.learned = Default::default();
     opts
 }

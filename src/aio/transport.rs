@@ -181,19 +181,27 @@ pub(super) type Opened = (Reader, Writer, Inbox, bool);
 /// one), all within `connect_timeout`.
 pub(super) async fn open(server: &Server, opts: &ConnOptions) -> Result<Opened> {
     let deadline = tokio::time::Instant::now() + opts.connect_timeout;
-    let (r, w, mut inbox) = open_once(server, opts, deadline).await?;
-    let meta = match opts.protocol {
-        Protocol::Classic => false,
-        Protocol::Meta => true,
-        Protocol::Auto => {
+    let (r, w, mut inbox) = open_once(server, opts, deadline)
+        .await
+        .inspect_err(|_| opts.learned.forget())?;
+    let meta = match (opts.protocol, opts.learned.get()) {
+        (Protocol::Classic, _) => false,
+        (Protocol::Meta, _) => true,
+        (Protocol::Auto, Some(meta)) => meta,
+        (Protocol::Auto, None) => {
             // Answered like any request: within io_timeout.
             let mut buf = Vec::new();
             crate::protocol::encode::meta_noop(&mut buf);
             let asked = ask(&r, &w, opts, &mut inbox, &buf, transport::probed);
             match tokio::time::timeout(opts.io_timeout, asked).await {
-                Ok(Ok(found)) => matches!(found, transport::Probed::Meta),
+                Ok(Ok(found)) => {
+                    let meta = matches!(found, transport::Probed::Meta);
+                    opts.learned.set(meta);
+                    meta
+                }
                 Ok(Err(e)) if e.kind() == ErrorKind::Io && inbox.is_empty() => {
                     // Closed when asked `mn`: a proxy that knows no meta.
+                    opts.learned.set(false);
                     let (r, w, inbox) = open_once(server, opts, deadline).await?;
                     return Ok((r, w, inbox, false));
                 }

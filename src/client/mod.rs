@@ -201,11 +201,11 @@ fn send_all<Q: Request>(view: &Inner, req: &Q, targets: &[usize]) -> Vec<(usize,
         wall: Wall::At(SystemTime::now()),
         wire: crate::transport::Wire::Classic,
     };
-    let now = Instant::now();
     let flights: Vec<(usize, Result<(PooledConn, Wire)>)> = targets
         .iter()
         .map(|&server| {
-            let conn = view.conn(server, now).and_then(|mut conn| {
+            // Each copy's deadline runs from its own checkout.
+            let conn = view.conn(server, Instant::now()).and_then(|mut conn| {
                 let wire = conn.wire(1);
                 req.encode(core, to.on(wire), conn.begin());
                 conn.send().map(|()| (conn, wire))

@@ -76,12 +76,14 @@ fn send_wave<'e, B: Batch>(
     wave: usize,
 ) -> Vec<Flight<'e, B::Reader>> {
     let mut flights = Vec::new();
-    let (now, wall) = (Instant::now(), std::time::SystemTime::now());
+    let wall = std::time::SystemTime::now();
     for (s, chunks) in groups.iter().enumerate() {
         let Some(entries) = chunks.get(wave) else {
             continue;
         };
-        let mut conn = match view.conn(s, now) {
+        // Each server's deadline runs from its own checkout (the one
+        // before it may have taken a while to connect).
+        let mut conn = match view.conn(s, Instant::now()) {
             Ok(c) => c,
             Err(e) => {
                 call.fail(s, entries, e, false, Instant::now());
