@@ -106,21 +106,23 @@ impl<'a, Q: Request> Run<'a, Q> {
     /// What to do next, at `now`.
     pub fn next(&mut self, now: Instant) -> Next<Out<Q>> {
         let core = self.core;
+        // The common step, in place: the attempts are the largest state,
+        // not worth moving out and back on every request.
+        if let State::Attempts { attempts, .. } = &mut self.state {
+            return match attempts.next(now) {
+                Step::Try { server, failover } => Next::Send { server, failover },
+                Step::Probe(server) => Next::Probe(server),
+                Step::Fail(e) => {
+                    self.state = State::Over;
+                    Next::Done(Err(e))
+                }
+            };
+        }
         match std::mem::replace(&mut self.state, State::Over) {
-            State::Attempts {
-                mut attempts,
-                then_delete,
-            } => {
-                let next = match attempts.next(now) {
-                    Step::Try { server, failover } => Next::Send { server, failover },
-                    Step::Probe(server) => Next::Probe(server),
-                    Step::Fail(e) => return Next::Done(Err(e)),
-                };
-                self.state = State::Attempts {
-                    attempts,
-                    then_delete,
-                };
-                next
+            // Taken in place above.
+            state @ State::Attempts { .. } => {
+                self.state = state;
+                Next::Done(Err(out_of_order()))
             }
             State::Spread(targets) => {
                 for &s in &targets {
@@ -163,23 +165,27 @@ impl<'a, Q: Request> Run<'a, Q> {
     /// How the [`Next::Send`] to `server` ended, at `now`.
     pub fn answered(&mut self, server: usize, sent: Sent<Out<Q>>, now: Instant) {
         let core = self.core;
-        self.state = match std::mem::replace(&mut self.state, State::Over) {
-            State::Attempts {
-                mut attempts,
-                then_delete,
-            } => match sent {
+        // The attempts, in place (see `next`).
+        if let State::Attempts {
+            attempts,
+            then_delete,
+        } = &mut self.state
+        {
+            let then_delete = *then_delete;
+            match sent {
                 Ok(v) => {
                     attempts.succeeded(server, Q::tally(&v), now);
-                    self.after(server, v, then_delete, now)
+                    self.state = self.after(server, v, then_delete, now);
                 }
-                Err((e, sent)) => match attempts.failed(server, e, sent, now) {
-                    Some(e) => State::Done(Err(e)),
-                    None => State::Attempts {
-                        attempts,
-                        then_delete,
-                    },
-                },
-            },
+                Err((e, sent)) => {
+                    if let Some(e) = attempts.failed(server, e, sent, now) {
+                        self.state = State::Done(Err(e));
+                    }
+                }
+            }
+            return;
+        }
+        self.state = match std::mem::replace(&mut self.state, State::Over) {
             State::MissFailover {
                 miss,
                 left,
