@@ -38,16 +38,12 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::server::Server;
 use crate::transport::ConnOptions;
 
-/// How long a request that timed out waits for the reader task to hand
-/// back what it had read of the reply.
-const SALVAGE_WAIT: Duration = Duration::from_millis(50);
-
-/// A request queued on a connection: where its outcome arrives, and when
-/// it is due.
+/// A request queued on a connection: where its outcome arrives. The
+/// connection keeps the request's deadline: its reader task fails the
+/// oldest request in flight when that passes, and the connection with it
+/// (one timer per connection, not one per request).
 pub(crate) struct Ticket<T> {
     rx: oneshot::Receiver<Outcome<T>>,
-    conn: Arc<Conn>,
-    deadline: Instant,
     /// What the answer obliges to if the ticket is dropped unread (see
     /// `Reply::orphan`); taken once the answer is read.
     orphan: Option<Orphan<T>>,
@@ -55,9 +51,7 @@ pub(crate) struct Ticket<T> {
 
 impl<T> std::fmt::Debug for Ticket<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ticket")
-            .field("deadline", &self.deadline)
-            .finish_non_exhaustive()
+        f.debug_struct("Ticket").finish_non_exhaustive()
     }
 }
 
@@ -77,60 +71,24 @@ impl<T> Drop for Ticket<T> {
 }
 
 impl<T> Ticket<T> {
-    pub(super) fn new(
-        rx: oneshot::Receiver<Outcome<T>>,
-        conn: Arc<Conn>,
-        deadline: Instant,
-        orphan: Option<Orphan<T>>,
-    ) -> Ticket<T> {
-        Ticket {
-            rx,
-            conn,
-            deadline,
-            orphan,
-        }
+    pub(super) fn new(rx: oneshot::Receiver<Outcome<T>>, orphan: Option<Orphan<T>>) -> Ticket<T> {
+        Ticket { rx, orphan }
     }
 
-    /// Waits for the outcome until the deadline. A request not answered by
-    /// then ends its connection (its reply may still come, and every
-    /// request behind it would wait for it): the requests in flight there
-    /// fail, and the next ones go to a new connection. A connection that
-    /// went away without answering counts as sent.
+    /// Waits for the outcome: the answer, or the failure the connection
+    /// reports (the deadline passed, the connection ended). A connection
+    /// that went away without answering counts as sent.
     pub async fn outcome(mut self) -> Outcome<T> {
-        let got = tokio::time::timeout_at(self.deadline.into(), &mut self.rx).await;
-        if got.is_ok() {
-            // Read: nobody is left to handle.
-            self.orphan = None;
-        }
+        let got = (&mut self.rx).await;
+        // Read: nobody is left to handle.
+        self.orphan = None;
         match got {
-            Ok(Ok(o)) => o,
-            Ok(Err(_)) => Err(Failed {
+            Ok(o) => o,
+            Err(_) => Err(Failed {
                 error: Error::new(ErrorKind::Io, "the connection dropped the request"),
                 sent: true,
                 partial: None,
             }),
-            Err(_) => {
-                self.conn.close();
-                // The reader task, woken by the close, fails the request
-                // with what it had read of the reply (the answered keys of
-                // a batch): kept, under the timeout's error.
-                let partial = match tokio::time::timeout(SALVAGE_WAIT, &mut self.rx).await {
-                    Ok(Ok(outcome)) => {
-                        self.orphan = None;
-                        match outcome {
-                            // The answer itself came meanwhile.
-                            Ok(out) => return Ok(out),
-                            Err(f) => f.partial,
-                        }
-                    }
-                    _ => None,
-                };
-                Err(Failed {
-                    error: Error::new(ErrorKind::Timeout, "no reply within io_timeout"),
-                    sent: true,
-                    partial,
-                })
-            }
         }
     }
 }
@@ -163,6 +121,9 @@ pub(super) struct Conn {
     write_error: std::sync::OnceLock<Error>,
     wake_reader: Notify,
     wake_writer: Notify,
+    /// A request was queued on an idle connection: its reader task takes
+    /// it, to keep its deadline.
+    arm: Notify,
     io_timeout: Duration,
     metrics: Option<Arc<crate::metrics::Recorder>>,
     /// The connection's protocol and opaque tokens.
@@ -251,8 +212,11 @@ impl Conn {
             let _ = self.waiters.send(slot.into_waiter());
             out.queued += bytes.len() as u64;
             let idle = self.in_flight.fetch_add(1, Ordering::AcqRel) == 0;
-            if let (true, Some(m)) = (idle, &self.metrics) {
-                m.in_use(true);
+            if idle {
+                self.arm.notify_one();
+                if let Some(m) = &self.metrics {
+                    m.in_use(true);
+                }
             }
             if idle && !out.writing && out.pending.is_empty() {
                 out.writing = true;
@@ -344,6 +308,7 @@ fn start(r: Reader, w: Writer, inbox: Inbox, opts: &ConnOptions, meta: bool) -> 
         write_error: std::sync::OnceLock::new(),
         wake_reader: Notify::new(),
         wake_writer: Notify::new(),
+        arm: Notify::new(),
         io_timeout: opts.io_timeout,
         metrics: opts.metrics.clone().inspect(|m| m.connection(true)),
         tokens: crate::transport::Tokens::new(meta),
@@ -441,6 +406,11 @@ async fn read_loop(
     conn: Arc<Conn>,
 ) {
     let mut pipeline = Pipeline::default();
+    // Armed at the oldest request's deadline (or earlier: deadlines only
+    // grow along the queue, so a timer set for an older request fires
+    // first and is set again for the one then oldest).
+    let mut timer = Box::pin(tokio::time::sleep_until(tokio::time::Instant::now()));
+    let mut armed: Option<Instant> = None;
     let error = loop {
         let mut incoming = Incoming {
             rx: &mut waiters,
@@ -470,14 +440,42 @@ async fn read_loop(
                 continue;
             }
         }
-        // Wait for bytes or the close. The reader is not woken for each
-        // request queued (it takes them when their replies come), nor does
-        // it keep time: each caller waits for its own deadline, and ends
-        // the connection when it passes.
+        // Every request queued so far, in order, to know the oldest
+        // deadline. The reader is not woken for each request queued, only
+        // for one queued on an idle connection (`arm`).
+        while let Ok(w) = waiters.try_recv() {
+            pipeline.push(w);
+        }
+        if let Some(due) = pipeline.due() {
+            if armed.is_none_or(|t| due < t) {
+                timer.as_mut().reset(due.into());
+                armed = Some(due);
+            }
+        }
         let answered = pipeline.answered;
-        match wait(&r, &conn, &mut inbox, pipeline.is_empty(), answered).await {
+        let idle = pipeline.is_empty();
+        match wait(&r, &conn, &mut inbox, idle, answered, timer.as_mut(), armed.is_some()).await {
             Wake::Again => continue,
             Wake::End(e) => break e,
+            Wake::Due => {
+                armed = None;
+                if pipeline.due().is_some_and(|d| d <= Instant::now()) {
+                    // Its reply may still come, and every request behind it
+                    // would wait for it: the connection ends.
+                    if let Some(w) = pipeline.pop() {
+                        let sent = w.start() < conn.written.load(Ordering::Acquire);
+                        w.fail(
+                            Error::new(ErrorKind::Timeout, "no reply within io_timeout"),
+                            sent,
+                        );
+                    }
+                    break Error::new(
+                        ErrorKind::Io,
+                        "the connection was closed: an earlier request on it timed out",
+                    );
+                }
+                continue;
+            }
             Wake::Readable => {}
         }
         if let Some(e) = read_some(&r, &conn, &mut inbox, answered) {
@@ -505,16 +503,28 @@ enum Wake {
     Again,
     /// The connection ends with this error.
     End(Error),
+    /// The timer for the oldest request's deadline fired.
+    Due,
 }
 
 /// Waits until the socket is readable or the connection is closed. With
 /// no request in flight (`idle`), bytes that arrive answer nothing: decided
 /// before they are read, under the lock requests are queued under (a
 /// request checks for unread bytes there before it is written).
-async fn wait(r: &Reader, conn: &Conn, inbox: &mut Inbox, idle: bool, answered: bool) -> Wake {
+async fn wait(
+    r: &Reader,
+    conn: &Conn,
+    inbox: &mut Inbox,
+    idle: bool,
+    answered: bool,
+    timer: std::pin::Pin<&mut tokio::time::Sleep>,
+    armed: bool,
+) -> Wake {
     tokio::select! {
         biased;
         () = conn.wake_reader.notified() => Wake::End(conn.ended().unwrap_or_else(closed_error)),
+        () = timer, if armed => Wake::Due,
+        () = conn.arm.notified() => Wake::Again,
         ready = r.readable() => {
             if let Err(e) = ready {
                 return Wake::End(Error::io(e, "waiting for replies"));

@@ -57,6 +57,8 @@ pub(super) trait Waiter: Send {
     fn start(&self) -> u64;
     /// Its share of the connection's in-flight bound.
     fn permits(&self) -> u32;
+    /// When its answer is due.
+    fn deadline(&self) -> std::time::Instant;
 }
 
 pub(super) struct Slot<R: Reply> {
@@ -65,6 +67,7 @@ pub(super) struct Slot<R: Reply> {
     pub(super) answer: Option<Outcome<R::Out>>,
     pub(super) start: u64,
     pub(super) permits: u32,
+    pub(super) deadline: std::time::Instant,
 }
 
 impl<R> Waiter for Slot<R>
@@ -120,6 +123,10 @@ where
 
     fn permits(&self) -> u32 {
         self.permits
+    }
+
+    fn deadline(&self) -> std::time::Instant {
+        self.deadline
     }
 }
 
@@ -243,9 +250,20 @@ impl Pipeline {
         self.queue.drain(..)
     }
 
-    /// Adds a request taken from the queue after the connection ended.
+    /// Adds a request taken from the queue (after the connection ended,
+    /// or to know its deadline).
     pub fn push(&mut self, w: Box<dyn Waiter>) {
         self.queue.push_back(w);
+    }
+
+    /// When the oldest request in flight is due, if any is.
+    pub fn due(&self) -> Option<std::time::Instant> {
+        self.queue.front().map(|w| w.deadline())
+    }
+
+    /// The oldest request in flight, taken out (its deadline passed).
+    pub fn pop(&mut self) -> Option<Box<dyn Waiter>> {
+        self.queue.pop_front()
     }
 }
 
@@ -294,6 +312,9 @@ mod tests {
         }
         fn permits(&self) -> u32 {
             1
+        }
+        fn deadline(&self) -> std::time::Instant {
+            std::time::Instant::now()
         }
     }
 

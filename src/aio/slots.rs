@@ -73,6 +73,7 @@ impl ServerConns {
             answer: None,
             start: 0,
             permits: permits_for(bytes.len()),
+            deadline,
         });
         // A connection that closed under us is replaced once, by one of
         // the same protocol.
@@ -87,7 +88,7 @@ impl ServerConns {
                 break;
             }
             match handle.0.submit(&bytes, slot).await {
-                Ok(()) => return Ok(Ticket::new(rx, handle.0.clone(), deadline, orphan)),
+                Ok(()) => return Ok(Ticket::new(rx, orphan)),
                 Err(back) => slot = back,
             }
             closed = Some(handle);
