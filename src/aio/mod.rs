@@ -202,7 +202,7 @@ impl Client {
             match run.next(now) {
                 Next::Send { server, failover } => {
                     let make = |wire| {
-                        let mut buf = Vec::with_capacity(req.key().len() + 32);
+                        let mut buf = Vec::with_capacity(req.key().len() + 64);
                         let to = Sending {
                             failover,
                             wall: Wall::Clock(SystemTime::now),
@@ -254,7 +254,7 @@ impl Inner {
         let mut queued = Vec::with_capacity(targets.len());
         for &server in targets {
             let make = |wire| {
-                let mut buf = Vec::with_capacity(req.key().len() + 32);
+                let mut buf = Vec::with_capacity(req.key().len() + 64);
                 req.encode(core, to.on(wire), &mut buf);
                 (buf, req.wired(wire))
             };

@@ -460,17 +460,35 @@ impl<K: AsRef<[u8]>> Batch for GetBatch<'_, K> {
             let keys = entries.iter().map(|e| self.key(e.index));
             return encode::get(buf, self.with_cas, keys);
         }
-        let mut flags = [
+        // `mg <key> v f q [c] O<token>`, the flags written once per batch.
+        let flags = [
             MetaFlag::Value,
             MetaFlag::ReturnFlags,
             MetaFlag::Quiet,
             MetaFlag::ReturnCas,
         ];
         let flags = flags
-            .get_mut(..if self.with_cas { 4 } else { 3 })
+            .get(..if self.with_cas { 4 } else { 3 })
             .unwrap_or_default();
+        let tail: &[u8] = if self.with_cas {
+            b" v f q c O"
+        } else {
+            b" v f q O"
+        };
+        let keys: usize = entries.iter().map(|e| self.key(e.index).len()).sum();
+        buf.reserve(keys + entries.len() * (tail.len() + 16));
         for (i, e) in entries.iter().enumerate() {
-            encode::meta(buf, b"mg ", self.key(e.index), None, flags, wire.token(i));
+            let key = self.key(e.index);
+            let token = wire.token(i).unwrap_or_default();
+            if crate::protocol::is_binary_key(key) {
+                encode::meta(buf, b"mg ", key, None, flags, Some(token));
+                continue;
+            }
+            buf.extend_from_slice(b"mg ");
+            buf.extend_from_slice(key);
+            buf.extend_from_slice(tail);
+            encode::push_u64(buf, token.into());
+            buf.extend_from_slice(b"\r\n");
         }
         encode::meta_noop(buf);
     }

@@ -81,13 +81,11 @@ impl<R: Reply> Wired<R> {
 
 /// The opaque token a meta reply echoes, if it has one.
 pub(crate) fn token_of(flags: &[u8]) -> Option<u32> {
-    meta_number(flags, b'O').and_then(|t| u32::try_from(t).ok())
-}
-
-/// The decimal number of flag `letter` in a meta reply's flags (`None` if
-/// absent or not a number).
-fn meta_number(flags: &[u8], letter: u8) -> Option<u64> {
-    crate::protocol::decode::parse_u64(crate::protocol::meta_flag(flags, letter)?)
+    // From the end: the token is the last flag a request asks for, and
+    // only `W`, `X` and `Z` may follow it.
+    let t = flags.rsplit(|&b| b == b' ').find(|t| t.first() == Some(&b'O'))?;
+    let n = crate::protocol::decode::parse_u64(t.get(1..).unwrap_or_default())?;
+    u32::try_from(n).ok()
 }
 
 /// The error for a reply that belongs to no request in flight.
@@ -329,18 +327,22 @@ impl Reply for FetchOne {
 /// The item in a `VA` reply to an `mg ... v f [c]`: its value, client
 /// flags (`f`) and cas (`c`, when asked for).
 pub(crate) fn fetched_meta(flags: &[u8], data: &[u8]) -> Result<Fetched> {
-    let number = |letter: u8| -> Result<Option<u64>> {
-        match crate::protocol::meta_flag(flags, letter) {
-            None => Ok(None),
-            Some(t) => crate::protocol::decode::parse_u64(t)
-                .map(Some)
-                .ok_or_else(|| Error::new(ErrorKind::Protocol, "bad number in a VA reply")),
-        }
-    };
-    let client_flags = number(b'f')?
+    // One pass over the flags for both numbers.
+    let (mut client_flags, mut cas) = (None, None);
+    for t in flags.split(|&b| b == b' ') {
+        let slot = match t.first() {
+            Some(b'f') => &mut client_flags,
+            Some(b'c') => &mut cas,
+            _ => continue,
+        };
+        let n = crate::protocol::decode::parse_u64(t.get(1..).unwrap_or_default())
+            .ok_or_else(|| Error::new(ErrorKind::Protocol, "bad number in a VA reply"))?;
+        *slot = Some(n);
+    }
+    let client_flags = client_flags
         .and_then(|f| u32::try_from(f).ok())
         .ok_or_else(|| Error::new(ErrorKind::Protocol, "VA reply without client flags"))?;
-    Ok((data.to_vec(), client_flags, number(b'c')?))
+    Ok((data.to_vec(), client_flags, cas))
 }
 
 /// The reply to a meta command: its status line, and with the quiet flag
