@@ -454,7 +454,17 @@ async fn read_loop(
         }
         let answered = pipeline.answered;
         let idle = pipeline.is_empty();
-        match wait(&r, &conn, &mut inbox, idle, answered, timer.as_mut(), armed.is_some()).await {
+        match wait(
+            &r,
+            &conn,
+            &mut inbox,
+            idle,
+            answered,
+            timer.as_mut(),
+            armed.is_some(),
+        )
+        .await
+        {
             Wake::Again => continue,
             Wake::End(e) => break e,
             Wake::Due => {

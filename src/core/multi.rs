@@ -706,18 +706,12 @@ impl<K: AsRef<[u8]>, V: ToValue> Batch for SetBatch<'_, K, V> {
 
 /// A `set` in a quiet batch: `ms <key> <len> [F] [T] q O<token>`.
 fn quiet_store(buf: &mut Vec<u8>, key: &[u8], flags: u32, exptime: i64, data: &[u8], token: u32) {
-    let all = [
-        MetaFlag::SetFlags(flags),
-        MetaFlag::Ttl(exptime),
-        MetaFlag::Quiet,
-    ];
-    let from = usize::from(flags == 0);
-    let f: &[MetaFlag<'_>] = match (flags == 0, exptime == 0) {
-        (_, false) => all.get(from..).unwrap_or_default(),
-        (true, true) => &[MetaFlag::Quiet],
-        (false, true) => &[MetaFlag::SetFlags(flags), MetaFlag::Quiet],
-    };
-    encode::meta(buf, b"ms ", key, Some(data), f, Some(token));
+    let f = super::request::Packed::new([
+        (flags != 0).then_some(MetaFlag::SetFlags(flags)),
+        (exptime != 0).then_some(MetaFlag::Ttl(exptime)),
+        Some(MetaFlag::Quiet),
+    ]);
+    encode::meta(buf, b"ms ", key, Some(data), f.get(), Some(token));
 }
 
 /// `delete_multi` and `touch_multi`.

@@ -83,7 +83,9 @@ impl<R: Reply> Wired<R> {
 pub(crate) fn token_of(flags: &[u8]) -> Option<u32> {
     // From the end: the token is the last flag a request asks for, and
     // only `W`, `X` and `Z` may follow it.
-    let t = flags.rsplit(|&b| b == b' ').find(|t| t.first() == Some(&b'O'))?;
+    let t = flags
+        .rsplit(|&b| b == b' ')
+        .find(|t| t.first() == Some(&b'O'))?;
     let n = crate::protocol::decode::parse_u64(t.get(1..).unwrap_or_default())?;
     u32::try_from(n).ok()
 }

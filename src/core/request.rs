@@ -159,29 +159,37 @@ pub(crate) fn fetch_meta(
     exptime: Option<i64>,
     token: Option<u32>,
 ) {
-    let mut flags = [MetaFlag::Value; 4];
-    let mut n = 1;
-    for f in [
+    let flags = Packed::new([
+        Some(MetaFlag::Value),
         Some(MetaFlag::ReturnFlags),
         with_cas.then_some(MetaFlag::ReturnCas),
         exptime.map(MetaFlag::Ttl),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        if let Some(slot) = flags.get_mut(n) {
-            *slot = f;
-            n += 1;
+    ]);
+    encode::meta(buf, b"mg ", key, None, flags.get(), token);
+}
+
+/// The meta flags of a request that are present, without allocating.
+pub(crate) struct Packed<const N: usize> {
+    flags: [MetaFlag<'static>; N],
+    len: usize,
+}
+
+impl<const N: usize> Packed<N> {
+    pub fn new(maybe: [Option<MetaFlag<'static>>; N]) -> Packed<N> {
+        let mut flags = [MetaFlag::Value; N];
+        let mut len = 0;
+        for f in maybe.into_iter().flatten() {
+            if let Some(slot) = flags.get_mut(len) {
+                *slot = f;
+                len += 1;
+            }
         }
+        Packed { flags, len }
     }
-    encode::meta(
-        buf,
-        b"mg ",
-        key,
-        None,
-        flags.get(..n).unwrap_or_default(),
-        token,
-    );
+
+    pub fn get(&self) -> &[MetaFlag<'static>] {
+        self.flags.get(..self.len).unwrap_or_default()
+    }
 }
 
 /// A storage command in meta form: `ms <key> <len> [F<flags>] [T<exptime>]`
@@ -196,8 +204,6 @@ pub(crate) fn store_meta(
     data: &[u8],
     token: Option<u32>,
 ) {
-    let mut flags = [MetaFlag::Quiet; 3];
-    let mut n = 0;
     let how = match cmd {
         StoreCommand::Set => None,
         StoreCommand::Add => Some(MetaFlag::Mode(b'E')),
@@ -206,27 +212,12 @@ pub(crate) fn store_meta(
         StoreCommand::Prepend => Some(MetaFlag::Mode(b'P')),
         StoreCommand::Cas(c) => Some(MetaFlag::CompareCas(c)),
     };
-    for f in [
+    let flags = Packed::new([
         (client_flags != 0).then_some(MetaFlag::SetFlags(client_flags)),
         (exptime != 0).then_some(MetaFlag::Ttl(exptime)),
         how,
-    ]
-    .into_iter()
-    .flatten()
-    {
-        if let Some(slot) = flags.get_mut(n) {
-            *slot = f;
-            n += 1;
-        }
-    }
-    encode::meta(
-        buf,
-        b"ms ",
-        key,
-        Some(data),
-        flags.get(..n).unwrap_or_default(),
-        token,
-    );
+    ]);
+    encode::meta(buf, b"ms ", key, Some(data), flags.get(), token);
 }
 
 /// A storage command.
