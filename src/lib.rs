@@ -58,6 +58,9 @@ mod connection;
 mod core;
 pub mod discovery;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod health;
 mod hints;
 mod key;

@@ -155,6 +155,9 @@ impl FromStr for Server {
             let (host, rest) = after
                 .split_once(']')
                 .ok_or_else(|| bad(s, "missing ']' after an IPv6 address"))?;
+            if !host.contains(':') {
+                return Err(bad(s, "brackets enclose an IPv6 address"));
+            }
             let rest = match rest {
                 "" => None,
                 r => Some(
@@ -169,7 +172,13 @@ impl FromStr for Server {
                 None => (t, None),
             }
         };
-        if host.is_empty() || host.bytes().any(|b| b.is_ascii_whitespace()) {
+        // Brackets only enclose an IPv6 address (found by the fuzzer: `[[]`
+        // gave the host `[`, printed as `[:11211`, which does not parse).
+        if host.is_empty()
+            || host
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b == b'[' || b == b']')
+        {
             return Err(bad(s, "invalid host"));
         }
         let (port, weight) = match rest {
@@ -333,6 +342,11 @@ mod tests {
             ":11211",
             "a:1:65536",
             "a:1:4000000000",
+            "[[]",
+            "[a]b]:1",
+            "a]:1",
+            "[/x]",
+            "[host]:1",
         ] {
             let e = s.parse::<Server>().unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{s:?}");
