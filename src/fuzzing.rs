@@ -9,7 +9,7 @@
 
 use crate::codec::Codec;
 use crate::core::config::Config;
-use crate::core::multi::{Answers, Batch, Entry, GetBatch, KeyBatch, SetBatch};
+use crate::core::multi::{entries, Answers, Batch, GetBatch, KeyBatch, SetBatch};
 use crate::core::reply::{FetchOne, Form, Line, Reply, StoreReply, Wired};
 use crate::core::Core;
 use crate::protocol::{Decoded, Decoder};
@@ -62,15 +62,6 @@ pub fn meta_reply(input: &[u8], token: u32) {
         let _ = drive(Wired::new(Line(StoreReply::parse, form), wire), input);
         let _ = drive(Wired::new(Line(|r| Ok(r.name().len()), form), wire), input);
     }
-}
-
-fn entries(n: usize) -> Vec<Entry> {
-    (0..n)
-        .map(|index| Entry {
-            index,
-            failover: false,
-        })
-        .collect()
 }
 
 /// A quiet batch's replies (`n` requests from token `base`) read by each

@@ -1060,18 +1060,21 @@ impl<T> Reply for QuietRead<T> {
     }
 }
 
+/// Entries `0..n`, none a failover: a batch as tests and fuzz targets
+/// build one.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn entries(n: usize) -> Vec<Entry> {
+    (0..n)
+        .map(|index| Entry {
+            index,
+            failover: false,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn entries(n: usize) -> Vec<Entry> {
-        (0..n)
-            .map(|index| Entry {
-                index,
-                failover: false,
-            })
-            .collect()
-    }
 
     fn set_batch<'a>(items: &'a [(String, &'a [u8])]) -> SetBatch<'a, String, &'a [u8]> {
         SetBatch {
