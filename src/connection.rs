@@ -17,7 +17,7 @@ use crate::core::inbox::Inbox;
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::Response;
 use crate::server::{Endpoint, Server};
-use crate::transport::{self, ConnOptions, Probed, Protocol};
+use crate::transport::{self, ConnOptions};
 
 const INITIAL_BUF: usize = 16 * 1024;
 /// A write buffer that grew past this for a large value shrinks back
@@ -94,29 +94,18 @@ impl Connection {
     /// [`Protocol`]: crate::Protocol
     pub fn connect(server: &Server, opts: &ConnOptions) -> Result<Connection> {
         let mut conn = Connection::open(server, opts).inspect_err(|_| opts.learned.forget())?;
-        let meta = match (opts.protocol, opts.learned.get()) {
-            (Protocol::Classic, _) => false,
-            (Protocol::Meta, _) => true,
-            (Protocol::Auto, Some(meta)) => meta,
-            (Protocol::Auto, None) => {
+        let meta = match opts.known_meta() {
+            Some(meta) => meta,
+            None => {
                 crate::protocol::encode::meta_noop(conn.begin());
                 conn.send()?;
-                match conn.next(transport::probed) {
-                    Ok(found) => {
+                let answer = conn.next(transport::speaks_meta);
+                match opts.probe_answer(answer, conn.inbox.is_empty())? {
+                    Some(meta) => {
                         conn.finish();
-                        let meta = matches!(found, Probed::Meta);
-                        opts.learned.set(meta);
                         meta
                     }
-                    Err(e) if e.kind() == ErrorKind::Io && conn.inbox.is_empty() => {
-                        // Closed without a word: a proxy that knows no meta.
-                        opts.learned.set(false);
-                        return Connection::open(server, opts);
-                    }
-                    Err(e) if e.kind() == ErrorKind::Timeout => {
-                        return Err(Error::new(ErrorKind::Timeout, transport::PROBE_TIMEOUT));
-                    }
-                    Err(e) => return Err(e),
+                    None => return Connection::open(server, opts),
                 }
             }
         };
@@ -599,7 +588,7 @@ mod tests {
             metrics: None,
             #[cfg(feature = "tls")]
             tls: None,
-            protocol: Protocol::Classic,
+            protocol: crate::Protocol::Classic,
             learned: Default::default(),
         };
         let sock = Socket::from(std::os::fd::OwnedFd::from(a));

@@ -152,29 +152,54 @@ impl Tokens {
 pub(crate) const PROBE_TIMEOUT: &str = "a new connection got no answer to mn (asked to learn the \
      protocol) within io_timeout: is the server hung, or does it require TLS?";
 
-/// What a new connection's answer to `mn` says about its protocol.
-pub(crate) enum Probed {
-    Meta,
-    Classic,
-}
-
-/// Reads the answer to the `mn` of protocol detection: `MN` is meta,
-/// `ERROR` classic; anything else is refused.
-pub(crate) fn probed(r: crate::protocol::Response<'_>) -> Result<Probed> {
+/// Reads the answer to the `mn` of protocol detection: `MN` is meta
+/// (`true`), `ERROR` classic; anything else is refused.
+pub(crate) fn speaks_meta(r: crate::protocol::Response<'_>) -> Result<bool> {
     use crate::protocol::{MetaCode, Response};
     match r {
         Response::Meta {
             code: MetaCode::Mn, ..
-        } => Ok(Probed::Meta),
+        } => Ok(true),
         // `ERROR` from memcached before 1.6; an error line from a proxy.
-        Response::Error(_) | Response::ClientError(_) | Response::ServerError(_) => {
-            Ok(Probed::Classic)
-        }
+        Response::Error(_) | Response::ClientError(_) | Response::ServerError(_) => Ok(false),
         other => Err(crate::core::reply::unexpected(other)),
     }
 }
 
 impl ConnOptions {
+    /// Whether a new connection speaks meta without asking: the setting,
+    /// or under `Auto` what the server's connections learned. `None`: ask
+    /// `mn`.
+    pub fn known_meta(&self) -> Option<bool> {
+        match self.protocol {
+            Protocol::Classic => Some(false),
+            Protocol::Meta => Some(true),
+            Protocol::Auto => self.learned.get(),
+        }
+    }
+
+    /// What a new connection's answer to `mn` means (`nothing_read`: not a
+    /// byte came back), learned for the server: `Some(meta)`; `None` when
+    /// the server closed the connection without a word (a proxy that knows
+    /// no meta), so a classic one replaces it; an error otherwise, a
+    /// timeout said as such.
+    pub fn probe_answer(&self, answer: Result<bool>, nothing_read: bool) -> Result<Option<bool>> {
+        match answer {
+            Ok(meta) => {
+                self.learned.set(meta);
+                Ok(Some(meta))
+            }
+            Err(e) if e.kind() == ErrorKind::Io && nothing_read => {
+                self.learned.set(false);
+                Ok(None)
+            }
+            Err(e) if e.kind() == ErrorKind::Timeout => {
+                Err(Error::new(ErrorKind::Timeout, PROBE_TIMEOUT))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Whether connections run TLS.
     pub fn uses_tls(&self) -> bool {
         #[cfg(feature = "tls")]

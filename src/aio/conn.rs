@@ -255,6 +255,12 @@ impl Conn {
         Ok(())
     }
 
+    /// Whether any byte of `w`'s request was written: one whose bytes
+    /// never were is reported as not sent.
+    fn was_sent(&self, w: &dyn Waiter) -> bool {
+        w.start() < self.written.load(Ordering::Acquire)
+    }
+
     /// The wire for a request that uses `n` opaque tokens.
     pub(super) fn wire(&self, n: usize) -> crate::transport::Wire {
         self.tokens.take(n)
@@ -440,12 +446,13 @@ async fn read_loop(
                 continue;
             }
         }
-        // Every request queued so far, in order, to know the oldest
-        // deadline. The reader is not woken for each request queued, only
-        // for one queued on an idle connection (`arm`).
-        while let Ok(w) = waiters.try_recv() {
-            pipeline.push(w);
-        }
+        // Every request queued so far, to know the oldest deadline. The
+        // reader is not woken for each request queued, only for one queued
+        // on an idle connection (`arm`).
+        pipeline.take_queued(&mut Incoming {
+            rx: &mut waiters,
+            conn: &conn,
+        });
         if let Some(due) = pipeline.due() {
             if armed.is_none_or(|t| due < t) {
                 timer.as_mut().reset(due.into());
@@ -473,7 +480,7 @@ async fn read_loop(
                     // Its reply may still come, and every request behind it
                     // would wait for it: the connection ends.
                     if let Some(w) = pipeline.pop() {
-                        let sent = w.start() < conn.written.load(Ordering::Acquire);
+                        let sent = conn.was_sent(&*w);
                         w.fail(
                             Error::new(ErrorKind::Timeout, "no reply within io_timeout"),
                             sent,
@@ -494,13 +501,12 @@ async fn read_loop(
     };
     conn.close();
     waiters.close();
-    // A request whose bytes were never written is reported as not sent.
-    let written = conn.written.load(Ordering::Acquire);
-    while let Ok(w) = waiters.try_recv() {
-        pipeline.push(w);
-    }
+    pipeline.take_queued(&mut Incoming {
+        rx: &mut waiters,
+        conn: &conn,
+    });
     for w in pipeline.drain() {
-        let sent = w.start() < written;
+        let sent = conn.was_sent(&*w);
         w.fail(error.duplicate(), sent);
     }
 }

@@ -250,10 +250,12 @@ impl Pipeline {
         self.queue.drain(..)
     }
 
-    /// Adds a request taken from the queue (after the connection ended,
-    /// or to know its deadline).
-    pub fn push(&mut self, w: Box<dyn Waiter>) {
-        self.queue.push_back(w);
+    /// Takes every request queued so far, in order (to know the oldest
+    /// deadline, or to fail them all once the connection ended).
+    pub fn take_queued(&mut self, queue: &mut impl Queue) {
+        while let Some(w) = queue.next() {
+            self.queue.push_back(w);
+        }
     }
 
     /// When the oldest request in flight is due, if any is.

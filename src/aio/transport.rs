@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::core::inbox::Inbox;
 use crate::error::{Error, ErrorKind, Result};
 use crate::server::{Endpoint, Server};
-use crate::transport::{self, ConnOptions, Protocol};
+use crate::transport::{self, ConnOptions};
 
 /// The error of a connection closed under its requests.
 pub(super) fn closed_error() -> Error {
@@ -184,29 +184,23 @@ pub(super) async fn open(server: &Server, opts: &ConnOptions) -> Result<Opened> 
     let (r, w, mut inbox) = open_once(server, opts, deadline)
         .await
         .inspect_err(|_| opts.learned.forget())?;
-    let meta = match (opts.protocol, opts.learned.get()) {
-        (Protocol::Classic, _) => false,
-        (Protocol::Meta, _) => true,
-        (Protocol::Auto, Some(meta)) => meta,
-        (Protocol::Auto, None) => {
+    let meta = match opts.known_meta() {
+        Some(meta) => meta,
+        None => {
             // Answered like any request: within io_timeout.
             let mut buf = Vec::new();
             crate::protocol::encode::meta_noop(&mut buf);
-            let asked = ask(&r, &w, opts, &mut inbox, &buf, transport::probed);
-            match tokio::time::timeout(opts.io_timeout, asked).await {
-                Ok(Ok(found)) => {
-                    let meta = matches!(found, transport::Probed::Meta);
-                    opts.learned.set(meta);
-                    meta
-                }
-                Ok(Err(e)) if e.kind() == ErrorKind::Io && inbox.is_empty() => {
-                    // Closed when asked `mn`: a proxy that knows no meta.
-                    opts.learned.set(false);
+            let asked = ask(&r, &w, opts, &mut inbox, &buf, transport::speaks_meta);
+            let answer = match tokio::time::timeout(opts.io_timeout, asked).await {
+                Ok(answer) => answer,
+                Err(_) => Err(Error::new(ErrorKind::Timeout, "no answer to mn")),
+            };
+            match opts.probe_answer(answer, inbox.is_empty())? {
+                Some(meta) => meta,
+                None => {
                     let (r, w, inbox) = open_once(server, opts, deadline).await?;
                     return Ok((r, w, inbox, false));
                 }
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(Error::new(ErrorKind::Timeout, transport::PROBE_TIMEOUT)),
             }
         }
     };

@@ -170,9 +170,9 @@ impl ServerPool {
         }
     }
 
-    /// Checks out a connected connection, connecting on this thread when
-    /// the slot is empty or its connection went stale.
-    /// A connection, checked out at `now` (the caller's clock read).
+    /// Checks out a connected connection at `now` (the caller's clock
+    /// read), connecting on this thread when the slot is empty or its
+    /// connection went stale.
     pub fn get(&self, now: Instant) -> Result<PooledConn> {
         // An idle connection without waiting (one clock read fewer in the
         // pool than a checkout that may wait), else wait for one.

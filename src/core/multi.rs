@@ -18,13 +18,14 @@ use std::time::{Instant, SystemTime};
 
 use super::attempts::{decide, hint_or_revived};
 use super::reply::{
-    fetched_meta, lossy, out_of_step, token_of, unexpected, Fetched, Form, Got, Reply,
+    fetched_reply, lossy, out_of_step, token_of, unexpected, Fetched, Form, Got, Reply,
 };
+use super::request::{delete_meta, fetch_meta, store_meta, touch_meta};
 use super::retry::{self, Class, Decision};
 use super::Core;
 use crate::error::{Error, ErrorKind, Result};
 use crate::health::Status;
-use crate::protocol::{encode, MetaCode, MetaFlag, Response, StoreCommand};
+use crate::protocol::{encode, MetaCode, Response, StoreCommand};
 use crate::transport::Wire;
 use crate::value::{Expiry, ToValue};
 
@@ -460,35 +461,15 @@ impl<K: AsRef<[u8]>> Batch for GetBatch<'_, K> {
             let keys = entries.iter().map(|e| self.key(e.index));
             return encode::get(buf, self.with_cas, keys);
         }
-        // `mg <key> v f q [c] O<token>`, the flags written once per batch.
-        let flags = [
-            MetaFlag::Value,
-            MetaFlag::ReturnFlags,
-            MetaFlag::Quiet,
-            MetaFlag::ReturnCas,
-        ];
-        let flags = flags
-            .get(..if self.with_cas { 4 } else { 3 })
-            .unwrap_or_default();
-        let tail: &[u8] = if self.with_cas {
-            b" v f q c O"
-        } else {
-            b" v f q O"
-        };
-        let keys: usize = entries.iter().map(|e| self.key(e.index).len()).sum();
-        buf.reserve(keys + entries.len() * (tail.len() + 16));
         for (i, e) in entries.iter().enumerate() {
-            let key = self.key(e.index);
-            let token = wire.token(i).unwrap_or_default();
-            if crate::protocol::is_binary_key(key) {
-                encode::meta(buf, b"mg ", key, None, flags, Some(token));
-                continue;
-            }
-            buf.extend_from_slice(b"mg ");
-            buf.extend_from_slice(key);
-            buf.extend_from_slice(tail);
-            encode::push_u64(buf, token.into());
-            buf.extend_from_slice(b"\r\n");
+            fetch_meta(
+                buf,
+                self.key(e.index),
+                self.with_cas,
+                None,
+                wire.token(i),
+                true,
+            );
         }
         encode::meta_noop(buf);
     }
@@ -507,22 +488,7 @@ impl<K: AsRef<[u8]>> Batch for GetBatch<'_, K> {
 
     fn reader(&self, entries: &[Entry], wire: Wire) -> Self::Reader {
         if let Wire::Meta(base) = wire {
-            return ByWire::Meta(
-                QuietRead::new(
-                    entries,
-                    base,
-                    || None,
-                    |code, flags, data| match (code, data) {
-                        (MetaCode::Va, Some(data)) => fetched_meta(flags, data).map(Some),
-                        (MetaCode::En, _) => Ok(None),
-                        (code, _) => Err(Error::new(
-                            ErrorKind::Protocol,
-                            format!("meta reply {code:?} to a retrieval"),
-                        )),
-                    },
-                )
-                .reads(),
-            );
+            return ByWire::Meta(QuietRead::new(entries, base, || None, fetched_reply).reads());
         }
         let mut keys = Vec::with_capacity(entries.iter().map(|e| self.key(e.index).len()).sum());
         let mut ends = Vec::with_capacity(entries.len());
@@ -681,9 +647,10 @@ impl<K: AsRef<[u8]>, V: ToValue> Batch for SetBatch<'_, K, V> {
             };
             let exptime = core.exptime(self.ttl, sending(e, wall));
             let key = key.as_ref();
+            let set = StoreCommand::Set;
             match wire.token(i) {
-                Some(t) => quiet_store(buf, key, *flags, exptime, data, t),
-                None => encode::store(buf, StoreCommand::Set, key, *flags, exptime, data, false),
+                Some(t) => store_meta(buf, set, key, *flags, exptime, data, Some(t), true),
+                None => encode::store(buf, set, key, *flags, exptime, data, false),
             }
         }
         if wire != Wire::Classic {
@@ -702,16 +669,6 @@ impl<K: AsRef<[u8]>, V: ToValue> Batch for SetBatch<'_, K, V> {
             Wire::Classic => ByWire::Classic(LinesRead::new(entries, stored)),
         }
     }
-}
-
-/// A `set` in a quiet batch: `ms <key> <len> [F] [T] q O<token>`.
-fn quiet_store(buf: &mut Vec<u8>, key: &[u8], flags: u32, exptime: i64, data: &[u8], token: u32) {
-    let f = super::request::Packed::new([
-        (flags != 0).then_some(MetaFlag::SetFlags(flags)),
-        (exptime != 0).then_some(MetaFlag::Ttl(exptime)),
-        Some(MetaFlag::Quiet),
-    ]);
-    encode::meta(buf, b"ms ", key, Some(data), f.get(), Some(token));
 }
 
 /// `delete_multi` and `touch_multi`.
@@ -765,14 +722,9 @@ impl<K: AsRef<[u8]>> Batch for KeyBatch<'_, K> {
                 (None, Some(t)) => encode::touch(buf, key, t, false),
                 (None, None) => encode::delete(buf, key, false),
                 // A hit answers HD, a miss nothing.
-                (Some(tok), Some(t)) => {
-                    let f = [MetaFlag::Ttl(t), MetaFlag::Quiet];
-                    encode::meta(buf, b"mg ", key, None, &f, Some(tok));
-                }
+                (Some(tok), Some(t)) => touch_meta(buf, key, t, Some(tok), true),
                 // A delete answers nothing, a miss NF.
-                (Some(tok), None) => {
-                    encode::meta(buf, b"md ", key, None, &[MetaFlag::Quiet], Some(tok));
-                }
+                (Some(tok), None) => delete_meta(buf, key, Some(tok), true),
             }
         }
         if wire != Wire::Classic {

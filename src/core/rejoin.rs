@@ -106,7 +106,7 @@ impl Rejoin<'_> {
                         for k in chunk {
                             if crate::protocol::is_binary_key(k) {
                                 // Only with binary keys, so only over meta.
-                                encode::meta(buf, b"md ", k, None, &[], None);
+                                super::request::delete_meta(buf, k, None, false);
                             } else {
                                 encode::delete(buf, k, false);
                             }

@@ -315,14 +315,24 @@ impl Reply for FetchOne {
         flags: &[u8],
         data: Option<&[u8]>,
     ) -> Result<Option<Option<Fetched>>> {
-        match (code, data) {
-            (MetaCode::Va, Some(data)) => fetched_meta(flags, data).map(Some).map(Some),
-            (MetaCode::En, _) => Ok(Some(None)),
-            (code, _) => Err(Error::new(
-                ErrorKind::Protocol,
-                format!("meta reply {code:?} to a retrieval"),
-            )),
-        }
+        fetched_reply(code, flags, data).map(Some)
+    }
+}
+
+/// What a meta reply to a retrieval (`mg <key> v f [c]`) answers: the item
+/// for `VA`, a miss for `EN`.
+pub(crate) fn fetched_reply(
+    code: MetaCode,
+    flags: &[u8],
+    data: Option<&[u8]>,
+) -> Result<Option<Fetched>> {
+    match (code, data) {
+        (MetaCode::Va, Some(data)) => fetched_meta(flags, data).map(Some),
+        (MetaCode::En, _) => Ok(None),
+        (code, _) => Err(Error::new(
+            ErrorKind::Protocol,
+            format!("meta reply {code:?} to a retrieval"),
+        )),
     }
 }
 

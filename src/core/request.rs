@@ -128,7 +128,7 @@ impl Request for Fetch<'_> {
     fn encode(&self, core: &Core, to: Sending, buf: &mut Vec<u8>) {
         let exptime = self.touch.map(|ttl| core.exptime(ttl, to));
         match to.wire {
-            Wire::Meta(token) => fetch_meta(buf, self.key, self.with_cas, exptime, Some(token)),
+            Wire::Meta(t) => fetch_meta(buf, self.key, self.with_cas, exptime, Some(t), false),
             Wire::Classic => match exptime {
                 None => encode::get(buf, self.with_cas, [self.key]),
                 Some(t) => encode::gat(buf, self.with_cas, t, [self.key]),
@@ -151,19 +151,26 @@ impl Request for Fetch<'_> {
     }
 }
 
-/// `get`/`gets`/`gat`/`gats` in meta form: `mg <key> v f [c] [T<exptime>]`.
+// The meta forms of the key commands, each written once: a single-key
+// request sends it as it is; a multi-key batch sends it `quiet` (memcached
+// then hides a miss, or a success) and ends the batch with `mn`.
+
+/// `get`/`gets`/`gat`/`gats` in meta form: `mg <key> v f [c] [T<exptime>]
+/// [q]`.
 pub(crate) fn fetch_meta(
     buf: &mut Vec<u8>,
     key: &[u8],
     with_cas: bool,
     exptime: Option<i64>,
     token: Option<u32>,
+    quiet: bool,
 ) {
     let flags = Packed::new([
         Some(MetaFlag::Value),
         Some(MetaFlag::ReturnFlags),
         with_cas.then_some(MetaFlag::ReturnCas),
         exptime.map(MetaFlag::Ttl),
+        quiet.then_some(MetaFlag::Quiet),
     ]);
     encode::meta(buf, b"mg ", key, None, flags.get(), token);
 }
@@ -194,7 +201,8 @@ impl<const N: usize> Packed<N> {
 
 /// A storage command in meta form: `ms <key> <len> [F<flags>] [T<exptime>]`
 /// and its mode (`E` add, `R` replace, `A` append, `P` prepend) or cas
-/// (`C<cas>`); `set` is the default mode.
+/// (`C<cas>`), then `[q]`; `set` is the default mode.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn store_meta(
     buf: &mut Vec<u8>,
     cmd: StoreCommand,
@@ -203,6 +211,7 @@ pub(crate) fn store_meta(
     exptime: i64,
     data: &[u8],
     token: Option<u32>,
+    quiet: bool,
 ) {
     let how = match cmd {
         StoreCommand::Set => None,
@@ -216,8 +225,16 @@ pub(crate) fn store_meta(
         (client_flags != 0).then_some(MetaFlag::SetFlags(client_flags)),
         (exptime != 0).then_some(MetaFlag::Ttl(exptime)),
         how,
+        quiet.then_some(MetaFlag::Quiet),
     ]);
     encode::meta(buf, b"ms ", key, Some(data), flags.get(), token);
+}
+
+/// `delete` in meta form: `md <key> [q]` (`HD` when it existed, `NF` when
+/// not).
+pub(crate) fn delete_meta(buf: &mut Vec<u8>, key: &[u8], token: Option<u32>, quiet: bool) {
+    let flags = Packed::new([quiet.then_some(MetaFlag::Quiet)]);
+    encode::meta(buf, b"md ", key, None, flags.get(), token);
 }
 
 /// A storage command.
@@ -282,6 +299,7 @@ impl Request for Store<'_> {
                 exptime,
                 &self.data,
                 Some(t),
+                false,
             ),
             Wire::Classic => encode::store(
                 buf, self.cmd, self.key, self.flags, exptime, &self.data, false,
@@ -318,7 +336,7 @@ impl Request for Delete<'_> {
     }
     fn encode(&self, _: &Core, to: Sending, buf: &mut Vec<u8>) {
         match to.wire {
-            Wire::Meta(t) => encode::meta(buf, b"md ", self.0, None, &[], Some(t)),
+            Wire::Meta(t) => delete_meta(buf, self.0, Some(t), false),
             Wire::Classic => encode::delete(buf, self.0, false),
         }
     }
@@ -383,10 +401,20 @@ impl Request for Arith<'_> {
     }
 }
 
-/// `touch` in meta form: `mg <key> T<exptime>` (`HD` on a hit, `EN` on a
-/// miss).
-pub(crate) fn touch_meta(buf: &mut Vec<u8>, key: &[u8], exptime: i64, token: Option<u32>) {
-    encode::meta(buf, b"mg ", key, None, &[MetaFlag::Ttl(exptime)], token);
+/// `touch` in meta form: `mg <key> T<exptime> [q]` (`HD` on a hit, `EN` on
+/// a miss).
+pub(crate) fn touch_meta(
+    buf: &mut Vec<u8>,
+    key: &[u8],
+    exptime: i64,
+    token: Option<u32>,
+    quiet: bool,
+) {
+    let flags = Packed::new([
+        Some(MetaFlag::Ttl(exptime)),
+        quiet.then_some(MetaFlag::Quiet),
+    ]);
+    encode::meta(buf, b"mg ", key, None, flags.get(), token);
 }
 
 /// `touch`: true when the key exists.
@@ -424,7 +452,7 @@ impl Request for Touch<'_> {
     fn encode(&self, core: &Core, to: Sending, buf: &mut Vec<u8>) {
         let exptime = core.exptime(self.ttl, to);
         match to.wire {
-            Wire::Meta(t) => touch_meta(buf, self.key, exptime, Some(t)),
+            Wire::Meta(t) => touch_meta(buf, self.key, exptime, Some(t), false),
             Wire::Classic => encode::touch(buf, self.key, exptime, false),
         }
     }
